@@ -1,0 +1,243 @@
+"""The types that flow between pipeline stages.
+
+intake → spool:      Envelope + message bytes        → QueuedMessage
+scheduler → delivery: DeliveryJob                    → Attempt (one RecipientResult each)
+every stage → state: Event
+
+aiosmtpd's Envelope never leaves gateway.intake; no untyped dict travels
+between stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "Attempt",
+    "BreakerSettings",
+    "Client",
+    "DeliveryJob",
+    "Envelope",
+    "Event",
+    "EventType",
+    "QueueId",
+    "QueueState",
+    "QueuedMessage",
+    "RecipientResult",
+    "RecipientState",
+    "Reply",
+    "RetrySchedule",
+    "Route",
+    "RouteMatch",
+    "Secret",
+    "Smarthost",
+]
+
+QueueId = str
+
+
+class QueueState(StrEnum):
+    """Where a queue file sits; each is a directory of the spool (Postfix's queues)."""
+
+    INCOMING = "incoming"  # durably accepted, not yet picked up by the scheduler
+    ACTIVE = "active"  # being delivered right now
+    DEFERRED = "deferred"  # waiting for its next attempt
+    HOLD = "hold"  # put aside by an operator; never delivered until released
+    CORRUPT = "corrupt"  # unreadable queue file, kept for a human
+
+
+class RecipientState(StrEnum):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    HELD = "held"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RecipientState.DELIVERED, RecipientState.BOUNCED, RecipientState.EXPIRED)
+
+
+class EventType(StrEnum):
+    ACCEPTED = "accepted"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    HELD = "held"
+    RELEASED = "released"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password or token; its repr never shows the value, so logs cannot leak it."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who handed a message to us."""
+
+    listener: str
+    address: str
+    port: int = 0
+    helo: str = ""
+    auth_user: str | None = None
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str  # "" is the null sender <>
+    recipients: tuple[str, ...]
+    client: Client
+    received_at: float
+    smtputf8: bool = False
+    body_type: str = "7BIT"  # 7BIT | 8BITMIME
+    message_id: str | None = None  # the Message-ID header, for lookups
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    id: QueueId
+    envelope: Envelope
+    size: int  # octets of message content as stored
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply: ours to a client, or a remote server's to us."""
+
+    code: int
+    enhanced: str  # "" when the server sent none
+    text: str
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def __str__(self) -> str:
+        return " ".join(part for part in (str(self.code), self.enhanced, self.text) if part)
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """When to try again after a temporary failure.
+
+    `delays[i]` is the wait after attempt i+1; once they are used up, `repeat`
+    is the wait between further attempts (None: give up). A message expires
+    when it is older than `max_age` or has had `max_attempts` attempts.
+    """
+
+    delays: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0)
+    repeat: float | None = 3600.0
+    max_age: float = 5 * 86400.0
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = 3  # consecutive failures that open the circuit
+    recovery: float = 300.0  # seconds open before one probe is let through
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    name: str
+    host: str
+    port: int = 587
+    tls: str = "starttls"  # none | starttls | implicit
+    verify_cert: bool = True
+    username: str | None = None
+    password: Secret | None = None
+    max_connections: int = 10
+    messages_per_connection: int = 100
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """Empty tuples match everything. Domains match exactly or as `.parent` suffixes."""
+
+    recipient_domains: tuple[str, ...] = ()
+    sender_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    kind: str  # mx | smarthost
+    match: RouteMatch = RouteMatch()
+    smarthosts: tuple[Smarthost, ...] = ()
+    tls: str = "opportunistic"  # mx routes: none | opportunistic | required | verify
+    retry: RetrySchedule = RetrySchedule()
+    breaker: BreakerSettings = BreakerSettings()
+    max_connections_per_destination: int = 10
+    messages_per_connection: int = 100
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """Recipients of one message that share a destination, for one attempt."""
+
+    message: QueuedMessage
+    recipients: tuple[str, ...]
+    route: Route
+    domain: str  # recipient domain (MX lookups); informative for smarthost routes
+    attempt: int  # 1 for the first attempt
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    recipient: str
+    reply: Reply
+
+    @property
+    def state(self) -> RecipientState:
+        if self.reply.is_success:
+            return RecipientState.DELIVERED
+        if self.reply.is_transient:
+            return RecipientState.DEFERRED
+        return RecipientState.BOUNCED
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one delivery attempt of a DeliveryJob did, recipient by recipient."""
+
+    route: str
+    host: str  # smarthost name or MX host name; "" when no server was reached
+    results: tuple[RecipientResult, ...]
+    started_at: float
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step in a recipient's life; the common ground of audit, metrics and webhooks."""
+
+    time: float
+    queue_id: QueueId
+    type: EventType
+    recipient: str | None = None
+    message_id: str | None = None
+    route: str | None = None
+    host: str | None = None
+    reply: Reply | None = None
+    detail: str | None = None
