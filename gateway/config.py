@@ -164,7 +164,7 @@ def _listener(sec: Section, base: Path) -> ListenerConfig:
         sec.error("tls", f"tls: {tls} needs both 'cert' and 'key'")
     if kind == "submission" and tls == "none":
         sec.error("tls", "a submission listener needs tls: starttls or implicit (AUTH only over TLS)")
-    if kind == "relay" and not networks:
+    if kind == "relay" and not sec.has("networks"):
         sec.error("networks", "a relay listener needs 'networks' (who may relay without AUTH)")
     if key is not None:
         _check_private_file(sec, "key", key)
@@ -285,7 +285,7 @@ def _retry(sec: Section, inherit: RetrySchedule) -> RetrySchedule:
             try:
                 delays.append(parse_duration(text))
             except ValueError as exc:
-                sec.problems.add(sec.file, node, str(exc))
+                sec.problems.add(sec.file, node, f"'{sec.where}.delays': {exc}")
     repeat = inherit.repeat
     if sec.has("repeat"):
         # `repeat: never` (or null) ends the schedule after the listed delays.
@@ -377,7 +377,7 @@ def _smarthost(sec: Section, base: Path) -> Smarthost:
         max_connections=sec.int("max_connections", 10, 1),
         messages_per_connection=sec.int("messages_per_connection", 100, 1),
     )
-    if out.username and out.password is None:
+    if out.username and out.password is None and not sec.has("password"):
         sec.error("username", "'username' needs 'password_file' or 'password_env'")
     sec.done()
     return out

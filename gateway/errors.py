@@ -75,4 +75,8 @@ class PermFail(DeliveryError):
 
 
 class SpoolError(GatewayError):
-    """The spool could not store the message; intake answers 4xx."""
+    """The spool could not store the message; intake answers 4xx (452 4.3.1 if disk_full)."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        self.disk_full = disk_full
+        super().__init__(message)

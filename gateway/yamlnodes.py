@@ -67,7 +67,7 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise ConfigError(list(self.items))
+            raise ConfigError(sorted(self.items, key=lambda p: (p.file, p.line, p.column)))
 
 
 def compose_file(path: str, problems: Problems) -> yaml.Node | None:
@@ -243,7 +243,7 @@ class Section:
         """A mapping of string to string (e.g. users → hashes), with value nodes."""
         sub = self.section(key)
         out = []
-        for name in sub.keys():
+        for name in sub.keys():  # noqa: SIM118 (Section is not a dict)
             node = sub.value_node(name)
             if not isinstance(node, yaml.ScalarNode):
                 self.problems.add(self.file, node, f"'{self._name(key)}.{name}' must be a string")

@@ -1,0 +1,337 @@
+"""The queue manager: moves messages from incoming/ and deferred/ into active/,
+hands their recipients to delivery, and files the outcome (Postfix's qmgr(8)).
+
+Strategies, as in qmgr.c:
+- bounded active set: at most `max_active` messages in active/ (memory stays flat
+  whatever the backlog; the rest wait on disk);
+- fairness: new mail (incoming) and due retries (deferred) are both taken every
+  round, so a retry storm cannot starve fresh mail or the reverse;
+- per-destination concurrency: each (route, domain) has its own limit, taken
+  before the global one, so one slow destination cannot hold every session;
+- the index answers "what is due now?"; nothing here scans the whole queue.
+
+A message's state changes by renaming its file (one os.replace). The index and
+events are written after the rename; if we crash in between, start-up
+reconciliation trusts the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.clock import Clock
+from gateway.config import DeliveryConfig
+from gateway.model import (
+    Attempt,
+    DeliveryJob,
+    Event,
+    EventType,
+    QueuedMessage,
+    QueueId,
+    QueueState,
+    RecipientResult,
+    RecipientState,
+    Reply,
+    Route,
+)
+from gateway.scheduler.retry import next_attempt_at
+from gateway.spool import Spool
+from gateway.spool.store import CorruptQueueFile
+from gateway.state.events import EventStore
+
+__all__ = ["Deliverer", "RouterPort", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0  # seconds between looks at the deferred queue
+INCOMING_SCAN_EVERY = 10.0  # seconds between directory scans of incoming/
+
+
+class Deliverer(Protocol):
+    async def deliver(self, job: DeliveryJob, content: bytes) -> Attempt: ...
+
+
+class RouterPort(Protocol):
+    def split(
+        self, message: QueuedMessage, recipients: Sequence[str]
+    ) -> list[tuple[Route, str, tuple[str, ...]]]: ...
+
+
+@dataclass
+class _Pending:
+    """One message's recipients still to be delivered in this attempt."""
+
+    qm: QueuedMessage
+    attempts: int  # attempts made before this one
+    todo: list[tuple[int, str]]  # (recipient index, address)
+
+
+@dataclass
+class _Outcome:
+    updates: list[tuple[int, RecipientState, str | None, Reply | None]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    next_attempts: list[float] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, spool: Spool, delivery: Deliverer, router: RouterPort,
+                 events: EventStore, clock: Clock, config: DeliveryConfig) -> None:
+        self.spool = spool
+        self.delivery = delivery
+        self.router = router
+        self.events = events
+        self.clock = clock
+        self.config = config
+        self._incoming: deque[tuple[QueueId, QueuedMessage | None]] = deque()
+        self._active: dict[QueueId, asyncio.Task[None]] = {}
+        self._global = asyncio.Semaphore(config.max_concurrency)
+        self._destinations: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._scan_incoming_at = 0.0  # scan at once on start: files left by a crash
+        self._due_at = 0.0  # when to look at deferred/ next
+        self._due_checked_at = 0.0
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (f"<Scheduler active={len(self._active)} incoming={len(self._incoming)}"
+                f" destinations={len(self._destinations)}>")
+
+    # -- inputs ----------------------------------------------------------------------------
+    def notify(self, qm: QueuedMessage) -> None:
+        """Intake's fast path: a message just landed in incoming/."""
+        if len(self._incoming) < self.config.max_active:
+            self._incoming.append((qm.id, qm))
+        else:
+            self._scan_incoming_at = 0.0  # too many to hold in memory; find it on disk later
+        self._wake.set()
+
+    def reconfigure(self, router: RouterPort, config: DeliveryConfig) -> None:
+        self.router = router
+        if config.max_concurrency != self.config.max_concurrency:
+            self._global = asyncio.Semaphore(config.max_concurrency)
+        self.config = config
+        self._destinations.clear()
+
+    def poke(self) -> None:
+        """Look at the queue now (an operator asked for a retry)."""
+        self._scan_incoming_at = 0.0
+        self._due_at = 0.0
+        self._wake.set()
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # -- main loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking work; give in-flight deliveries `timeout` seconds, then cancel them.
+
+        Cancelled messages stay in active/ and are requeued by the next start-up.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._active:
+            _, late = await asyncio.wait(list(self._active.values()), timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("shutdown: %d deliveries interrupted; requeued at next start",
+                            len(late))
+                await asyncio.wait(late)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._round()
+            except Exception:
+                log.exception("scheduler round failed; retrying")
+            # Sleep until the next deferred message is due, but look at least every TICK
+            # (an operator's retry, a clock step) — and at once when intake notifies.
+            delay = min(TICK, max(0.0, self._due_at - self.clock.now()))
+            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+            waker = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            sleeper.cancel()
+            waker.cancel()
+            self._wake.clear()
+
+    async def _round(self) -> None:
+        now = self.clock.now()
+        if now >= self._scan_incoming_at or now < self._scan_incoming_at - INCOMING_SCAN_EVERY:
+            # (the second test catches a clock stepped backwards)
+            self._scan_incoming()
+            self._scan_incoming_at = now + INCOMING_SCAN_EVERY
+        while self._incoming and self._room():
+            queue_id, hint = self._incoming.popleft()
+            self._activate(queue_id, QueueState.INCOMING, hint)
+        if self._room() and (now >= self._due_at or now < self._due_checked_at):
+            await self._take_due(now)
+
+    async def _take_due(self, now: float) -> None:
+        limit = self.config.max_active - len(self._active)
+        for queue_id in await self.spool.index.due(now, limit):
+            if queue_id not in self._active:
+                self._activate(queue_id, QueueState.DEFERRED, None)
+        self._due_checked_at = now
+        next_due = await self.spool.index.next_due_time()
+        self._due_at = min(now + TICK, next_due if next_due is not None else now + TICK)
+
+    def _room(self) -> bool:
+        return not self._stopping and len(self._active) < self.config.max_active
+
+    def _scan_incoming(self) -> None:
+        queued = {queue_id for queue_id, _ in self._incoming}
+        for queue_id in sorted(self.spool.files.ids(QueueState.INCOMING)):
+            if len(self._incoming) >= self.config.max_active:
+                break
+            if queue_id not in queued and queue_id not in self._active:
+                self._incoming.append((queue_id, None))
+
+    def _activate(self, queue_id: QueueId, src: QueueState, hint: QueuedMessage | None) -> None:
+        if not self.spool.files.move(queue_id, src, QueueState.ACTIVE):
+            self._resync_index(queue_id)
+            return
+        self.spool.index.set_state(queue_id, QueueState.ACTIVE)
+        task = asyncio.get_running_loop().create_task(self._process(queue_id, hint))
+        self._active[queue_id] = task
+        task.add_done_callback(lambda _: self._finished(queue_id))
+
+    def _finished(self, queue_id: QueueId) -> None:
+        self._active.pop(queue_id, None)
+        self._wake.set()
+
+    def _resync_index(self, queue_id: QueueId) -> None:
+        """The file was not where the index said: an operator moved it. Believe the disk."""
+        state = self.spool.files.find(queue_id)
+        if state is None:
+            self.spool.index.remove(queue_id)
+        elif state is not QueueState.ACTIVE:
+            self.spool.index.set_state(queue_id, state)
+
+    # -- one message -----------------------------------------------------------------------
+    async def _process(self, queue_id: QueueId, hint: QueuedMessage | None) -> None:
+        try:
+            qm, content = self.spool.files.read(queue_id, QueueState.ACTIVE)
+        except (CorruptQueueFile, OSError) as exc:
+            log.error("queue file %s unreadable (%s): moved to corrupt/", queue_id, exc)
+            self.spool.files.quarantine(queue_id, QueueState.ACTIVE)
+            self.spool.index.remove(queue_id)
+            return
+        pending = await self._pending(qm, fresh=hint is not None)
+        if not pending.todo:
+            self._complete(qm, QueueState.ACTIVE)
+            return
+        jobs = self._jobs(pending)
+        attempts = await asyncio.gather(*(self._deliver(job, content) for job in jobs))
+        self._file(pending, [
+            (job.route, attempt, result)
+            for job, attempt in zip(jobs, attempts, strict=True)
+            for result in attempt.results
+        ])
+
+    async def _pending(self, qm: QueuedMessage, *, fresh: bool) -> _Pending:
+        all_recipients = list(enumerate(qm.envelope.recipients))
+        if fresh:
+            return _Pending(qm, 0, all_recipients)
+        info = await self.spool.index.message(qm.id)
+        rows = await self.spool.index.recipients(qm.id)
+        if info is None or not rows:
+            return _Pending(qm, 0, all_recipients)
+        todo = [(r.idx, r.address) for r in rows if not r.state.is_final]
+        return _Pending(qm, info.attempts, todo)
+
+    def _jobs(self, pending: _Pending) -> list[DeliveryJob]:
+        addresses = [address for _, address in pending.todo]
+        return [
+            DeliveryJob(pending.qm, recipients, route, domain, pending.attempts + 1)
+            for route, domain, recipients in self.router.split(pending.qm, addresses)
+        ]
+
+    async def _deliver(self, job: DeliveryJob, content: bytes) -> Attempt:
+        async with self._destination(job), self._global:
+            started = self.clock.now()
+            try:
+                return await self.delivery.deliver(job, content)
+            except Exception:
+                # Delivery promises not to raise; if a bug makes it, defer rather than
+                # leave the message stranded in active/.
+                log.exception("delivery of %s raised; deferring", job.message.id)
+                reply = Reply(451, "4.3.0", "Internal error during delivery")
+                results = tuple(RecipientResult(r, reply) for r in job.recipients)
+                return Attempt(job.route.name, "", results, started, self.clock.now())
+
+    def _destination(self, job: DeliveryJob) -> asyncio.Semaphore:
+        route = job.route
+        key = (route.name, job.domain if route.kind == "mx" else "")
+        sem = self._destinations.get(key)
+        if sem is None:
+            limit = (route.max_connections_per_destination if route.kind == "mx"
+                     else sum(s.max_connections for s in route.smarthosts))
+            sem = self._destinations[key] = asyncio.Semaphore(max(1, limit))
+        return sem
+
+    # -- filing the outcome ------------------------------------------------------------------
+    def _file(self, pending: _Pending, results: list[tuple[Route, Attempt, RecipientResult]]) -> None:
+        now = self.clock.now()
+        qm = pending.qm
+        attempt_no = pending.attempts + 1
+        outcome = _Outcome()
+        slots: dict[str, list[int]] = {}
+        for idx, address in pending.todo:
+            slots.setdefault(address, []).append(idx)
+        for route, attempt, result in results:
+            idx = slots[result.recipient].pop(0)
+            self._file_recipient(qm, idx, route, attempt, result, attempt_no, now, outcome)
+        self.spool.index.set_recipients(qm.id, outcome.updates, now)
+        self.events.record(outcome.events)
+        if outcome.next_attempts:
+            when = min(outcome.next_attempts)
+            self._due_at = min(self._due_at, when)
+            if self.spool.files.move(qm.id, QueueState.ACTIVE, QueueState.DEFERRED):
+                self.spool.index.set_state(qm.id, QueueState.DEFERRED,
+                                           next_attempt_at=when, attempts=attempt_no)
+            else:
+                self._resync_index(qm.id)
+        else:
+            self._complete(qm, QueueState.ACTIVE)
+
+    def _file_recipient(self, qm: QueuedMessage, idx: int, route: Route, attempt: Attempt,
+                        result: RecipientResult, attempt_no: int, now: float,
+                        outcome: _Outcome) -> None:
+        state = result.state
+        event_type = {RecipientState.DELIVERED: EventType.DELIVERED,
+                      RecipientState.BOUNCED: EventType.BOUNCED}.get(state, EventType.DEFERRED)
+        detail = None
+        if state is RecipientState.DEFERRED:
+            when = next_attempt_at(attempt_no, route.retry, qm.envelope.received_at, now)
+            if when is None:
+                state, event_type = RecipientState.EXPIRED, EventType.EXPIRED
+                detail = f"gave up after {attempt_no} attempts"
+            else:
+                outcome.next_attempts.append(when)
+                detail = f"attempt {attempt_no}; next at {when:.3f}"
+        outcome.updates.append((idx, state, route.name, result.reply))
+        outcome.events.append(Event(
+            time=now, queue_id=qm.id, type=event_type, recipient=result.recipient,
+            message_id=qm.envelope.message_id, route=route.name, host=attempt.host or None,
+            reply=result.reply, detail=detail,
+        ))
+
+    def _complete(self, qm: QueuedMessage, state: QueueState) -> None:
+        """Every recipient has a final outcome: the queue file's job is done."""
+        if self.spool.files.remove(qm.id, state):
+            self.spool.index.remove(qm.id)
+        else:
+            # An operator held it mid-delivery; its recipients are final, release ends it.
+            self._resync_index(qm.id)

@@ -1,0 +1,205 @@
+"""The queue index: SQLite rows that say when each message is due and how each
+recipient fared. Postfix keeps this in qmgr's memory and the queue files; we
+keep it in `spool/queue.db` so that a million deferred messages cost no RAM and
+"what is due now?" is one indexed query, never a scan of the queue.
+
+The queue files stay the truth of *what* is queued: at start-up `reconcile()`
+compares the index with the directories and repairs it (a file without a row is
+re-indexed from its header with every recipient pending; a row without a file is
+dropped). What the index alone holds — attempts so far and recipients already
+delivered — can be lost only with a power failure, and then costs a duplicate
+delivery, never a lost message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.model import QueuedMessage, QueueId, QueueState, RecipientState, Reply
+from gateway.sqlite import BatchedDb
+
+__all__ = ["IndexedMessage", "IndexedRecipient", "QueueIndex"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sender TEXT NOT NULL,
+        message_id TEXT,
+        size INTEGER NOT NULL,
+        recipient_count INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages(state, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS messages_message_id ON messages(message_id)",
+    """CREATE TABLE IF NOT EXISTS recipients (
+        queue_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        route TEXT,
+        updated_at REAL NOT NULL,
+        last_reply TEXT,
+        PRIMARY KEY (queue_id, idx)
+    ) WITHOUT ROWID""",
+)
+
+_INSERT_MESSAGE = (
+    "INSERT OR REPLACE INTO messages (id, state, created_at, next_attempt_at, attempts, sender,"
+    " message_id, size, recipient_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_RECIPIENT = (
+    "INSERT OR REPLACE INTO recipients (queue_id, idx, address, state, route, updated_at,"
+    " last_reply) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SET_RECIPIENT = (
+    "UPDATE recipients SET state = ?, route = ?, updated_at = ?, last_reply = ?"
+    " WHERE queue_id = ? AND idx = ?"
+)
+
+
+@dataclass(frozen=True)
+class IndexedRecipient:
+    idx: int
+    address: str
+    state: RecipientState
+    route: str | None
+    updated_at: float
+    last_reply: str | None
+
+
+@dataclass(frozen=True)
+class IndexedMessage:
+    id: QueueId
+    state: QueueState
+    created_at: float
+    next_attempt_at: float
+    attempts: int
+    sender: str
+    message_id: str | None
+    size: int
+    recipient_count: int
+
+
+class QueueIndex:
+    def __init__(self, path: Path) -> None:
+        self._db = BatchedDb(path, _SCHEMA)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def flush(self) -> None:
+        await self._db.flush()
+
+    # -- writes (batched) ------------------------------------------------------------------
+    def add(self, qm: QueuedMessage, state: QueueState) -> None:
+        env = qm.envelope
+        self._db.write(_INSERT_MESSAGE, (
+            qm.id, state.value, env.received_at, env.received_at, 0, env.mail_from,
+            env.message_id, qm.size, len(env.recipients),
+        ))
+        self._db.write_many(_INSERT_RECIPIENT, (
+            (qm.id, i, rcpt, RecipientState.QUEUED.value, None, env.received_at, None)
+            for i, rcpt in enumerate(env.recipients)
+        ))
+
+    def set_state(self, queue_id: QueueId, state: QueueState, *,
+                  next_attempt_at: float | None = None, attempts: int | None = None) -> None:
+        self._db.write(
+            "UPDATE messages SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
+            " attempts = COALESCE(?, attempts) WHERE id = ?",
+            (state.value, next_attempt_at, attempts, queue_id),
+        )
+
+    def set_recipients(self, queue_id: QueueId,
+                       updates: Iterable[tuple[int, RecipientState, str | None, Reply | None]],
+                       now: float) -> None:
+        self._db.write_many(_SET_RECIPIENT, (
+            (state.value, route, now, str(reply) if reply else None, queue_id, idx)
+            for idx, state, route, reply in updates
+        ))
+
+    def remove(self, queue_id: QueueId) -> None:
+        self._db.write("DELETE FROM messages WHERE id = ?", (queue_id,))
+        self._db.write("DELETE FROM recipients WHERE queue_id = ?", (queue_id,))
+
+    # -- reads -----------------------------------------------------------------------------
+    async def due(self, now: float, limit: int) -> list[QueueId]:
+        rows = await self._db.fetchall(
+            "SELECT id FROM messages WHERE state = ? AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at LIMIT ?",
+            (QueueState.DEFERRED.value, now, limit),
+        )
+        return [str(r[0]) for r in rows]
+
+    async def next_due_time(self) -> float | None:
+        rows = await self._db.fetchall(
+            "SELECT MIN(next_attempt_at) FROM messages WHERE state = ?",
+            (QueueState.DEFERRED.value,),
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def message(self, queue_id: QueueId) -> IndexedMessage | None:
+        rows = await self._db.fetchall(_SELECT_MESSAGE + " WHERE id = ?", (queue_id,))
+        return _message(rows[0]) if rows else None
+
+    async def recipients(self, queue_id: QueueId) -> list[IndexedRecipient]:
+        rows = await self._db.fetchall(
+            "SELECT idx, address, state, route, updated_at, last_reply FROM recipients"
+            " WHERE queue_id = ? ORDER BY idx",
+            (queue_id,),
+        )
+        return [_recipient(r) for r in rows]
+
+    async def states(self) -> dict[QueueId, QueueState]:
+        rows = await self._db.fetchall("SELECT id, state FROM messages")
+        return {str(r[0]): QueueState(r[1]) for r in rows}
+
+    async def list(self, *, state: QueueState | None = None, limit: int = 100,
+                   after: QueueId = "") -> list[IndexedMessage]:
+        sql = _SELECT_MESSAGE + " WHERE id > ?"
+        params: tuple[object, ...] = (after,)
+        if state is not None:
+            sql += " AND state = ?"
+            params += (state.value,)
+        return [_message(r) for r in await self._db.fetchall(sql + " ORDER BY id LIMIT ?",
+                                                              (*params, limit))]
+
+    async def counts(self) -> dict[QueueState, int]:
+        rows = await self._db.fetchall("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        return {QueueState(r[0]): int(r[1]) for r in rows}
+
+    async def by_message_id(self, message_id: str) -> list[QueueId]:
+        rows = await self._db.fetchall("SELECT id FROM messages WHERE message_id = ?",
+                                       (message_id,))
+        return [str(r[0]) for r in rows]
+
+
+_SELECT_MESSAGE = (
+    "SELECT id, state, created_at, next_attempt_at, attempts, sender, message_id, size,"
+    " recipient_count FROM messages"
+)
+
+
+def _message(row: Sequence[object]) -> IndexedMessage:
+    return IndexedMessage(
+        id=str(row[0]), state=QueueState(str(row[1])), created_at=float(row[2]),  # type: ignore[arg-type]
+        next_attempt_at=float(row[3]), attempts=int(row[4]), sender=str(row[5]),  # type: ignore[arg-type]
+        message_id=None if row[6] is None else str(row[6]), size=int(row[7]),  # type: ignore[call-overload]
+        recipient_count=int(row[8]),  # type: ignore[call-overload]
+    )
+
+
+def _recipient(row: Sequence[object]) -> IndexedRecipient:
+    return IndexedRecipient(
+        idx=int(row[0]), address=str(row[1]), state=RecipientState(str(row[2])),  # type: ignore[call-overload]
+        route=None if row[3] is None else str(row[3]), updated_at=float(row[4]),  # type: ignore[arg-type]
+        last_reply=None if row[5] is None else str(row[5]),
+    )

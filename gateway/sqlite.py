@@ -1,0 +1,113 @@
+"""SQLite through aiosqlite, with writes batched into one transaction per flush.
+
+Both the spool index and the event store write a few rows per message. A
+commit per row would cost a thread hop and a WAL append each; instead writes
+are queued in order and flushed together — by a timer, when the queue grows,
+or before any read that must see them (read-your-writes within the process).
+
+WAL + synchronous=NORMAL: a committed write survives the process being
+killed (it is in the OS page cache); a power loss may drop the last
+transactions, which the callers tolerate (the spool index is rebuilt from the
+queue files; events are a record, not the truth of delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+__all__ = ["BatchedDb", "Row"]
+
+log = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]
+
+
+class BatchedDb:
+    """One aiosqlite connection plus an ordered write queue."""
+
+    def __init__(self, path: Path, schema: Sequence[str], *, flush_interval: float = 0.02,
+                 max_pending: int = 2000) -> None:
+        self.path = path
+        self._schema = schema
+        self._flush_interval = flush_interval
+        self._max_pending = max_pending
+        self._pending: list[tuple[str, Row]] = []
+        self._db: aiosqlite.Connection | None = None
+        self._flush_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000",
+                       "temp_store=MEMORY", "cache_size=-65536"):
+            await self._db.execute(f"PRAGMA {pragma}")
+        await self._db.execute("BEGIN IMMEDIATE")
+        for statement in self._schema:
+            await self._db.execute(statement)
+        await self._db.execute("COMMIT")
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{self.path} is not open")
+        return self._db
+
+    def write(self, sql: str, params: Row) -> None:
+        """Queue a write; it is committed with the next flush, in order."""
+        self._pending.append((sql, params))
+        if len(self._pending) >= self._max_pending:
+            self._start_flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._flush_interval, self._start_flush)
+
+    def write_many(self, sql: str, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self.write(sql, row)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[str, Row]]) -> None:
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            # Consecutive writes of the same statement go in one executemany.
+            for sql, group in groupby(batch, key=lambda item: item[0]):
+                await db.executemany(sql, [params for _, params in group])
+            await db.execute("COMMIT")
+        except Exception:
+            log.exception("write to %s failed; %d rows dropped", self.path, len(batch))
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+
+    async def fetchall(self, sql: str, params: Row = ()) -> list[Row]:
+        await self.flush()
+        async with self.db.execute(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._db is not None:
+            await self.flush()
+            await self._db.close()
+            self._db = None

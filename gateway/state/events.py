@@ -1,0 +1,111 @@
+"""Events: each recipient's life, step by step (KumoMTA's log records, Postfix's
+maillog lines — but queryable). Audit, metrics and webhooks build on these.
+
+Writes are batched (gateway.sqlite); a query flushes first, so a caller always
+sees the events it recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from gateway.model import Event, EventType, QueueId, Reply
+from gateway.sqlite import BatchedDb
+
+__all__ = ["EventStore", "SqliteEventStore"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        queue_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        recipient TEXT,
+        message_id TEXT,
+        route TEXT,
+        host TEXT,
+        reply_code INTEGER,
+        reply_enhanced TEXT,
+        reply_text TEXT,
+        detail TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_queue_id ON events(queue_id)",
+    "CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id)",
+    "CREATE INDEX IF NOT EXISTS events_time ON events(time)",
+)
+
+_INSERT = (
+    "INSERT INTO events (time, queue_id, type, recipient, message_id, route, host,"
+    " reply_code, reply_enhanced, reply_text, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT = (
+    "SELECT time, queue_id, type, recipient, message_id, route, host, reply_code,"
+    " reply_enhanced, reply_text, detail FROM events"
+)
+
+
+class EventStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def record(self, events: Iterable[Event]) -> None:
+        """Queue events for storage; never blocks the caller."""
+    async def by_queue_id(self, queue_id: QueueId) -> list[Event]: ...
+    async def by_message_id(self, message_id: str) -> list[Event]: ...
+
+
+class SqliteEventStore:
+    def __init__(self, path: Path) -> None:
+        self._db = BatchedDb(path, _SCHEMA)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    def record(self, events: Iterable[Event]) -> None:
+        self._db.write_many(_INSERT, (_row(e) for e in events))
+
+    async def flush(self) -> None:
+        await self._db.flush()
+
+    async def by_queue_id(self, queue_id: QueueId) -> list[Event]:
+        rows = await self._db.fetchall(_SELECT + " WHERE queue_id = ? ORDER BY seq", (queue_id,))
+        return [_event(r) for r in rows]
+
+    async def by_message_id(self, message_id: str) -> list[Event]:
+        rows = await self._db.fetchall(
+            _SELECT + " WHERE queue_id IN (SELECT DISTINCT queue_id FROM events"
+            " WHERE message_id = ?) ORDER BY seq",
+            (message_id,),
+        )
+        return [_event(r) for r in rows]
+
+
+def _row(e: Event) -> tuple[object, ...]:
+    reply = e.reply
+    return (
+        e.time, e.queue_id, e.type.value, e.recipient, e.message_id, e.route, e.host,
+        reply.code if reply else None, reply.enhanced if reply else None,
+        reply.text if reply else None, e.detail,
+    )
+
+
+def _event(row: Sequence[object]) -> Event:
+    code = row[7]
+    reply = None
+    if code is not None:
+        reply = Reply(int(code), str(row[8] or ""), str(row[9] or ""))  # type: ignore[call-overload]
+    return Event(
+        time=float(row[0]),  # type: ignore[arg-type]
+        queue_id=str(row[1]),
+        type=EventType(str(row[2])),
+        recipient=_opt(row[3]), message_id=_opt(row[4]), route=_opt(row[5]), host=_opt(row[6]),
+        reply=reply, detail=_opt(row[10]),
+    )
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,132 @@
+"""Starts and stops the stages, reloads on SIGHUP, drains on SIGTERM (Postfix's master(8)).
+
+Start order follows the message: state and spool first (start-up repairs the
+queue before anything is accepted), then delivery and the scheduler, then the
+listeners. Stop order is the reverse: listeners close first so nothing new is
+accepted, in-flight deliveries get `shutdown_timeout`, then files are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config, load_config
+from gateway.delivery import Delivery
+from gateway.delivery.router import Router
+from gateway.errors import ConfigError
+from gateway.intake.accept import Acceptor
+from gateway.intake.smtpd import IntakeServer
+from gateway.model import Event, EventType, QueuedMessage
+from gateway.scheduler import Scheduler
+from gateway.spool import Spool
+from gateway.state import StateStore
+
+__all__ = ["Gateway", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One running gateway: every stage, wired together."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.state = StateStore(config.state_path)
+        self.spool = Spool(config.spool_dir, self.clock)
+        self.delivery = Delivery(config.delivery, self.clock)
+        self.router = Router(config.routes)
+        self.scheduler = Scheduler(self.spool, self.delivery, self.router, self.state.events,
+                                   self.clock, config.delivery)
+        self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued)
+        self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
+                          for lst in config.listeners]
+
+    def __repr__(self) -> str:
+        ports = ", ".join(f"{n}={p}" for n, p in self.ports.items())
+        return f"<Gateway {self.config.path} {ports} {self.scheduler!r}>"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {lst.listener.name: lst.port for lst in self.listeners}
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.state.open()
+        recovery = await self.spool.open()
+        log.info("spool %s: %s", self.config.spool_dir, recovery)
+        self.scheduler.start()
+        for listener in self.listeners:
+            await listener.start()
+            log.info("listener %s on %s:%d", listener.listener.name,
+                     listener.listener.address, listener.port)
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            await listener.stop()
+        await self.scheduler.stop(self.config.shutdown_timeout)
+        await self.delivery.close()
+        await self.spool.close()
+        await self.state.close()
+
+    def reload(self) -> bool:
+        """Re-read the config file; a bad file changes nothing and is logged."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays:\n%s", exc)
+            return False
+        changed = _restart_only_changes(self.config, new)
+        if changed:
+            log.warning("reload: %s change only on restart", ", ".join(changed))
+        self.config = new
+        self.router = Router(new.routes)
+        self.delivery.reconfigure(new.delivery)
+        self.scheduler.reconfigure(self.router, new.delivery)
+        for listener in self.listeners:
+            listener.reconfigure(new)
+        log.info("configuration reloaded from %s", new.path)
+        return True
+
+    def _on_queued(self, qm: QueuedMessage) -> None:
+        now = self.clock.now()
+        self.state.events.record(
+            Event(time=now, queue_id=qm.id, type=EventType.ACCEPTED, recipient=rcpt,
+                  message_id=qm.envelope.message_id,
+                  detail=f"from <{qm.envelope.mail_from}> via {qm.envelope.client.listener}"
+                         f" [{qm.envelope.client.address}] size={qm.size}")
+            for rcpt in qm.envelope.recipients
+        )
+        self.scheduler.notify(qm)
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    out = []
+    if old.listeners != new.listeners:
+        out.append("listeners")
+    if old.data_dir != new.data_dir:
+        out.append("data_dir")
+    return out
+
+
+async def serve(config_path: Path) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
+    config = load_config(config_path)
+    gateway = Gateway(config)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+    log.info("smtp-gateway ready: %r", gateway)
+    await stop.wait()
+    log.info("stopping: no new sessions; waiting up to %.0fs for deliveries",
+             gateway.config.shutdown_timeout)
+    await gateway.stop()
+    log.info("stopped")
+    return 0
