@@ -109,12 +109,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     problems = Problems()
     root = Section(file, compose_file(file, problems), problems, "")
     base = Path(file).resolve().parent
-    hostname = root.str("hostname", socket.getfqdn())
+    hostname = root.get_str("hostname", socket.getfqdn())
     retry = _retry(root.section("retry"), RetrySchedule())
     cfg = Config(
         path=Path(file).resolve(),
         hostname=hostname,
-        data_dir=base / root.str("data_dir", "./var"),
+        data_dir=base / root.get_str("data_dir", "./var"),
         listeners=_listeners(root, base),
         limits=_limits(root.section("limits")),
         users=_users(root.section("auth"), base, problems),
@@ -122,7 +122,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         retry=retry,
         routes=_routes(root, retry, base),
         shutdown_timeout=root.duration("shutdown_timeout", 30.0),
-        log_level=root.str("log_level", "info", ("debug", "info", "warning", "error")),
+        log_level=root.get_str("log_level", "info", ("debug", "info", "warning", "error")),
     )
     root.done()
     problems.raise_if_any()
@@ -149,9 +149,9 @@ def _listeners(root: Section, base: Path) -> tuple[ListenerConfig, ...]:
 
 
 def _listener(sec: Section, base: Path) -> ListenerConfig:
-    kind = sec.str("kind", "relay", ("relay", "submission"))
-    name = sec.str("name", kind)
-    tls = sec.str("tls", "none", ("none", "starttls", "implicit"))
+    kind = sec.get_str("kind", "relay", ("relay", "submission"))
+    name = sec.get_str("name", kind)
+    tls = sec.get_str("tls", "none", ("none", "starttls", "implicit"))
     networks: list[IPNetwork] = []
     for text, node in sec.str_list("networks"):
         try:
@@ -171,8 +171,8 @@ def _listener(sec: Section, base: Path) -> ListenerConfig:
     return ListenerConfig(
         name=name,
         kind=kind,
-        address=sec.str("address", "127.0.0.1"),
-        port=sec.int("port", 2525, 0, 65535),
+        address=sec.get_str("address", "127.0.0.1"),
+        port=sec.get_int("port", 2525, 0, 65535),
         networks=tuple(networks),
         tls=tls,
         cert_file=cert,
@@ -210,11 +210,11 @@ def _limits(sec: Section) -> Limits:
     d = Limits()
     out = Limits(
         max_message_size=sec.size("max_message_size", d.max_message_size),
-        max_recipients=sec.int("max_recipients", d.max_recipients, 1),
+        max_recipients=sec.get_int("max_recipients", d.max_recipients, 1),
         command_timeout=sec.duration("command_timeout", d.command_timeout),
         session_timeout=sec.duration("session_timeout", d.session_timeout),
-        max_sessions=sec.int("max_sessions", d.max_sessions, 1),
-        max_sessions_per_ip=sec.int("max_sessions_per_ip", d.max_sessions_per_ip, 1),
+        max_sessions=sec.get_int("max_sessions", d.max_sessions, 1),
+        max_sessions_per_ip=sec.get_int("max_sessions_per_ip", d.max_sessions_per_ip, 1),
     )
     sec.done()
     return out
@@ -259,19 +259,19 @@ def _delivery(sec: Section, hostname: str) -> DeliveryConfig:
     dns_sec = sec.section("dns")
     dns = DnsConfig(
         nameservers=tuple(t for t, _ in dns_sec.str_list("nameservers")),
-        port=dns_sec.int("port", 53, 1, 65535),
+        port=dns_sec.get_int("port", 53, 1, 65535),
         timeout=dns_sec.duration("timeout", 10.0),
     )
     dns_sec.done()
     out = DeliveryConfig(
-        helo_name=sec.str("helo_name", hostname),
-        mx_port=sec.int("mx_port", d.mx_port, 1, 65535),
+        helo_name=sec.get_str("helo_name", hostname),
+        mx_port=sec.get_int("mx_port", d.mx_port, 1, 65535),
         dns=dns,
         connect_timeout=sec.duration("connect_timeout", d.connect_timeout),
         command_timeout=sec.duration("command_timeout", d.command_timeout),
         data_timeout=sec.duration("data_timeout", d.data_timeout),
-        max_concurrency=sec.int("max_concurrency", d.max_concurrency, 1),
-        max_active=sec.int("max_active", d.max_active, 1),
+        max_concurrency=sec.get_int("max_concurrency", d.max_concurrency, 1),
+        max_active=sec.get_int("max_active", d.max_active, 1),
     )
     sec.done()
     return out
@@ -323,10 +323,10 @@ def _routes(root: Section, retry: RetrySchedule, base: Path) -> tuple[Route, ...
 
 
 def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
-    name = sec.str("name", "")
+    name = sec.get_str("name", "")
     if not name:
         sec.error(None, "every route needs a 'name'")
-    kind = sec.str("type", "mx", ("mx", "smarthost"))
+    kind = sec.get_str("type", "mx", ("mx", "smarthost"))
     match_sec = sec.section("match")
     match = RouteMatch(
         recipient_domains=tuple(t.lower() for t, _ in match_sec.str_list("recipient_domains")),
@@ -335,7 +335,7 @@ def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
     match_sec.done()
     breaker_sec = sec.section("circuit_breaker")
     breaker = BreakerSettings(
-        failures=breaker_sec.int("failures", 3, 1),
+        failures=breaker_sec.get_int("failures", 3, 1),
         recovery=breaker_sec.duration("recovery", 300.0),
     )
     breaker_sec.done()
@@ -350,32 +350,32 @@ def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
         kind=kind,
         match=match,
         smarthosts=smarthosts,
-        tls=sec.str("tls", "opportunistic", ("none", "opportunistic", "required", "verify")),
+        tls=sec.get_str("tls", "opportunistic", ("none", "opportunistic", "required", "verify")),
         retry=_retry(sec.section("retry"), retry),
         breaker=breaker,
-        max_connections_per_destination=sec.int("max_connections_per_destination", 10, 1),
-        messages_per_connection=sec.int("messages_per_connection", 100, 1),
+        max_connections_per_destination=sec.get_int("max_connections_per_destination", 10, 1),
+        messages_per_connection=sec.get_int("messages_per_connection", 100, 1),
     )
     sec.done()
     return route
 
 
 def _smarthost(sec: Section, base: Path) -> Smarthost:
-    host = sec.str("host", "")
+    host = sec.get_str("host", "")
     if not host:
         sec.error(None, "a smarthost needs a 'host'")
-    tls = sec.str("tls", "starttls", ("none", "starttls", "implicit"))
+    tls = sec.get_str("tls", "starttls", ("none", "starttls", "implicit"))
     default_port = {"none": 25, "starttls": 587, "implicit": 465}[tls]
     out = Smarthost(
-        name=sec.str("name", host),
+        name=sec.get_str("name", host),
         host=host,
-        port=sec.int("port", default_port, 1, 65535),
+        port=sec.get_int("port", default_port, 1, 65535),
         tls=tls,
-        verify_cert=sec.bool("verify_cert", True),
+        verify_cert=sec.get_bool("verify_cert", True),
         username=sec.opt_str("username"),
         password=_secret(sec, base),
-        max_connections=sec.int("max_connections", 10, 1),
-        messages_per_connection=sec.int("messages_per_connection", 100, 1),
+        max_connections=sec.get_int("max_connections", 10, 1),
+        messages_per_connection=sec.get_int("messages_per_connection", 100, 1),
     )
     if out.username and out.password is None and not sec.has("password"):
         sec.error("username", "'username' needs 'password_file' or 'password_env'")

@@ -77,7 +77,7 @@ class QueueAdmin:
         rows: list[QueueRow] = []
         cursor = after
         while len(rows) < limit:
-            page = await self.index.list(state=wanted, limit=max(limit, 100), after=cursor)
+            page = await self.index.page(state=wanted, limit=max(limit, 100), after=cursor)
             if not page:
                 break
             for m in page:

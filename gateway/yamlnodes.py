@@ -154,7 +154,7 @@ class Section:
             return default
 
     # -- typed getters ----------------------------------------------------------------------
-    def str(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
+    def get_str(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
         def conv(raw: object) -> str:
             if isinstance(raw, (dict, list)):
                 raise TypeError("must be a string")
@@ -166,10 +166,10 @@ class Section:
         return self._get(key, default, conv, "a string")
 
     def opt_str(self, key: str) -> str | None:
-        value = self.str(key, "")
+        value = self.get_str(key, "")
         return value or None
 
-    def int(self, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    def get_int(self, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         def conv(raw: object) -> int:
             if isinstance(raw, bool) or not isinstance(raw, int):
                 raise TypeError(f"'{raw}' is not a whole number")
@@ -184,9 +184,9 @@ class Section:
         node = self.value_node(key)
         if node is None or (isinstance(node, yaml.ScalarNode) and _scalar(node) is None):
             return None
-        return self.int(key, minimum, minimum)
+        return self.get_int(key, minimum, minimum)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def get_bool(self, key: str, default: bool) -> bool:
         def conv(raw: object) -> bool:
             if not isinstance(raw, bool):
                 raise TypeError(f"'{raw}' is not true or false")
@@ -242,7 +242,7 @@ class Section:
     def mapping(self, key: str) -> list[tuple[str, str, yaml.Node]]:
         """A mapping of string to string (e.g. users → hashes), with value nodes."""
         sub = self.section(key)
-        out = []
+        out: list[tuple[str, str, yaml.Node]] = []
         for name in sub.keys():  # noqa: SIM118 (Section is not a dict)
             node = sub.value_node(name)
             if not isinstance(node, yaml.ScalarNode):

@@ -13,12 +13,12 @@ delivery, never a lost message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.model import QueuedMessage, QueueId, QueueState, RecipientState, Reply
-from gateway.sqlite import BatchedDb
+from gateway.sqlite import BatchedDb, Row
 
 __all__ = ["IndexedMessage", "IndexedRecipient", "QueueIndex"]
 
@@ -162,7 +162,7 @@ class QueueIndex:
         rows = await self._db.fetchall("SELECT id, state FROM messages")
         return {str(r[0]): QueueState(r[1]) for r in rows}
 
-    async def list(self, *, state: QueueState | None = None, limit: int = 100,
+    async def page(self, *, state: QueueState | None = None, limit: int = 100,
                    after: QueueId = "") -> list[IndexedMessage]:
         sql = _SELECT_MESSAGE + " WHERE id > ?"
         params: tuple[object, ...] = (after,)
@@ -188,18 +188,18 @@ _SELECT_MESSAGE = (
 )
 
 
-def _message(row: Sequence[object]) -> IndexedMessage:
+def _message(row: Row) -> IndexedMessage:
     return IndexedMessage(
-        id=str(row[0]), state=QueueState(str(row[1])), created_at=float(row[2]),  # type: ignore[arg-type]
-        next_attempt_at=float(row[3]), attempts=int(row[4]), sender=str(row[5]),  # type: ignore[arg-type]
-        message_id=None if row[6] is None else str(row[6]), size=int(row[7]),  # type: ignore[call-overload]
-        recipient_count=int(row[8]),  # type: ignore[call-overload]
+        id=str(row[0]), state=QueueState(str(row[1])), created_at=float(row[2]),
+        next_attempt_at=float(row[3]), attempts=int(row[4]), sender=str(row[5]),
+        message_id=None if row[6] is None else str(row[6]), size=int(row[7]),
+        recipient_count=int(row[8]),
     )
 
 
-def _recipient(row: Sequence[object]) -> IndexedRecipient:
+def _recipient(row: Row) -> IndexedRecipient:
     return IndexedRecipient(
-        idx=int(row[0]), address=str(row[1]), state=RecipientState(str(row[2])),  # type: ignore[call-overload]
-        route=None if row[3] is None else str(row[3]), updated_at=float(row[4]),  # type: ignore[arg-type]
+        idx=int(row[0]), address=str(row[1]), state=RecipientState(str(row[2])),
+        route=None if row[3] is None else str(row[3]), updated_at=float(row[4]),
         last_reply=None if row[5] is None else str(row[5]),
     )

@@ -7,12 +7,12 @@ sees the events it recorded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from gateway.model import Event, EventType, QueueId, Reply
-from gateway.sqlite import BatchedDb
+from gateway.sqlite import BatchedDb, Row
 
 __all__ = ["EventStore", "SqliteEventStore"]
 
@@ -93,13 +93,13 @@ def _row(e: Event) -> tuple[object, ...]:
     )
 
 
-def _event(row: Sequence[object]) -> Event:
+def _event(row: Row) -> Event:
     code = row[7]
     reply = None
     if code is not None:
-        reply = Reply(int(code), str(row[8] or ""), str(row[9] or ""))  # type: ignore[call-overload]
+        reply = Reply(int(code), str(row[8] or ""), str(row[9] or ""))
     return Event(
-        time=float(row[0]),  # type: ignore[arg-type]
+        time=float(row[0]),
         queue_id=str(row[1]),
         type=EventType(str(row[2])),
         recipient=_opt(row[3]), message_id=_opt(row[4]), route=_opt(row[5]), host=_opt(row[6]),
