@@ -22,6 +22,7 @@ from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import Event, EventType, QueuedMessage
 from gateway.scheduler import Scheduler
+from gateway.signing import DkimSigner, SigningCounters
 from gateway.spool import Spool
 from gateway.state import StateStore
 
@@ -42,7 +43,9 @@ class Gateway:
         self.router = Router(config.routes)
         self.scheduler = Scheduler(self.spool, self.delivery, self.router, self.state.events,
                                    self.clock, config.delivery)
-        self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued)
+        self.signing_counters = SigningCounters()  # survive reloads: they only grow
+        self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
+                                 signer=_signer(config, self.signing_counters))
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
 
@@ -76,10 +79,13 @@ class Gateway:
     def reload(self) -> bool:
         """Re-read the config file; a bad file changes nothing and is logged."""
         try:
-            new = load_config(self.config.path)
+            new = load_config(self.config.path)  # reads the DKIM keys too
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays:\n%s", exc)
             return False
+        # Built in full before anything changes; the swap below is one assignment, so
+        # each message is signed with the old keys or the new ones, never with none.
+        signer = _signer(new, self.signing_counters)
         changed = _restart_only_changes(self.config, new)
         if changed:
             log.warning("reload: %s change only on restart", ", ".join(changed))
@@ -87,6 +93,7 @@ class Gateway:
         self.router = Router(new.routes)
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
+        self.acceptor.signer = signer
         for listener in self.listeners:
             listener.reconfigure(new)
         log.info("configuration reloaded from %s", new.path)
@@ -102,6 +109,11 @@ class Gateway:
             for rcpt in qm.envelope.recipients
         )
         self.scheduler.notify(qm)
+
+
+def _signer(config: Config, counters: SigningCounters) -> DkimSigner | None:
+    """None when DKIM signing is off (no keys configured, or dkim.enabled: false)."""
+    return DkimSigner(config.dkim, counters) if config.dkim.signing else None
 
 
 def _restart_only_changes(old: Config, new: Config) -> list[str]:

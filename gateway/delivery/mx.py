@@ -1,0 +1,200 @@
+"""MX lookups for direct delivery: preference order, implicit MX, null MX.
+
+Postfix counterpart: `smtp/smtp_addr.c` (MX and address lookup, random
+order among equal preferences); KumoMTA's `mailexchanger` crate. Uses
+dnspython's async resolver, pointed at `delivery.dns.nameservers` when set.
+
+- MX records are tried by preference; hosts of equal preference in random
+  order (an injected random.Random, so tests are deterministic).
+- No MX records: the domain itself is the one host (RFC 5321 5.1, implicit MX).
+- A single "MX 0 ." is a null MX (RFC 7505): the domain takes no mail, so
+  its recipients bounce with 556 5.1.10.
+- NXDOMAIN bounces (550 5.1.2); SERVFAIL and timeouts defer (451 4.4.3).
+
+Answers are cached for their TTL (from the injected Clock), so steady
+traffic to one domain costs no DNS queries.
+
+Security: reads DNS answers from the network. Only MX exchange names and
+A/AAAA addresses are used; names go through dnspython's parser, and an
+address is only ever something to connect to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from dataclasses import dataclass
+from itertools import groupby
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.resolver
+
+from gateway.clock import Clock
+from gateway.config import DnsConfig
+from gateway.errors import PermFail, TempFail
+
+__all__ = ["MxHost", "MxResolver", "order_hosts"]
+
+NEGATIVE_TTL_CAP = 300.0  # how long "no such records" is believed at most
+_Key = tuple[str, dns.rdatatype.RdataType]  # (name, record type) of a cached answer
+
+
+@dataclass(frozen=True)
+class MxHost:
+    name: str  # exchange name without the trailing dot, or "[192.0.2.1]" for an address literal
+    preference: int
+
+
+def order_hosts(hosts: list[MxHost], rng: random.Random) -> tuple[MxHost, ...]:
+    """By preference, shuffling each group of equal preference (RFC 5321 5.1)."""
+    ordered: list[MxHost] = []
+    for _, group in groupby(sorted(hosts, key=lambda h: h.preference), key=lambda h: h.preference):
+        same = list(group)
+        rng.shuffle(same)
+        ordered.extend(same)
+    return tuple(ordered)
+
+
+class MxResolver:
+    def __init__(self, dns_config: DnsConfig, clock: Clock, *,
+                 rng: random.Random | None = None, cache_size: int = 10_000) -> None:
+        self.config = dns_config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._cache_size = cache_size
+        self._cache: dict[_Key, tuple[float, tuple[str, ...]]] = {}
+        self._resolver: dns.asyncresolver.Resolver | None = None
+
+    async def mx_hosts(self, domain: str) -> tuple[MxHost, ...]:
+        """The hosts to try for `domain`, in order; PermFail/TempFail as in the docstring."""
+        if domain.startswith("[") and domain.endswith("]"):
+            return (MxHost(domain, 0),)
+        records = await self._lookup(domain, dns.rdatatype.MX)
+        if not records:
+            return (MxHost(domain, 0),)  # implicit MX; its A/AAAA are looked up when tried
+        hosts = [_mx_host(text) for text in records]
+        if len(hosts) == 1 and hosts[0].name == "":
+            raise PermFail(556, "5.1.10", f"domain {domain} accepts no mail (null MX, RFC 7505)")
+        return order_hosts([h for h in hosts if h.name], self._rng)
+
+    async def addresses(self, host: str) -> tuple[str, ...]:
+        """IPv4 then IPv6 addresses of an MX host; () if it has none."""
+        if host.startswith("[") and host.endswith("]"):
+            return (_literal(host),)
+        v4, v6 = await asyncio.gather(
+            self._lookup(host, dns.rdatatype.A, missing_ok=True),
+            self._lookup(host, dns.rdatatype.AAAA, missing_ok=True),
+            return_exceptions=True,
+        )
+        # A broken AAAA answer (common enough) must not hide a good A answer.
+        found = [a for a in (v4, v6) if isinstance(a, tuple)]
+        if any(found):
+            return sum(found, ())
+        for failure in (v4, v6):
+            if isinstance(failure, BaseException):
+                raise failure
+        return ()
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    async def _lookup(
+        self, name: str, rdtype: dns.rdatatype.RdataType, *, missing_ok: bool = False
+    ) -> tuple[str, ...]:
+        """Records of one type as text, cached; () when the name has none of that type."""
+        key = (name, rdtype)
+        now = self._clock.now()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        kind = dns.rdatatype.to_text(rdtype)
+        answer = await self._query(name, rdtype, kind, missing_ok)
+        if answer is None:
+            return ()
+        ttl, records = answer
+        self._remember(key, now + ttl, records)
+        return records
+
+    async def _query(
+        self, name: str, rdtype: dns.rdatatype.RdataType, kind: str, missing_ok: bool
+    ) -> tuple[float, tuple[str, ...]] | None:
+        try:
+            answer = await self._get_resolver().resolve(
+                name, rdtype, search=False, raise_on_no_answer=False
+            )
+        except dns.resolver.NXDOMAIN:
+            if missing_ok:
+                return None
+            raise PermFail(550, "5.1.2", f"domain {name} does not exist (NXDOMAIN)") from None
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+            why = "timed out" if isinstance(exc, dns.exception.Timeout) else "server failure"
+            raise TempFail(451, "4.4.3", f"DNS {kind} lookup of {name}: {why}") from None
+        except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel) as exc:
+            raise PermFail(550, "5.1.2", f"bad domain name {name!r}: {exc}") from None
+        except dns.exception.DNSException as exc:
+            raise TempFail(451, "4.4.3", f"DNS {kind} lookup of {name}: {exc}") from None
+        if answer.rrset is None:
+            return _negative_ttl(answer.response), ()
+        return float(answer.rrset.ttl), tuple(rdata.to_text() for rdata in answer.rrset)
+
+    def _get_resolver(self) -> dns.asyncresolver.Resolver:
+        # Built on first use, so a host without /etc/resolv.conf fails lookups
+        # (a deferral), not the start of the gateway.
+        if self._resolver is None:
+            self._resolver = _make_resolver(self.config)
+        return self._resolver
+
+    def _remember(self, key: _Key, expires: float, records: tuple[str, ...]) -> None:
+        if len(self._cache) >= self._cache_size:
+            # Drop the oldest tenth (dicts keep insertion order): cheap, and
+            # an evicted name costs one query.
+            for old in list(self._cache)[: max(1, self._cache_size // 10)]:
+                del self._cache[old]
+        self._cache[key] = (expires, records)
+
+    def __repr__(self) -> str:
+        servers = ",".join(self.config.nameservers) or "system"
+        return f"<MxResolver {servers}:{self.config.port} cached={len(self._cache)}>"
+
+
+def _make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
+    if config.nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = list(config.nameservers)
+        resolver.port = config.port
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.timeout = config.timeout
+    resolver.lifetime = config.timeout
+    return resolver
+
+
+def _mx_host(text: str) -> MxHost:
+    """ "10 mx1.example.com." → MxHost; the null MX's "." gives the name ""."""
+    preference, _, exchange = text.partition(" ")
+    return MxHost(exchange.rstrip(".").lower(), int(preference))
+
+
+def _negative_ttl(response: dns.message.Message) -> float:
+    """RFC 2308: min(SOA TTL, SOA MINIMUM) from the authority section."""
+    ttls: list[float] = []
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            ttls.extend(min(rrset.ttl, rdata.minimum) for rdata in rrset)
+    return min([*ttls, NEGATIVE_TTL_CAP])
+
+
+def _literal(host: str) -> str:
+    text = host[1:-1]
+    if text.lower().startswith("ipv6:"):
+        text = text[5:]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise PermFail(550, "5.1.2", f"bad address literal {host}") from None
+

@@ -1,0 +1,16 @@
+"""Intake: SMTP in, durable queue file out (Postfix smtpd(8) + cleanup(8)).
+
+    IntakeServer (smtpd.py)   one listener: aiosmtpd protocol, limits, TLS, AUTH
+      └── Acceptor (accept.py)  MAIL/RCPT checks; DATA: normalize, headers, spool.put
+            └── Authenticator (auth.py), replies (replies.py)
+
+Security: reads untrusted input from the network; see smtpd.py and accept.py.
+"""
+
+from __future__ import annotations
+
+from gateway.intake.accept import Acceptor, SessionInfo, Transaction
+from gateway.intake.auth import Authenticator
+from gateway.intake.smtpd import IntakeServer
+
+__all__ = ["Acceptor", "Authenticator", "IntakeServer", "SessionInfo", "Transaction"]

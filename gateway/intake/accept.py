@@ -1,0 +1,406 @@
+"""What intake decides about a transaction: sender, recipients, then the message
+itself — checked, normalized, given trace headers and stored before the 250
+(Postfix: the smtpd_*_restrictions of smtpd(8), then cleanup(8)).
+
+MAIL and RCPT: addresses are checked for syntax only (email-validator, no DNS);
+non-ASCII addresses need the SMTPUTF8 parameter. A client that is neither in
+the listener's networks nor authenticated may not relay: 554 5.7.1 at RCPT.
+
+DATA, in order:
+
+1. Line endings are normalized: every bare LF and bare CR becomes CRLF, so each
+   stored line ends in CRLF. A bare `<LF>.<LF>` (the SMTP smuggling trick) is
+   thus stored as an ordinary "." line, which our outbound client dot-stuffs: it
+   can never turn into an end-of-data on the next hop. (A ".." after a bare LF
+   was not dot-unstuffed by the DATA reader, which only unstuffs at CRLF lines;
+   it is kept as it came.)
+2. A line longer than 998 octets (RFC 5322 2.1.1, after normalization) is
+   REJECTED with 554 5.6.0 rather than folded or wrapped: rewriting a line
+   changes the content (and breaks signatures), passing it on gets the message
+   bounced later by a strict server, so the sender, who can fix it by using
+   quoted-printable or base64, hears about it now.
+3. A `Received:` trace header is prepended (RFC 5321 4.4), and `Date:` and
+   `Message-ID:` are added when the message has none (RFC 5322 3.6 wants both;
+   Postfix's cleanup adds them too). Envelope.message_id is that Message-ID.
+   Then, when DKIM is on, the finished message is signed (gateway/signing.py):
+   DKIM-Signature fields are prepended and nothing changes after that; a
+   sender domain the configuration refuses to send unsigned gets 550 5.7.1.
+4. `spool.put()` stores it durably; only then is `250 2.0.0 Ok: queued as <id>`
+   returned. Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and
+   any unexpected error 451 4.3.0: the client keeps the message and retries.
+
+Policy checks (suppression, consent, rate limits) belong in `rcpt()` and
+`data()` at the places marked below; the first refusal wins.
+
+Security: reads untrusted input — envelope addresses, HELO name and message
+content from SMTP clients. Content is never parsed beyond the header field
+names; everything put into our own headers is sanitized first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Protocol
+
+from email_validator import EmailNotValidError, validate_email
+
+from gateway.clock import Clock
+from gateway.errors import SpoolError
+from gateway.intake import replies
+from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
+from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
+
+__all__ = [
+    "MAX_LINE_LENGTH",
+    "Acceptor",
+    "SessionInfo",
+    "SpoolLike",
+    "Transaction",
+    "address_problem",
+    "envelope_path",
+    "has_long_line",
+    "normalize_line_endings",
+    "received_header",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_LENGTH = 998  # octets, without the CRLF (RFC 5322 2.1.1)
+# Messages larger than this are prepared in a worker thread so that normalizing
+# a 25 MB message does not stall every other session on the event loop.
+_THREAD_THRESHOLD = 1024 * 1024
+
+
+class SpoolLike(Protocol):
+    """The part of gateway.spool.Spool that intake uses."""
+
+    def new_id(self) -> QueueId: ...
+
+    async def put(
+        self, envelope: Envelope, content: bytes, *, queue_id: QueueId | None = None
+    ) -> QueuedMessage: ...
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One SMTP session as the checks see it."""
+
+    client: Client
+    may_relay: bool  # client address in the listener's networks, or authenticated
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A mail transaction so far: after MAIL, with the recipients accepted yet."""
+
+    session: SessionInfo
+    mail_from: str  # "" is the null sender
+    smtputf8: bool = False
+    body_type: str = "7BIT"
+    recipients: tuple[str, ...] = ()
+
+
+class Acceptor:
+    def __init__(
+        self,
+        spool: SpoolLike,
+        hostname: str,
+        clock: Clock,
+        on_queued: Callable[[QueuedMessage], None],
+        signer: DkimSigner | None = None,
+    ) -> None:
+        self._spool = spool
+        # Gateway.reload() swaps it; each message reads it once, so it is signed
+        # with the old keys or the new ones, never with none.
+        self.signer = signer
+        self._hostname = hostname
+        self._clock = clock  # for the policy checks to come (rate windows)
+        self._on_queued = on_queued
+
+    async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
+        if sender == "":
+            return replies.SENDER_OK  # the null sender <> (bounces, RFC 5321 4.5.5)
+        if not smtputf8 and not sender.isascii():
+            return replies.non_ascii_address()
+        problem = address_problem(sender, smtputf8=smtputf8)
+        if problem is not None:
+            return replies.bad_sender(problem)
+        return replies.SENDER_OK
+
+    async def rcpt(self, transaction: Transaction, recipient: str) -> Reply:
+        if not transaction.smtputf8 and not recipient.isascii():
+            return replies.non_ascii_address()
+        problem = address_problem(recipient, smtputf8=transaction.smtputf8)
+        if problem is not None:
+            return replies.bad_recipient(problem)
+        if not transaction.session.may_relay:
+            return replies.RELAY_DENIED
+        # Policy checks on the recipient go here (suppression list, consent, rate).
+        return replies.RECIPIENT_OK
+
+    async def data(self, envelope: Envelope, content: bytes, *, esmtp: bool = True) -> Reply:
+        """Check, complete and store a message; `content` as received (dot-unstuffed).
+
+        `esmtp` says whether the client greeted with EHLO (for the Received: header).
+        Never raises: every failure becomes a 4xx/5xx reply for the client.
+        """
+        try:
+            return await self._data(envelope, content, esmtp)
+        except Exception:
+            log.exception("unexpected error accepting a message from %s", envelope.client.address)
+            return replies.INTERNAL_ERROR
+
+    async def _data(self, envelope: Envelope, content: bytes, esmtp: bool) -> Reply:
+        if len(content) > _THREAD_THRESHOLD:
+            prepared = await asyncio.to_thread(_prepare, content)
+        else:
+            prepared = _prepare(content)
+        if prepared is None:
+            return replies.LINE_TOO_LONG
+        body, header = prepared
+        # Policy checks on the whole message go here (before anything is stored).
+        queue_id = self._spool.new_id()
+        # The client's Message-ID is kept as it is (None if the field is empty).
+        message_id = (header.message_id if header.has_message_id
+                      else f"<{secrets.token_hex(16)}@{self._hostname}>")
+        envelope = replace(envelope, message_id=message_id)
+        added = self._added_headers(envelope, queue_id, header, esmtp)
+        message = added + body
+        signer = self.signer
+        if signer is not None:  # after every change to the content, before the spool
+            signed = await _sign(signer, message)
+            if signed.outcome is SignOutcome.REFUSED:
+                return refusal_reply(signed)
+            message = signed.content
+        try:
+            queued = await self._spool.put(envelope, message, queue_id=queue_id)
+        except SpoolError as exc:
+            log.error("cannot queue a message from %s: %s", envelope.client.address, exc)
+            return replies.DISK_FULL if exc.disk_full else replies.SPOOL_FAILED
+        log.info(
+            "%s: queued from=<%s> nrcpt=%d size=%d message-id=%s client=%s listener=%s",
+            queued.id, envelope.mail_from, len(envelope.recipients), queued.size,
+            message_id, envelope.client.address, envelope.client.listener,
+        )
+        self._notify(queued)
+        return replies.queued(queued.id)
+
+    def _added_headers(
+        self, envelope: Envelope, queue_id: QueueId, header: _HeaderScan, esmtp: bool
+    ) -> bytes:
+        fields = [received_header(envelope, self._hostname, queue_id, esmtp=esmtp)]
+        if not header.has_date:
+            fields.append(f"Date: {_rfc5322_date(envelope.received_at)}\r\n")
+        if not header.has_message_id:
+            fields.append(f"Message-ID: {envelope.message_id}\r\n")
+        if header.body_only:
+            # The client sent no header at all: what it sent is the body, so it must
+            # not run into the fields we add.
+            fields.append("\r\n")
+        return "".join(fields).encode("utf-8")
+
+    def _notify(self, queued: QueuedMessage) -> None:
+        # The message is durable whatever happens here, so the client still gets its
+        # 250; a failing listener must not turn into a duplicate from a retrying client.
+        try:
+            self._on_queued(queued)
+        except Exception:
+            log.exception("%s: on_queued callback failed", queued.id)
+
+    def __repr__(self) -> str:
+        return f"<Acceptor hostname={self._hostname!r}>"
+
+
+async def _sign(signer: DkimSigner, message: bytes) -> SignResult:
+    # Hashing a large body (and RSA) takes a while: keep the other sessions going.
+    if len(message) > _THREAD_THRESHOLD:
+        return await asyncio.to_thread(signer.sign, message)
+    return signer.sign(message)
+
+
+# -- addresses --------------------------------------------------------------------------------
+
+_SOURCE_ROUTE = re.compile(r"^@[^:]*:")
+
+
+def envelope_path(argument: str, keyword: str) -> str | None:
+    """The address in a MAIL/RCPT argument exactly as the client wrote it.
+
+    aiosmtpd's own parser is lenient (it turns `<a b@c>` into `"a b"@c`), so the
+    syntax check must see the original. `<>` gives "". A source route
+    (`<@relay:user@host>`) is dropped, as RFC 5321 4.1.1.3 says to.
+    """
+    if argument[: len(keyword)].upper() != keyword:
+        return None
+    text = argument[len(keyword):].strip()
+    if not text.startswith("<"):
+        return text.split(" ", 1)[0] or None
+    quoted = escaped = False
+    for index, char in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return _SOURCE_ROUTE.sub("", text[1:index])
+    return None
+
+
+def address_problem(address: str, *, smtputf8: bool) -> str | None:
+    """Why `address` is not a valid mailbox (syntax only), or None if it is."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the address is not valid UTF-8"
+    try:
+        validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=smtputf8,
+            allow_quoted_local=True,
+            allow_domain_literal=True,
+            allow_display_name=False,
+            # Syntax only: a dotless domain or a .test name is the operator's business.
+            globally_deliverable=False,
+            test_environment=True,
+        )
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+# -- content ----------------------------------------------------------------------------------
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+# RFC 5322 3.6.8: a field name is printable ASCII except ":", then the colon.
+_FIELD_NAME = re.compile(rb"[!-9;-~]+:")
+
+
+def normalize_line_endings(content: bytes) -> bytes:
+    """Turn every bare LF and bare CR into CRLF (see the module docstring)."""
+    crlf = content.count(b"\r\n")
+    if content.count(b"\r") == crlf and content.count(b"\n") == crlf:
+        return content  # the usual case: nothing to rewrite, no copy
+    return _LINE_END.sub(b"\r\n", content)
+
+
+def has_long_line(content: bytes, limit: int = MAX_LINE_LENGTH) -> bool:
+    """True if a CRLF-separated line is longer than `limit` octets."""
+    if len(content) <= limit:
+        return False
+    return any(len(line) > limit for line in content.split(b"\r\n"))
+
+
+@dataclass(frozen=True)
+class _HeaderScan:
+    has_header: bool  # the content starts with a header field
+    body_only: bool  # no header at all, but something else: a body without separator
+    has_date: bool
+    has_message_id: bool
+    message_id: str | None  # the first Message-ID field, unfolded
+
+
+def _prepare(content: bytes) -> tuple[bytes, _HeaderScan] | None:
+    body = normalize_line_endings(content)
+    if has_long_line(body):
+        return None
+    return body, _scan_header(body)
+
+
+def _scan_header(content: bytes) -> _HeaderScan:
+    """Find Date: and Message-ID: in the header section: the lines up to the first
+    empty line, or up to the first line that is not a header field."""
+    names: set[bytes] = set()
+    message_id: list[bytes] | None = None
+    in_message_id = False  # continuation lines belong to the first Message-ID field
+    pos = 0
+    while pos < len(content):
+        end = content.find(b"\r\n", pos)
+        end = len(content) if end < 0 else end
+        line, pos = content[pos:end], end + 2
+        if line[:1] in (b" ", b"\t") and names:
+            if in_message_id and message_id is not None:
+                message_id.append(line)
+            continue
+        match = _FIELD_NAME.match(line)
+        if match is None:  # the empty separator line, or no header field: the body
+            break
+        name = line[: match.end() - 1].lower()
+        in_message_id = name == b"message-id" and message_id is None
+        if in_message_id:
+            message_id = [line[match.end():]]
+        names.add(name)
+    return _HeaderScan(
+        has_header=bool(names),
+        body_only=not names and bool(content) and not content.startswith(b"\r\n"),
+        has_date=b"date" in names,
+        has_message_id=message_id is not None,
+        message_id=_unfold(message_id) if message_id is not None else None,
+    )
+
+
+def _unfold(parts: list[bytes]) -> str | None:
+    value = b"".join(parts).decode("utf-8", errors="replace").strip()
+    return value or None
+
+
+# -- trace header -----------------------------------------------------------------------------
+
+_HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+
+
+def received_header(envelope: Envelope, hostname: str, queue_id: QueueId, *, esmtp: bool) -> str:
+    """The RFC 5321 4.4 trace field for this hop, folded, ending in CRLF.
+
+        Received: from client.example ([192.0.2.1])
+                by gateway.example with ESMTPSA id 01JD5Q8W3K7H2M9XQ4RT
+                for <user@example.org>; Tue, 14 Nov 2023 22:13:20 +0000
+    """
+    client = envelope.client
+    helo = _HELO_UNSAFE.sub("_", client.helo)[:255] or "unknown"
+    protocol = _with_protocol(esmtp, envelope.smtputf8, client.tls, client.auth_user is not None)
+    lines = [
+        f"Received: from {helo} ({_address_literal(client.address)})",
+        f"\tby {hostname} with {protocol} id {queue_id}",
+    ]
+    date = _rfc5322_date(envelope.received_at)
+    if len(envelope.recipients) == 1:
+        # Only a single recipient is named: listing them all would disclose Bcc's.
+        lines.append(f"\tfor <{envelope.recipients[0]}>; {date}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{date}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _with_protocol(esmtp: bool, smtputf8: bool, tls: bool, authenticated: bool) -> str:
+    """The `with` keyword: RFC 3848 (ESMTP[S][A]) and RFC 6531 (UTF8SMTP[S][A])."""
+    if not esmtp:
+        return "SMTP"
+    return ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + (
+        "A" if authenticated else ""
+    )
+
+
+def _address_literal(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
+    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+
+def _rfc5322_date(timestamp: float) -> str:
+    return format_datetime(datetime.fromtimestamp(timestamp, UTC))

@@ -1,0 +1,259 @@
+"""DKIM signing: each message signed for its sender's domain before it is spooled
+(Postfix with OpenDKIM as a milter; KumoMTA's `msg:dkim_sign(signer)` in
+smtp_server_message_received).
+
+What is signed is the message exactly as it is stored and sent: CRLF line
+endings, our Received: on top, after intake's checks and before
+`spool.put()`, so every retry and every route sends the same bytes with the
+same signature. The DKIM-Signature fields are prepended and the content is
+never touched again: re-encoding after signing would break the body hash.
+
+Which key: the domain of the message's single `From:` address (the one DMARC
+aligns with) signs with its own active keys; otherwise `domain_map` names the
+signing domain (an exact name first, then the longest ".parent" suffix);
+otherwise the fallback decides: `sign_with_default` signs with
+`default_domain`, `unsigned` passes the message on unsigned, and `refuse`
+answers 550 5.7.1. A message without a From: address, or with two From:
+fields, takes the fallback too.
+
+A signing failure (dkimpy refusing the message) never loses the message: it is
+counted and takes the fallback, except that `sign_with_default` passes the
+message on unsigned when the default domain fails too. With dual signing a
+domain's active RSA and Ed25519 keys (RFC 8463) both sign; the RSA signature
+comes first, for verifiers that only look at the first one.
+
+Security: reads untrusted content: header field names and the From: field,
+through dkimpy's parser and email.utils. Holds private keys and never logs or
+shows them (PrivateKey's repr is a fingerprint); refusal texts carry only
+normalized domain names.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import dkim
+
+from gateway.config import DkimConfig
+from gateway.dkim_keys import normalize_domain
+from gateway.model import Reply
+
+__all__ = [
+    "DkimSigner",
+    "SignOutcome",
+    "SignResult",
+    "SigningCounters",
+    "from_domain",
+    "refusal_reply",
+]
+
+log = logging.getLogger(__name__)
+
+_DKIMPY_ALGORITHMS = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+class SignOutcome(StrEnum):
+    SIGNED = "signed"
+    UNSIGNED = "unsigned"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class SignResult:
+    outcome: SignOutcome
+    content: bytes = field(repr=False)  # signature fields + the content, or the content as is
+    domain: str = ""  # d= of the signatures
+    selectors: tuple[str, ...] = ()
+    reason: str = ""  # why the From: domain's own key did not sign; "" when it did
+
+
+@dataclass
+class SigningCounters:
+    """Messages by outcome (each counted once), plus signing errors.
+
+    Kept across reloads (the supervisor hands them to the new signer), so they
+    only grow, as the metrics exporter expects.
+    """
+
+    signed: int = 0
+    unsigned: int = 0
+    refused: int = 0
+    failed: int = 0  # dkimpy errors; the message is also counted in its outcome
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, outcome: SignOutcome, failures: int) -> None:
+        # Large messages are signed in a worker thread: `+=` is not atomic there.
+        with self.lock:
+            self.failed += failures
+            if outcome is SignOutcome.SIGNED:
+                self.signed += 1
+            elif outcome is SignOutcome.UNSIGNED:
+                self.unsigned += 1
+            else:
+                self.refused += 1
+
+
+@dataclass(frozen=True)
+class _SigningKey:
+    selector: bytes
+    domain: bytes
+    algorithm: bytes  # dkimpy's a= value
+    material: bytes = field(repr=False)
+
+
+def refusal_reply(result: SignResult) -> Reply:
+    return Reply(550, "5.7.1", f"Message refused: cannot DKIM-sign it ({result.reason})")
+
+
+class DkimSigner:
+    """Signs final CRLF messages with the keys of one DkimConfig; pure but for counters."""
+
+    def __init__(self, config: DkimConfig, counters: SigningCounters | None = None) -> None:
+        self.config = config
+        self.counters = counters or SigningCounters()
+        self._keys = _active_keys(config)
+        self._map = dict(config.domain_map)
+        # Longest suffix first, so ".eu.example.com" wins over ".example.com".
+        self._suffixes = sorted(((p, d) for p, d in config.domain_map if p.startswith(".")),
+                                key=lambda item: -len(item[0]))
+        header, body = config.canonicalization.split("/")
+        self._canonicalize = (header.encode(), body.encode())
+        self._signed = [h.lower().encode() for h in config.signed_headers]
+        self._oversigned = [h.lower().encode() for h in config.oversigned_headers]
+
+    def __repr__(self) -> str:
+        c = self.counters
+        return (f"<DkimSigner domains={len(self._keys)} fallback={self.config.fallback} "
+                f"signed={c.signed} unsigned={c.unsigned} refused={c.refused} "
+                f"failed={c.failed}>")
+
+    def signing_domain(self, from_domain: str | None) -> str | None:
+        """The domain whose keys sign mail from `from_domain`, or None (the fallback)."""
+        if from_domain is None:
+            return None
+        if from_domain in self._keys:
+            return from_domain
+        if from_domain in self._map:
+            return self._map[from_domain]
+        for suffix, domain in self._suffixes:
+            if from_domain.endswith(suffix):
+                return domain
+        return None
+
+    def sign(self, content: bytes) -> SignResult:
+        """Sign `content` (the final CRLF message) or say why not; never raises."""
+        failures = 0
+        try:
+            message = dkim.DKIM(content, linesep=b"\r\n")
+        except Exception as exc:
+            failures, message = 1, None
+            log.warning("DKIM: cannot parse the header: %s", _describe(exc))
+            domain, reason = None, "its header cannot be parsed"
+        else:
+            sender, reason = from_domain(message.headers)
+            domain = self.signing_domain(sender)
+            reason = reason or f"no DKIM key for {sender}"
+        if message is not None and domain is not None:
+            result = self._try(message, content, domain, "")
+            if result is not None:
+                return self._done(result, failures)
+            failures += 1
+            reason = f"signing for {domain} failed"
+        return self._fallback(message, content, domain, reason, failures)
+
+    def _fallback(self, message: dkim.DKIM | None, content: bytes, tried: str | None,
+                  reason: str, failures: int) -> SignResult:
+        default = self.config.default_domain
+        if self.config.fallback == "sign_with_default" and message is not None and default \
+                and default != tried:
+            result = self._try(message, content, default, reason)
+            if result is not None:
+                return self._done(result, failures)
+            failures += 1
+            reason += f"; signing for {default} failed"
+        outcome = SignOutcome.REFUSED if self.config.fallback == "refuse" \
+            else SignOutcome.UNSIGNED
+        log.debug("DKIM: %s: %s", outcome, reason)
+        return self._done(SignResult(outcome, content, reason=reason), failures)
+
+    def _try(self, message: dkim.DKIM, content: bytes, domain: str,
+             reason: str) -> SignResult | None:
+        keys = self._keys[domain]
+        include = self._include(message.headers)
+        try:
+            fields = [message.sign(k.selector, k.domain, k.material,
+                                   signature_algorithm=k.algorithm,
+                                   canonicalize=self._canonicalize, include_headers=include)
+                      for k in keys]
+        except Exception as exc:
+            log.warning("DKIM: signing for %s failed: %s", domain, _describe(exc))
+            return None
+        selectors = tuple(k.selector.decode() for k in keys)
+        return SignResult(SignOutcome.SIGNED, b"".join(fields) + content, domain, selectors,
+                          reason)
+
+    def _include(self, headers: list[list[bytes]]) -> list[bytes]:
+        """h=: each signed field as often as it occurs; oversigned ones once more.
+
+        dkimpy (like every verifier) takes repeated names from the bottom up, so
+        the extra entry stands for a field that is not there: adding one later
+        breaks the signature (RFC 6376 5.4.2, 8.15).
+        """
+        present = Counter(name.lower() for name, _ in headers)
+        names = list(dict.fromkeys([*self._signed, *self._oversigned]))
+        include = [name for name in names
+                   for _ in range(present[name] + (name in self._oversigned))]
+        if b"from" not in include:
+            include.append(b"from")  # dkimpy insists; a missing From: is signed as absent
+        return include
+
+    def _done(self, result: SignResult, failures: int) -> SignResult:
+        self.counters.count(result.outcome, failures)
+        return result
+
+
+def _active_keys(config: DkimConfig) -> dict[str, tuple[_SigningKey, ...]]:
+    keys: dict[str, list[_SigningKey]] = {}
+    for key in config.keys:
+        if not key.active:
+            continue
+        if key.private_key is None:
+            raise ValueError(f"DKIM key {key.domain}/{key.selector} was not read")
+        keys.setdefault(key.domain, []).append(_SigningKey(
+            key.selector.encode(), key.domain.encode(), _DKIMPY_ALGORITHMS[key.algorithm],
+            key.private_key.material))
+    # RSA first: its signature ends up on top (see the module docstring).
+    return {d: tuple(sorted(ks, key=lambda k: k.algorithm != b"rsa-sha256"))
+            for d, ks in keys.items()}
+
+
+def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
+    """The domain of the From: address, or None and why there is none."""
+    values = [value for name, value in headers if name.lower() == b"from"]
+    if not values:
+        return None, "no From: header"
+    if len(values) > 1:
+        return None, f"{len(values)} From: headers"
+    text = _FOLD.sub(b"", values[0]).decode("utf-8", errors="replace")
+    addresses = [addr for _, addr in email.utils.getaddresses([text]) if "@" in addr]
+    if not addresses:
+        return None, "no address in From:"
+    try:
+        return normalize_domain(addresses[0].rpartition("@")[2]), ""
+    except ValueError:
+        return None, "the From: address has no usable domain"
+
+
+def _describe(exc: Exception) -> str:
+    """An exception for the log: dkimpy's message errors say what is wrong with the
+    message; for anything else only the type, so no key material can reach a log."""
+    if isinstance(exc, (dkim.MessageFormatError, dkim.ParameterError)):
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__
