@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
     s = with_config(sub.add_parser("serve", help="run the gateway"))
     s.set_defaults(func=_serve)
+    # Started by `serve` for intake_workers > 1; not for people to run.
+    w = with_config(sub.add_parser("intake-worker"))
+    w.add_argument("--ports", default="", help="listener=port,... as bound by the master")
+    w.set_defaults(func=_intake_worker)
     s = with_config(sub.add_parser("check-config", help="validate the configuration"))
     s.set_defaults(func=_check_config)
 
@@ -119,18 +123,32 @@ def _dkim_parser(
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     from gateway.supervisor import serve
 
+    _setup_logging(load_config(args.config).log_level)
+    return _run(serve(Path(args.config)))
+
+
+def _intake_worker(args: argparse.Namespace) -> int:
+    from gateway.intake.worker import parse_ports, run_worker
+
+    _setup_logging(load_config(args.config).log_level)
+    return _run(run_worker(Path(args.config), parse_ports(args.ports)))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop  # optional: a faster event loop when installed
     except ImportError:
-        return asyncio.run(serve(Path(args.config)))
-    return uvloop.run(serve(Path(args.config)))
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -146,7 +164,7 @@ def _queue_list(args: argparse.Namespace) -> int:
     from gateway.queue_admin import QueueAdmin
 
     config = load_config(args.config)
-    rows = asyncio.run(QueueAdmin.run(config, lambda qa: qa.list(
+    rows = asyncio.run(QueueAdmin.run(config, lambda qa: qa.listing(
         state=args.state, route=args.route, limit=args.limit, after=args.after)))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
@@ -243,6 +261,7 @@ def _dkim_list(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, read_keys=False)  # list reports on the key files
     dkim, rows = config.dkim, list_keys(config.dkim)
+    code = 0 if all(r.state == "ok" for r in rows) else 1  # 1: a key file needs attention
     if args.json:
         print(json.dumps({
             "signing": dkim.signing, "fallback": dkim.fallback,
@@ -250,7 +269,7 @@ def _dkim_list(args: argparse.Namespace) -> int:
             "domain_map": dict(dkim.domain_map),
             "keys": [dict(asdict(r), key_file=str(r.key_file)) for r in rows],
         }, indent=2))
-        return 0
+        return code
     state = "on" if dkim.signing else ("off (enabled: false)" if dkim.keys else "off (no keys)")
     default = f" (default domain {dkim.default_domain})" if dkim.default_domain else ""
     print(f"signing: {state}; fallback: {dkim.fallback}{default}; dual signing: "
@@ -264,7 +283,7 @@ def _dkim_list(args: argparse.Namespace) -> int:
         print(f"{r.domain:<24} {r.selector:<16} {r.algorithm:<9} "
               f"{'active' if r.active else 'inactive':<8} {r.fingerprint or '-':<16}  "
               f"{r.key_file}" + ("" if r.state == "ok" else f"  ({r.state})"))
-    return 0 if all(r.state == "ok" for r in rows) else 1
+    return code
 
 
 def _dkim_check(args: argparse.Namespace) -> int:

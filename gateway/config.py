@@ -153,6 +153,7 @@ class Config:
     retry: RetrySchedule
     shutdown_timeout: float = 30.0
     log_level: str = "info"
+    intake_workers: int = 1  # processes serving SMTP sessions (serve only)
     dkim: DkimConfig = DkimConfig()
 
     @property
@@ -188,11 +189,20 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         routes=_routes(root, retry, base),
         shutdown_timeout=root.duration("shutdown_timeout", 30.0),
         log_level=root.get_str("log_level", "info", ("debug", "info", "warning", "error")),
+        intake_workers=_workers(root),
         dkim=_dkim(root.section("dkim"), base, read_keys),
     )
     root.done()
     problems.raise_if_any()
     return cfg
+
+
+def _workers(root: Section) -> int:
+    """`intake_workers: auto` is one process per CPU (at most 8); a number is taken as is."""
+    if root.has("intake_workers") and getattr(root.value_node("intake_workers"), "value",
+                                              None) == "auto":
+        return max(1, min(8, os.cpu_count() or 1))
+    return root.get_int("intake_workers", 1, 1, 64)
 
 
 # -- listeners ------------------------------------------------------------------------------
@@ -229,7 +239,8 @@ def _listener(sec: Section, base: Path) -> ListenerConfig:
     if tls != "none" and (cert is None or key is None):
         sec.error("tls", f"tls: {tls} needs both 'cert' and 'key'")
     if kind == "submission" and tls == "none":
-        sec.error("tls", "a submission listener needs tls: starttls or implicit (AUTH only over TLS)")
+        sec.error("tls", "a submission listener needs tls: starttls or implicit "
+                  "(AUTH only over TLS)")
     if kind == "relay" and not sec.has("networks"):
         sec.error("networks", "a relay listener needs 'networks' (who may relay without AUTH)")
     if key is not None:
@@ -365,7 +376,8 @@ def _retry(sec: Section, inherit: RetrySchedule) -> RetrySchedule:
         delays=tuple(delays),
         repeat=repeat,
         max_age=sec.duration("max_age", inherit.max_age),
-        max_attempts=sec.opt_int("max_attempts", 1) if sec.has("max_attempts") else inherit.max_attempts,
+        max_attempts=(sec.opt_int("max_attempts", 1) if sec.has("max_attempts")
+                      else inherit.max_attempts),
     )
     sec.done()
     return out

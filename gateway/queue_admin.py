@@ -71,29 +71,47 @@ class QueueAdmin:
             admin.files.close()
 
     # -- reading -----------------------------------------------------------------------------
-    async def list(self, *, state: str | None = None, route: str | None = None,
+    async def listing(self, *, state: str | None = None, route: str | None = None,
                    limit: int = 1000, after: str = "") -> list[QueueRow]:
         wanted = QueueState(state) if state else None
-        rows: list[QueueRow] = []
-        cursor = after
-        while len(rows) < limit:
-            page = await self.index.page(state=wanted, limit=max(limit, 100), after=cursor)
-            if not page:
-                break
-            for m in page:
-                cursor = m.id
-                recipients = [
-                    {"address": r.address, "state": r.state.value, "route": r.route
-                     or self.router.route_for(m.sender, r.address).name,
-                     "last_reply": r.last_reply}
-                    for r in await self.index.recipients(m.id)
-                ]
-                if route and not any(r["route"] == route for r in recipients):
+        rows = [row for row in await self._indexed_rows(wanted, limit, after)
+                + self._unindexed_rows(wanted, after)
+                if not route or any(r["route"] == route for r in row.recipients)]
+        return sorted(rows, key=lambda r: r.id)[:limit]
+
+    async def _indexed_rows(self, wanted: QueueState | None, limit: int,
+                            after: str) -> list[QueueRow]:
+        rows = []
+        for m in await self.index.page(state=wanted, limit=limit, after=after):
+            recipients = [
+                {"address": r.address, "state": r.state.value, "route": r.route
+                 or self.router.route_for(m.sender, r.address).name, "last_reply": r.last_reply}
+                for r in await self.index.recipients(m.id)
+            ]
+            rows.append(QueueRow(m.id, m.state.value, m.size, m.attempts, m.created_at,
+                                 m.next_attempt_at, m.sender, m.message_id, recipients))
+        return rows
+
+    def _unindexed_rows(self, wanted: QueueState | None, after: str) -> list[QueueRow]:
+        """New mail (incoming/, or active/ on its first attempt) is on disk, not indexed."""
+        rows = []
+        for state in (QueueState.INCOMING, QueueState.ACTIVE):
+            if wanted not in (None, state):
+                continue
+            for queue_id in self.files.ids(state):
+                if queue_id <= after:
                     continue
-                rows.append(QueueRow(m.id, m.state.value, m.size, m.attempts, m.created_at,
-                                     m.next_attempt_at, m.sender, m.message_id, recipients))
-                if len(rows) >= limit:
-                    break
+                try:
+                    qm = self.files.read_header(queue_id, state)
+                except (OSError, CorruptQueueFile):
+                    continue  # delivered (or moved) while we looked
+                env = qm.envelope
+                recipients = [{"address": a, "state": RecipientState.QUEUED.value,
+                               "route": self.router.route_for(env.mail_from, a).name,
+                               "last_reply": None} for a in env.recipients]
+                rows.append(QueueRow(qm.id, state.value, qm.size, 0, env.received_at,
+                                     env.received_at, env.mail_from, env.message_id,
+                                     recipients))
         return rows
 
     async def show(self, queue_id: str) -> dict[str, Any]:
@@ -143,6 +161,7 @@ class QueueAdmin:
         state = self._locate(queue_id)
         if state is QueueState.HOLD:
             return f"{queue_id}: already on hold"
+        await self._ensure_indexed(queue_id, state)
         if state is QueueState.CORRUPT or not self.files.move(queue_id, state, QueueState.HOLD):
             raise QueueAdminError("conflict", f"{queue_id} could not be held from {state.value}")
         self.index.set_state(queue_id, QueueState.HOLD)
@@ -174,6 +193,14 @@ class QueueAdmin:
         return f"{queue_id}: deleted"
 
     # -- helpers ---------------------------------------------------------------------------
+    async def _ensure_indexed(self, queue_id: QueueId, state: QueueState) -> None:
+        """New mail is not indexed; an operator's hold makes it a waiting message."""
+        if await self.index.message(queue_id) is None:
+            try:
+                self.index.add(self.files.read_header(queue_id, state), state)
+            except (OSError, CorruptQueueFile) as exc:
+                raise QueueAdminError("unreadable", f"{queue_id}: {exc}") from exc
+
     def _locate(self, queue_id: str) -> QueueState:
         if not is_queue_id(queue_id):
             raise QueueAdminError("bad_id", f"'{queue_id}' is not a queue id")
@@ -183,8 +210,8 @@ class QueueAdmin:
         return state
 
     async def _event(self, queue_id: QueueId, kind: EventType, detail: str) -> None:
-        pending = [r.address for r in await self.index.recipients(queue_id)
-                   if not r.state.is_final] or [None]
+        pending: list[str | None] = [r.address for r in await self.index.recipients(queue_id)
+                                     if not r.state.is_final]
         now = self.now()
         self.events.record(Event(time=now, queue_id=queue_id, type=kind, recipient=r,
-                                 detail=detail) for r in pending)
+                                 detail=detail) for r in pending or [None])

@@ -180,7 +180,9 @@ class DkimSigner:
             reason += f"; signing for {default} failed"
         outcome = SignOutcome.REFUSED if self.config.fallback == "refuse" \
             else SignOutcome.UNSIGNED
-        log.debug("DKIM: %s: %s", outcome, reason)
+        # A refusal is an operator's concern (a sender without a key); unsigned is routine.
+        log.log(logging.INFO if outcome is SignOutcome.REFUSED else logging.DEBUG,
+                "DKIM: %s: %s", outcome, reason)
         return self._done(SignResult(outcome, content, reason=reason), failures)
 
     def _try(self, message: dkim.DKIM, content: bytes, domain: str,

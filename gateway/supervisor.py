@@ -20,11 +20,13 @@ from gateway.delivery.router import Router
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
-from gateway.model import Event, EventType, QueuedMessage
+from gateway.model import QueuedMessage
 from gateway.scheduler import Scheduler
 from gateway.signing import DkimSigner, SigningCounters
 from gateway.spool import Spool
 from gateway.state import StateStore
+from gateway.state.events import accepted_events
+from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
 
@@ -48,6 +50,7 @@ class Gateway:
                                  signer=_signer(config, self.signing_counters))
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
+        self.workers: IntakeWorkers | None = None
 
     def __repr__(self) -> str:
         ports = ", ".join(f"{n}={p}" for n, p in self.ports.items())
@@ -57,18 +60,28 @@ class Gateway:
     def ports(self) -> dict[str, int]:
         return {lst.listener.name: lst.port for lst in self.listeners}
 
-    async def start(self) -> None:
+    async def start(self, *, spawn_workers: bool = False) -> None:
+        """Open state and spool, start delivery and listeners. With `spawn_workers` and
+        intake_workers ≥ 2, SMTP moves to that many worker processes: ours bind the
+        ports (so port 0 gets a number to share) and close once the workers listen."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.state.open()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
+        count = self.config.intake_workers if spawn_workers else 1
         for listener in self.listeners:
-            await listener.start()
-            log.info("listener %s on %s:%d", listener.listener.name,
-                     listener.listener.address, listener.port)
+            await listener.start(reuse_port=count > 1)
+        if count > 1:
+            self.workers = IntakeWorkers(count, self.config.path, self.ports,
+                                         self.scheduler.notify_id)
+            await self.workers.start()
+            for listener in self.listeners:
+                await listener.stop()
 
     async def stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()  # they finish their sessions and report their ids
         for listener in self.listeners:
             await listener.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
@@ -100,14 +113,7 @@ class Gateway:
         return True
 
     def _on_queued(self, qm: QueuedMessage) -> None:
-        now = self.clock.now()
-        self.state.events.record(
-            Event(time=now, queue_id=qm.id, type=EventType.ACCEPTED, recipient=rcpt,
-                  message_id=qm.envelope.message_id,
-                  detail=f"from <{qm.envelope.mail_from}> via {qm.envelope.client.listener}"
-                         f" [{qm.envelope.client.address}] size={qm.size}")
-            for rcpt in qm.envelope.recipients
-        )
+        self.state.events.record(accepted_events(qm, self.clock.now()))
         self.scheduler.notify(qm)
 
 
@@ -129,12 +135,12 @@ async def serve(config_path: Path) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
     config = load_config(config_path)
     gateway = Gateway(config)
-    await gateway.start()
+    await gateway.start(spawn_workers=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_all(gateway))
     log.info("smtp-gateway ready: %r", gateway)
     await stop.wait()
     log.info("stopping: no new sessions; waiting up to %.0fs for deliveries",
@@ -142,3 +148,8 @@ async def serve(config_path: Path) -> int:
     await gateway.stop()
     log.info("stopped")
     return 0
+
+
+def _reload_all(gateway: Gateway) -> None:
+    if gateway.reload() and gateway.workers is not None:
+        gateway.workers.signal(signal.SIGHUP)

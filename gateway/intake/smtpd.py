@@ -54,6 +54,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.intake import replies
 from gateway.intake.accept import Acceptor, SessionInfo, Transaction, envelope_path
 from gateway.intake.auth import Authenticator
+from gateway.intake.speedups import cache_reflection, parse_path
 from gateway.model import Client, Envelope, Reply
 
 __all__ = ["IntakeSMTP", "IntakeServer"]
@@ -109,10 +110,13 @@ class IntakeServer:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Listen. With `reuse_port`, intake worker processes bind the same port and the
+        kernel spreads connections between them (SO_REUSEPORT)."""
         listener = self._settings.listener
         implicit = listener.tls == "implicit"
         _quiet_aiosmtpd()
+        cache_reflection()
         self._server = await asyncio.get_running_loop().create_server(
             # The factory reads self._settings on each connection: reconfigure() applies
             # to sessions that start afterwards.
@@ -124,6 +128,7 @@ class IntakeServer:
             ssl_handshake_timeout=min(self._settings.limits.command_timeout, _HANDSHAKE_TIMEOUT)
             if implicit else None,
             reuse_address=True,
+            reuse_port=reuse_port or None,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("listener %s (%s, tls %s) on %s:%d", listener.name, listener.kind,
@@ -333,6 +338,9 @@ class IntakeSMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport):
             transport.write(f"{reply}\r\n".encode("ascii"))
         transport.close()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        return parse_path(arg, self.local_part_limit)  # see speedups.py
 
     # -- replies ---------------------------------------------------------------------------------
     async def push(self, status: AnyStr) -> None:

@@ -69,11 +69,13 @@ class _Pending:
     qm: QueuedMessage
     attempts: int  # attempts made before this one
     todo: list[tuple[int, str]]  # (recipient index, address)
+    indexed: bool  # the index has a row (it waited before, or an operator touched it)
 
 
 @dataclass
 class _Outcome:
-    updates: list[tuple[int, RecipientState, str | None, Reply | None]] = field(default_factory=list)
+    updates: list[tuple[int, RecipientState, str | None, Reply | None]] = field(
+        default_factory=list)
     events: list[Event] = field(default_factory=list)
     next_attempts: list[float] = field(default_factory=list)
 
@@ -109,6 +111,14 @@ class Scheduler:
             self._incoming.append((qm.id, qm))
         else:
             self._scan_incoming_at = 0.0  # too many to hold in memory; find it on disk later
+        self._wake.set()
+
+    def notify_id(self, queue_id: QueueId) -> None:
+        """An intake worker process stored this message in incoming/ (not indexed yet)."""
+        if len(self._incoming) < self.config.max_active:
+            self._incoming.append((queue_id, None))
+        else:
+            self._scan_incoming_at = 0.0
         self._wake.set()
 
     def reconfigure(self, router: RouterPort, config: DeliveryConfig) -> None:
@@ -202,7 +212,8 @@ class Scheduler:
         if not self.spool.files.move(queue_id, src, QueueState.ACTIVE):
             self._resync_index(queue_id)
             return
-        self.spool.index.set_state(queue_id, QueueState.ACTIVE)
+        if hint is None:
+            self.spool.index.set_state(queue_id, QueueState.ACTIVE)  # no-op if not indexed
         task = asyncio.get_running_loop().create_task(self._process(queue_id, hint))
         self._active[queue_id] = task
         task.add_done_callback(lambda _: self._finished(queue_id))
@@ -230,7 +241,7 @@ class Scheduler:
             return
         pending = await self._pending(qm, fresh=hint is not None)
         if not pending.todo:
-            self._complete(qm, QueueState.ACTIVE)
+            self._complete(qm, indexed=True)
             return
         jobs = self._jobs(pending)
         attempts = await asyncio.gather(*(self._deliver(job, content) for job in jobs))
@@ -243,13 +254,13 @@ class Scheduler:
     async def _pending(self, qm: QueuedMessage, *, fresh: bool) -> _Pending:
         all_recipients = list(enumerate(qm.envelope.recipients))
         if fresh:
-            return _Pending(qm, 0, all_recipients)
+            return _Pending(qm, 0, all_recipients, indexed=False)
         info = await self.spool.index.message(qm.id)
         rows = await self.spool.index.recipients(qm.id)
         if info is None or not rows:
-            return _Pending(qm, 0, all_recipients)
+            return _Pending(qm, 0, all_recipients, indexed=False)  # new mail: not indexed
         todo = [(r.idx, r.address) for r in rows if not r.state.is_final]
-        return _Pending(qm, info.attempts, todo)
+        return _Pending(qm, info.attempts, todo, indexed=True)
 
     def _jobs(self, pending: _Pending) -> list[DeliveryJob]:
         addresses = [address for _, address in pending.todo]
@@ -282,7 +293,8 @@ class Scheduler:
         return sem
 
     # -- filing the outcome ------------------------------------------------------------------
-    def _file(self, pending: _Pending, results: list[tuple[Route, Attempt, RecipientResult]]) -> None:
+    def _file(self, pending: _Pending,
+              results: list[tuple[Route, Attempt, RecipientResult]]) -> None:
         now = self.clock.now()
         qm = pending.qm
         attempt_no = pending.attempts + 1
@@ -293,18 +305,26 @@ class Scheduler:
         for route, attempt, result in results:
             idx = slots[result.recipient].pop(0)
             self._file_recipient(qm, idx, route, attempt, result, attempt_no, now, outcome)
-        self.spool.index.set_recipients(qm.id, outcome.updates, now)
         self.events.record(outcome.events)
         if outcome.next_attempts:
             when = min(outcome.next_attempts)
             self._due_at = min(self._due_at, when)
-            if self.spool.files.move(qm.id, QueueState.ACTIVE, QueueState.DEFERRED):
+            moved = self.spool.files.move(qm.id, QueueState.ACTIVE, QueueState.DEFERRED)
+            self._record(pending, outcome, now, QueueState.DEFERRED)
+            if moved:
                 self.spool.index.set_state(qm.id, QueueState.DEFERRED,
                                            next_attempt_at=when, attempts=attempt_no)
             else:
                 self._resync_index(qm.id)
         else:
-            self._complete(qm, QueueState.ACTIVE)
+            self._complete(qm, indexed=pending.indexed, pending=pending, outcome=outcome)
+
+    def _record(self, pending: _Pending, outcome: _Outcome, now: float,
+                state: QueueState) -> None:
+        """Write this attempt's per-recipient results, indexing the message first if new."""
+        if not pending.indexed:
+            self.spool.index.add(pending.qm, state)
+        self.spool.index.set_recipients(pending.qm.id, outcome.updates, now)
 
     def _file_recipient(self, qm: QueuedMessage, idx: int, route: Route, attempt: Attempt,
                         result: RecipientResult, attempt_no: int, now: float,
@@ -328,10 +348,14 @@ class Scheduler:
             reply=result.reply, detail=detail,
         ))
 
-    def _complete(self, qm: QueuedMessage, state: QueueState) -> None:
+    def _complete(self, qm: QueuedMessage, *, indexed: bool, pending: _Pending | None = None,
+                  outcome: _Outcome | None = None) -> None:
         """Every recipient has a final outcome: the queue file's job is done."""
-        if self.spool.files.remove(qm.id, state):
-            self.spool.index.remove(qm.id)
-        else:
-            # An operator held it mid-delivery; its recipients are final, release ends it.
-            self._resync_index(qm.id)
+        if self.spool.files.remove(qm.id, QueueState.ACTIVE):
+            if indexed:
+                self.spool.index.remove(qm.id)
+            return
+        # An operator held it mid-delivery: keep its results so release ends it.
+        if pending is not None and outcome is not None:
+            self._record(pending, outcome, self.clock.now(), QueueState.HOLD)
+        self._resync_index(qm.id)

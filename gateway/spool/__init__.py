@@ -1,5 +1,8 @@
 """The spool: where an accepted message waits (Postfix's queue manager's disk side).
 
+The index (spool/queue.db) has one writer, the process running the scheduler;
+intake — in-process or in worker processes — only writes queue files.
+
 `Spool.put()` is the only way in: it returns once the message is durable, and
 intake answers 250 only after it returns. `reconcile()` runs at start-up and
 puts the directories and the index back in agreement after any crash.
@@ -39,14 +42,21 @@ class Spool:
         self.clock = clock
         self.files = QueueFiles(root, fsync=fsync)
         self.index = QueueIndex(root / "queue.db")
+        self._index_open = False
 
     async def open(self) -> Recovery:
         self.files.prepare()
         await self.index.open()
+        self._index_open = True
         return await self.reconcile()
 
+    def open_for_intake(self) -> None:
+        """An intake worker's view: only the directories; tmp/ and the index are the master's."""
+        self.files.prepare(clean_tmp=False)
+
     async def close(self) -> None:
-        await self.index.close()
+        if self._index_open:
+            await self.index.close()
         self.files.close()
 
     def new_id(self) -> QueueId:
@@ -54,10 +64,14 @@ class Spool:
 
     async def put(self, envelope: Envelope, content: bytes, *,
                   queue_id: QueueId | None = None) -> QueuedMessage:
-        """Store a message durably in incoming/. Raises SpoolError."""
+        """Store a message durably in incoming/. Raises SpoolError.
+
+        It is not indexed yet: most mail is delivered at the first attempt, and
+        the index only has to know messages that wait (the scheduler adds them
+        when they are deferred; incoming/ is listed from the directory).
+        """
         qm = QueuedMessage(queue_id or self.new_id(), envelope, len(content))
         await self.files.write(qm.id, encode_header(qm) + content)
-        self.index.add(qm, QueueState.INCOMING)
         return qm
 
     async def reconcile(self) -> Recovery:
@@ -80,6 +94,8 @@ class Spool:
             known = indexed.get(queue_id)
             if known == state or state is QueueState.CORRUPT:
                 continue
+            if known is None and state is QueueState.INCOMING:
+                continue  # new mail is not indexed until it has to wait
             if known is not None:
                 self.index.set_state(queue_id, state)
                 continue

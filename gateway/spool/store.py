@@ -99,9 +99,11 @@ class QueueFiles:
         self._dirs = {state: root / state.value for state in QueueState}
         self._tmp = root / "tmp"
 
-    def prepare(self) -> None:
+    def prepare(self, *, clean_tmp: bool = True) -> None:
         for path in (*self._dirs.values(), self._tmp):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not clean_tmp:
+            return
         for leftover in self._tmp.iterdir():
             # A tmp file never got its 250: the client was told nothing and will retry.
             leftover.unlink(missing_ok=True)

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from gateway.model import Event, EventType, QueueId, Reply
+from gateway.model import Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.sqlite import BatchedDb, Row
 
-__all__ = ["EventStore", "SqliteEventStore"]
+__all__ = ["EventStore", "SqliteEventStore", "accepted_events"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -44,6 +44,15 @@ _SELECT = (
     "SELECT time, queue_id, type, recipient, message_id, route, host, reply_code,"
     " reply_enhanced, reply_text, detail FROM events"
 )
+
+
+def accepted_events(qm: QueuedMessage, now: float) -> list[Event]:
+    """One `accepted` event per recipient of a message intake just stored."""
+    env = qm.envelope
+    detail = (f"from <{env.mail_from}> via {env.client.listener} [{env.client.address}]"
+              f" size={qm.size}")
+    return [Event(time=now, queue_id=qm.id, type=EventType.ACCEPTED, recipient=rcpt,
+                  message_id=env.message_id, detail=detail) for rcpt in env.recipients]
 
 
 class EventStore(Protocol):

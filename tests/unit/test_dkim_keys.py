@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.config import DEFAULT_SIGNED_HEADERS, load_config
+from gateway.config import DEFAULT_SIGNED_HEADERS, DkimConfig, load_config
 from gateway.dkim_keys import (
     KeyFileError,
     PrivateKey,
@@ -309,3 +309,15 @@ def test_keygen_writes_where_the_config_expects_it(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a selector"):
         keygen(dkim, "example.com", "a b")
     assert load_config(path).dkim.keys[0].private_key == made.key
+
+
+def test_the_shipped_config_documents_the_defaults() -> None:
+    root = Path(__file__).resolve().parents[2]
+    dkim = load_config(root / "config.yaml").dkim
+    assert not dkim.signing
+    assert dkim.keys_dir == root / "dkim"
+    defaults = DkimConfig()
+    assert (dkim.fallback, dkim.canonicalization, dkim.signed_headers, dkim.oversigned_headers,
+            dkim.dual_sign, dkim.enabled) == (
+        defaults.fallback, defaults.canonicalization, defaults.signed_headers,
+        defaults.oversigned_headers, defaults.dual_sign, defaults.enabled)

@@ -48,33 +48,37 @@ async def test_concurrent_puts_are_grouped_and_all_land(tmp_path: Path) -> None:
 
 
 async def test_reconcile_after_a_crash(tmp_path: Path) -> None:
-    spool = await open_spool(tmp_path)
-    kept = await spool.put(envelope(), CONTENT)
-    in_flight = await spool.put(envelope(), CONTENT)
-    gone = await spool.put(envelope(), CONTENT)
-    await spool.index.flush()
-    # The crash: one file was mid-delivery, one was delivered but its row survived,
-    # and one arrived whose index row was never written; tmp/ has a half-written file.
-    spool.files.move(in_flight.id, QueueState.INCOMING, QueueState.ACTIVE)
-    spool.files.remove(gone.id, QueueState.INCOMING)
-    await spool.close()
-    orphan = envelope("new@z.test")
     from gateway.model import QueuedMessage
     from gateway.spool.store import encode_header
 
-    orphan_qm = QueuedMessage("01JD5Q8W3K7H2M9XQ4RT", orphan, len(CONTENT))
-    (tmp_path / "deferred" / orphan_qm.id).write_bytes(encode_header(orphan_qm) + CONTENT)
+    spool = await open_spool(tmp_path)
+    waiting, retrying, gone = [await spool.put(envelope(), CONTENT) for _ in range(3)]
+    fresh = await spool.put(envelope(), CONTENT)
+    for qm in (waiting, retrying, gone):  # these had failed once: deferred and indexed
+        spool.files.move(qm.id, QueueState.INCOMING, QueueState.DEFERRED)
+        spool.index.add(qm, QueueState.DEFERRED)
+    await spool.index.flush()
+    # The crash: one retry was mid-delivery, one was delivered but its row survived.
+    spool.files.move(retrying.id, QueueState.DEFERRED, QueueState.ACTIVE)
+    spool.files.remove(gone.id, QueueState.DEFERRED)
+    await spool.close()
+    # ...and a deferred file whose row was never written, a half-written tmp file,
+    # and a deferred file that is garbage.
+    orphan = QueuedMessage("01JD5Q8W3K7H2M9XQ4RT", envelope("new@z.test"), len(CONTENT))
+    (tmp_path / "deferred" / orphan.id).write_bytes(encode_header(orphan) + CONTENT)
     (tmp_path / "tmp" / "01JD5Q8W3K7H2M9XQ4RV").write_bytes(b"SGW1\n{half")
-    (tmp_path / "incoming" / "01JD5Q8W3K7H2M9XQ4RW").write_bytes(b"garbage")
+    (tmp_path / "deferred" / "01JD5Q8W3K7H2M9XQ4RW").write_bytes(b"garbage")
 
     spool = await open_spool(tmp_path)
-    states = await spool.index.states()
-    assert states == {kept.id: QueueState.INCOMING, in_flight.id: QueueState.INCOMING,
-                      orphan_qm.id: QueueState.DEFERRED}
-    assert (tmp_path / "incoming" / in_flight.id).exists()
+    assert await spool.index.states() == {
+        waiting.id: QueueState.DEFERRED, retrying.id: QueueState.INCOMING,
+        orphan.id: QueueState.DEFERRED,
+    }
+    assert spool.files.find(retrying.id) is QueueState.INCOMING  # active/ → incoming/
+    assert spool.files.find(fresh.id) is QueueState.INCOMING  # new mail stays unindexed
     assert list((tmp_path / "tmp").iterdir()) == []
-    assert (tmp_path / "corrupt" / "01JD5Q8W3K7H2M9XQ4RW").exists()
-    recipients = await spool.index.recipients(orphan_qm.id)
+    assert spool.files.find("01JD5Q8W3K7H2M9XQ4RW") is QueueState.CORRUPT
+    recipients = await spool.index.recipients(orphan.id)
     assert [r.address for r in recipients] == ["new@z.test"]
     await spool.close()
 

@@ -1,0 +1,131 @@
+"""An intake worker process: SMTP sessions on more than one core (Postfix runs many smtpd(8)).
+
+With `intake_workers: N` (N ≥ 2) the master (gateway.supervisor) starts N of
+these and, once they listen, closes its own listeners: SMTP sessions run in
+the workers, the queue manager and delivery in the master (Postfix's smtpd(8)
+versus qmgr(8) and smtp(8)). Each worker binds the same ports with
+SO_REUSEPORT, so the kernel spreads connections across them; each stores what it accepts in the
+shared spool's incoming/ through the same durable write path (the 250 still
+waits for the fsync), records the `accepted` events, and writes the queue id
+to its stdout, where the master reads it and schedules the message at once.
+The master alone owns the queue index and delivery.
+
+Lifeline: stdin is a pipe from the master. EOF — the master exited, even by
+kill -9 — makes the worker stop accepting, finish sessions in DATA and exit;
+whatever it accepted is in incoming/, where the master's next start finds it.
+
+Security: as gateway.intake.smtpd (this process is where untrusted input is parsed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from gateway.clock import SystemClock
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from gateway.intake.accept import Acceptor
+from gateway.intake.smtpd import IntakeServer
+from gateway.model import QueuedMessage
+from gateway.signing import DkimSigner, SigningCounters
+from gateway.spool import Spool
+from gateway.state import StateStore
+from gateway.state.events import accepted_events
+
+__all__ = ["READY", "parse_ports", "run_worker"]
+
+READY = b"READY"
+
+log = logging.getLogger(__name__)
+
+
+def parse_ports(text: str) -> dict[str, int]:
+    """'relay=2525,submission=587' → {'relay': 2525, 'submission': 587}."""
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        name, _, port = item.partition("=")
+        out[name] = int(port)
+    return out
+
+
+class _Worker:
+    def __init__(self, config: Config, ports: dict[str, int]) -> None:
+        self.config = config
+        self.clock = SystemClock()
+        self.state = StateStore(config.state_path)
+        self.spool = Spool(config.spool_dir, self.clock)
+        self.counters = SigningCounters()
+        self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
+                                 signer=_signer(config, self.counters))
+        self.listeners = [
+            IntakeServer(replace(lst, port=ports.get(lst.name, lst.port)), config,
+                         self.acceptor, self.clock)
+            for lst in config.listeners
+        ]
+        self._out = sys.stdout.buffer
+
+    def _on_queued(self, qm: QueuedMessage) -> None:
+        self.state.events.record(accepted_events(qm, self.clock.now()))
+        try:
+            self._out.write(qm.id.encode("ascii") + b"\n")
+            self._out.flush()
+        except OSError:
+            # The master is gone; the message is safe in incoming/ for its next start.
+            log.warning("master unreachable; %s waits in incoming/", qm.id)
+
+    async def start(self) -> None:
+        await self.state.open()
+        self.spool.open_for_intake()
+        for listener in self.listeners:
+            await listener.start(reuse_port=True)
+        self._out.write(READY + b"\n")  # the master closes its own listeners on this
+        self._out.flush()
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            await listener.stop()
+        await self.spool.close()
+        await self.state.close()
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("worker reload refused:\n%s", exc)
+            return
+        self.config = new
+        self.acceptor.signer = _signer(new, self.counters)
+        for listener in self.listeners:
+            listener.reconfigure(new)
+
+
+def _signer(config: Config, counters: SigningCounters) -> DkimSigner | None:
+    return DkimSigner(config.dkim, counters) if config.dkim.signing else None
+
+
+async def run_worker(config_path: Path, ports: dict[str, int]) -> int:
+    worker = _Worker(load_config(config_path), ports)
+    await worker.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, worker.reload)
+    loop.add_reader(sys.stdin.fileno(), _watch_lifeline, stop)
+    await stop.wait()
+    loop.remove_reader(sys.stdin.fileno())
+    await worker.stop()
+    return 0
+
+
+def _watch_lifeline(stop: asyncio.Event) -> None:
+    import os
+
+    if not os.read(sys.stdin.fileno(), 4096):
+        log.info("master gone: intake worker stopping")
+        stop.set()

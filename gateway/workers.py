@@ -1,0 +1,105 @@
+"""The master's side of intake worker processes (Postfix master(8) and its smtpd children).
+
+Starts `intake_workers` processes running gateway.intake.worker, reads the
+queue ids they print and hands them to the scheduler, forwards SIGHUP, stops
+them first on SIGTERM, and restarts one that dies (after a pause, so a worker
+that crashes at start cannot spin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.intake.worker import READY
+from gateway.spool.queue_id import is_queue_id
+
+__all__ = ["IntakeWorkers"]
+
+log = logging.getLogger(__name__)
+
+RESTART_PAUSE = 1.0  # seconds before a dead worker is started again
+STOP_TIMEOUT = 30.0  # seconds a worker gets to finish its sessions on SIGTERM
+
+
+class IntakeWorkers:
+    def __init__(self, count: int, config_path: Path, ports: dict[str, int],
+                 on_queued: Callable[[str], None]) -> None:
+        self.count = count
+        self.config_path = config_path
+        self.ports = ports
+        self.on_queued = on_queued
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._ready = asyncio.Semaphore(0)
+
+    def __repr__(self) -> str:
+        pids = ",".join(str(p.pid) for p in self._procs.values())
+        return f"<IntakeWorkers {len(self._procs)}/{self.count} pids={pids}>"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start every worker; return once each listens (or `timeout` passed)."""
+        for slot in range(self.count):
+            self._tasks.append(asyncio.get_running_loop().create_task(self._keep(slot)))
+        async with asyncio.timeout(timeout):
+            for _ in range(self.count):
+                await self._ready.acquire()
+
+    async def _keep(self, slot: int) -> None:
+        """Run one worker slot: start it, relay its queue ids, restart it if it dies."""
+        while not self._stopping:
+            proc = await self._spawn()
+            self._procs[slot] = proc
+            await self._relay(proc)
+            code = await proc.wait()
+            self._procs.pop(slot, None)
+            if self._stopping:
+                return
+            log.error("intake worker %d exited with %s; restarting in %.0fs",
+                      proc.pid, code, RESTART_PAUSE)
+            await asyncio.sleep(RESTART_PAUSE)
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        ports = ",".join(f"{name}={port}" for name, port in self.ports.items())
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "intake-worker", "-c", str(self.config_path),
+            "--ports", ports,
+            # stdin is the lifeline (EOF = master gone); stdout carries queue ids.
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        log.info("intake worker %d started", proc.pid)
+        return proc
+
+    async def _relay(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            word = line.strip()
+            if word == READY:
+                self._ready.release()
+                continue
+            queue_id = word.decode("ascii", "replace")
+            if is_queue_id(queue_id):
+                self.on_queued(queue_id)
+
+    def signal(self, sig: int) -> None:
+        for proc in self._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker, wait for them (they finish sessions in DATA), then reap."""
+        self._stopping = True
+        self.signal(signal.SIGTERM)
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            for proc in self._procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            if late:
+                await asyncio.wait(late)
