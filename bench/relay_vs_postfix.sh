@@ -40,6 +40,7 @@ cat >"$WORK/config.yaml" <<YAML
 hostname: gateway.bench.invalid
 data_dir: $WORK/var
 log_level: warning
+intake_workers: auto        # one SMTP process per core; the master queues and delivers
 listeners:
   - name: relay
     kind: relay

@@ -5,6 +5,9 @@
     queue list|show|retry|hold|release|delete   (--json for scripts)
     passwd [USER]              make a password hash for SMTP AUTH
     dkim keygen|list|check     DKIM keys: make one, list them, compare DNS with them
+    suppress add|remove|list|import|export   the suppression list (gateway.policy_cli)
+    consent grant|withdraw|show|import       consent records
+    bounce parse|ingest        classify returned mail (DSN, ARF, MTA texts, auto-replies)
 
 Queue commands work on the spool directly, like postsuper: a state change is
 a rename, which the running gateway notices (it trusts the directory).
@@ -27,6 +30,8 @@ from typing import Any
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.passwords import hash_password
+from gateway.policy.rules_file import load_policies
+from gateway.policy_cli import add_policy_parsers
 
 __all__ = ["main"]
 
@@ -86,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     pw.add_argument("user", nargs="?", help="print user:hash instead of the hash alone")
     pw.set_defaults(func=_passwd)
     _dkim_parser(sub, with_config)
+    add_policy_parsers(sub, with_config)
+    _bounce_parser(sub)
     return p
 
 
@@ -117,6 +124,21 @@ def _dkim_parser(
     dc.add_argument("--port", type=int, help="DNS port (default: delivery.dns.port)")
     dc.add_argument("--json", action="store_true")
     dc.set_defaults(func=_dkim_check)
+
+
+def _bounce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    b = sub.add_parser("bounce", help="parse bounces, complaints and auto-replies")
+    bsub = b.add_subparsers(metavar="ACTION")
+    bp = bsub.add_parser("parse", help="classify one message (.eml)")
+    # More than one FILE is for the test suite: one JSON document per line.
+    bp.add_argument("files", nargs="+", metavar="FILE", help=argparse.SUPPRESS)
+    bp.add_argument("--json", action="store_true",
+                    help='print {"bounce": …, "recipients": [...]}')
+    bp.set_defaults(func=_bounce_parse)
+    bi = bsub.add_parser("ingest", help="classify every message of .eml and mbox files; "
+                                        "one JSON line per message (no actions taken)")
+    bi.add_argument("files", nargs="+", metavar="FILE")
+    bi.set_defaults(func=_bounce_ingest)
 
 
 # -- serve / check-config ---------------------------------------------------------------------
@@ -154,6 +176,11 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # raises ConfigError → main() prints, exit 1
     print(f"{config.path}: ok ({len(config.listeners)} listeners, {len(config.routes)} routes)")
+    policies = load_policies(config.policies_dir) if config.policies_dir else None
+    if policies is None:
+        print(f"{config.policies_dir}: no policy files (policies off)")
+    else:
+        print(f"{config.policies_dir}: ok ({', '.join(policies.files)})")
     return 0
 
 
@@ -312,6 +339,52 @@ def _dkim_check(args: argparse.Namespace) -> int:
         if not r.status.ok and r.status is not RecordStatus.DNS_ERROR:
             print(f"{'':<15} publish: {zone_record(r.selector, r.domain, r.expected)}")
     return 0 if all(r.status.ok for r in results) else 1
+
+
+# -- bounce -----------------------------------------------------------------------------------
+
+
+def _bounce_parse(args: argparse.Namespace) -> int:
+    from gateway.bounces import parse_bytes
+
+    for name in args.files:
+        try:
+            report = parse_bytes(Path(name).read_bytes())
+        except OSError as exc:
+            print(f"smtp-gateway bounce parse: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(report.to_json()))
+            continue
+        print(f"{name}: {report.detector or 'not a bounce'}; bounce: "
+              f"{'yes' if report.is_bounce else 'no'}")
+        for r in report.recipients:
+            print(f"  {r.kind:<10} {r.status or '-':<7} {r.reason:<17} {r.address or '(redacted)'}"
+                  + (f"  {r.diagnostic[:120]}" if r.diagnostic else ""))
+    return 0
+
+
+def _bounce_ingest(args: argparse.Namespace) -> int:
+    from gateway.bounces import parse_bytes
+    from gateway.bounces.mbox import messages
+
+    code = 0
+    for name in args.files:
+        try:
+            for index, data in enumerate(messages(Path(name))):
+                line = {"file": name, "index": index}
+                try:
+                    report = parse_bytes(data)
+                except Exception as exc:  # one bad message must not stop the batch
+                    line["error"] = f"{type(exc).__name__}: {exc}"
+                    code = 1
+                else:
+                    line.update(report.to_json(), detector=report.detector)
+                print(json.dumps(line))
+        except OSError as exc:
+            print(f"smtp-gateway bounce ingest: {exc}", file=sys.stderr)
+            code = 1
+    return code
 
 
 # -- passwd -----------------------------------------------------------------------------------

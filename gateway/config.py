@@ -155,6 +155,9 @@ class Config:
     log_level: str = "info"
     intake_workers: int = 1  # processes serving SMTP sessions (serve only)
     dkim: DkimConfig = DkimConfig()
+    # Suppression, consent and rate-limit files (gateway.policy.rules_file);
+    # None or a directory without policy files: no policy checks.
+    policies_dir: Path | None = None
 
     @property
     def spool_dir(self) -> Path:
@@ -163,6 +166,11 @@ class Config:
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def policy_snapshot_path(self) -> Path:
+        """The last policy that loaded (gateway.policy.runtime), for restarted workers."""
+        return self.data_dir / "policies.last-good.json"
 
 
 def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Config:
@@ -191,6 +199,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         log_level=root.get_str("log_level", "info", ("debug", "info", "warning", "error")),
         intake_workers=_workers(root),
         dkim=_dkim(root.section("dkim"), base, read_keys),
+        policies_dir=base / root.get_str("policies_dir", "./policies"),
     )
     root.done()
     problems.raise_if_any()

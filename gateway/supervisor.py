@@ -21,8 +21,10 @@ from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
+from gateway.policy.runtime import PolicyRuntime
+from gateway.policy.stage import PolicyStage
 from gateway.scheduler import Scheduler
-from gateway.signing import DkimSigner, SigningCounters
+from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import StateStore
 from gateway.state.events import accepted_events
@@ -47,10 +49,14 @@ class Gateway:
                                    self.clock, config.delivery)
         self.signing_counters = SigningCounters()  # survive reloads: they only grow
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
-                                 signer=_signer(config, self.signing_counters))
+                                 signer=signer_for(config.dkim, self.signing_counters))
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
+        # Policy files are read now, so a bad one stops the start like a bad config.
+        self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
+                                    self._apply_policies, config.policy_snapshot_path)
+        self.policy.load()
 
     def __repr__(self) -> str:
         ports = ", ".join(f"{n}={p}" for n, p in self.ports.items())
@@ -66,6 +72,7 @@ class Gateway:
         ports (so port 0 gets a number to share) and close once the workers listen."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.state.open()
+        self.policy.start()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
@@ -87,10 +94,13 @@ class Gateway:
         await self.scheduler.stop(self.config.shutdown_timeout)
         await self.delivery.close()
         await self.spool.close()
+        await self.policy.stop()
         await self.state.close()
 
     def reload(self) -> bool:
         """Re-read the config file; a bad file changes nothing and is logged."""
+        # Policy files first, on their own: each keeps its old version when bad.
+        self.policy.reload()
         try:
             new = load_config(self.config.path)  # reads the DKIM keys too
         except ConfigError as exc:
@@ -98,7 +108,7 @@ class Gateway:
             return False
         # Built in full before anything changes; the swap below is one assignment, so
         # each message is signed with the old keys or the new ones, never with none.
-        signer = _signer(new, self.signing_counters)
+        signer = signer_for(new.dkim, self.signing_counters)
         changed = _restart_only_changes(self.config, new)
         if changed:
             log.warning("reload: %s change only on restart", ", ".join(changed))
@@ -112,14 +122,12 @@ class Gateway:
         log.info("configuration reloaded from %s", new.path)
         return True
 
+    def _apply_policies(self, stage: PolicyStage | None) -> None:
+        self.acceptor.policies = stage
+
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record(accepted_events(qm, self.clock.now()))
         self.scheduler.notify(qm)
-
-
-def _signer(config: Config, counters: SigningCounters) -> DkimSigner | None:
-    """None when DKIM signing is off (no keys configured, or dkim.enabled: false)."""
-    return DkimSigner(config.dkim, counters) if config.dkim.signing else None
 
 
 def _restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -128,6 +136,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("listeners")
     if old.data_dir != new.data_dir:
         out.append("data_dir")
+    if old.policies_dir != new.policies_dir:
+        out.append("policies_dir")
     return out
 
 
@@ -135,12 +145,13 @@ async def serve(config_path: Path) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
     config = load_config(config_path)
     gateway = Gateway(config)
-    await gateway.start(spawn_workers=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    # Before start(): a SIGTERM that comes while workers start is a stop, not a kill.
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload_all(gateway))
+    await gateway.start(spawn_workers=True)
     log.info("smtp-gateway ready: %r", gateway)
     await stop.wait()
     log.info("stopping: no new sessions; waiting up to %.0fs for deliveries",

@@ -29,8 +29,13 @@ DATA, in order:
    returned. Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and
    any unexpected error 451 4.3.0: the client keeps the message and retries.
 
-Policy checks (suppression, consent, rate limits) belong in `rcpt()` and
-`data()` at the places marked below; the first refusal wins.
+Policy checks (gateway.policy.stage; off when policies/ holds no policy file):
+at RCPT, suppression of all mail and rate limits (550 5.7.1 / 451 4.7.1); at
+DATA, after step 2, the message's category, scoped suppression and consent.
+Recipients the DATA checks refuse are dropped (a `dropped` event each) and
+the rest accepted; if none is left the message gets the first refusal. A
+message in a consent category may be stored as one copy per recipient, each
+with its own List-Unsubscribe token; the 250 names the first copy's id.
 
 Security: reads untrusted input — envelope addresses, HELO name and message
 content from SMTP clients. Content is never parsed beyond the header field
@@ -56,6 +61,7 @@ from gateway.clock import Clock
 from gateway.errors import SpoolError
 from gateway.intake import replies
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
+from gateway.policy.stage import MessageDecision, PolicyStage
 from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
 
 __all__ = [
@@ -116,8 +122,11 @@ class Acceptor:
         clock: Clock,
         on_queued: Callable[[QueuedMessage], None],
         signer: DkimSigner | None = None,
+        policies: PolicyStage | None = None,
     ) -> None:
         self._spool = spool
+        # Swapped on reload like the signer; None (no policy files) costs nothing.
+        self.policies = policies
         # Gateway.reload() swaps it; each message reads it once, so it is signed
         # with the old keys or the new ones, never with none.
         self.signer = signer
@@ -143,7 +152,12 @@ class Acceptor:
             return replies.bad_recipient(problem)
         if not transaction.session.may_relay:
             return replies.RELAY_DENIED
-        # Policy checks on the recipient go here (suppression list, consent, rate).
+        policies = self.policies
+        if policies is not None:
+            refusal = await policies.rcpt(transaction.session.client, transaction.mail_from,
+                                          recipient)
+            if refusal is not None:
+                return refusal
         return replies.RECIPIENT_OK
 
     async def data(self, envelope: Envelope, content: bytes, *, esmtp: bool = True) -> Reply:
@@ -166,7 +180,37 @@ class Acceptor:
         if prepared is None:
             return replies.LINE_TOO_LONG
         body, header = prepared
-        # Policy checks on the whole message go here (before anything is stored).
+        policies = self.policies
+        if policies is None:
+            result = await self._store(envelope, body, header, esmtp)
+            return result if isinstance(result, Reply) else self._queued(result)
+        decision = await policies.message(envelope, body)
+        if decision.refusal is not None:
+            return decision.refusal
+        first: QueuedMessage | None = None
+        stored = []
+        for copy in decision.copies:
+            result = await self._store(
+                replace(envelope, recipients=copy.recipients, not_before=copy.not_before),
+                copy.content, _scan_header(copy.content), esmtp)
+            if isinstance(result, Reply):
+                if first is None:
+                    return result
+                # Earlier copies are stored and will be delivered; the client will
+                # resend the whole message, so a recipient may get it twice (the
+                # safe side of a failure that only a full disk causes).
+                log.error("%s: a later copy failed (%s); earlier copies stay queued",
+                          first.id, result)
+                return result
+            first = first or result
+            stored.append((copy, result))
+        assert first is not None  # a decision without refusal has at least one copy
+        _log_decision(first, decision)
+        policies.record_accepted(decision, stored)
+        return self._queued(first)
+
+    async def _store(self, envelope: Envelope, body: bytes, header: _HeaderScan,
+                     esmtp: bool) -> QueuedMessage | Reply:
         queue_id = self._spool.new_id()
         # The client's Message-ID is kept as it is (None if the field is empty).
         message_id = (header.message_id if header.has_message_id
@@ -191,6 +235,9 @@ class Acceptor:
             message_id, envelope.client.address, envelope.client.listener,
         )
         self._notify(queued)
+        return queued
+
+    def _queued(self, queued: QueuedMessage) -> Reply:
         return replies.queued(queued.id)
 
     def _added_headers(
@@ -217,6 +264,12 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"<Acceptor hostname={self._hostname!r}>"
+
+
+def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:
+    for rcpt, verdict in decision.dropped:
+        log.info("%s: dropped to=<%s> rule=%s category=%s", first.id, rcpt, verdict.rule,
+                 decision.category)
 
 
 async def _sign(signer: DkimSigner, message: bytes) -> SignResult:

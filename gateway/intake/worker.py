@@ -32,7 +32,9 @@ from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
-from gateway.signing import DkimSigner, SigningCounters
+from gateway.policy.runtime import PolicyRuntime
+from gateway.policy.stage import PolicyStage
+from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import StateStore
 from gateway.state.events import accepted_events
@@ -61,13 +63,19 @@ class _Worker:
         self.spool = Spool(config.spool_dir, self.clock)
         self.counters = SigningCounters()
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
-                                 signer=_signer(config, self.counters))
+                                 signer=signer_for(config.dkim, self.counters))
         self.listeners = [
             IntakeServer(replace(lst, port=ports.get(lst.name, lst.port)), config,
                          self.acceptor, self.clock)
             for lst in config.listeners
         ]
         self._out = sys.stdout.buffer
+        self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
+                                    self._apply_policies, config.policy_snapshot_path)
+        self.policy.load(fallback=True)
+
+    def _apply_policies(self, stage: PolicyStage | None) -> None:
+        self.acceptor.policies = stage
 
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record(accepted_events(qm, self.clock.now()))
@@ -80,6 +88,7 @@ class _Worker:
 
     async def start(self) -> None:
         await self.state.open()
+        self.policy.start()
         self.spool.open_for_intake()
         for listener in self.listeners:
             await listener.start(reuse_port=True)
@@ -90,22 +99,21 @@ class _Worker:
         for listener in self.listeners:
             await listener.stop()
         await self.spool.close()
+        await self.policy.stop()
         await self.state.close()
 
     def reload(self) -> None:
+        # Policy files first, on their own: each keeps its old version when bad.
+        self.policy.reload()
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
             log.error("worker reload refused:\n%s", exc)
             return
         self.config = new
-        self.acceptor.signer = _signer(new, self.counters)
+        self.acceptor.signer = signer_for(new.dkim, self.counters)
         for listener in self.listeners:
             listener.reconfigure(new)
-
-
-def _signer(config: Config, counters: SigningCounters) -> DkimSigner | None:
-    return DkimSigner(config.dkim, counters) if config.dkim.signing else None
 
 
 async def run_worker(config_path: Path, ports: dict[str, int]) -> int:

@@ -90,6 +90,7 @@ class Spool:
             self.index.remove(queue_id)
             dropped += 1
         reindexed = corrupt = 0
+        found: list[tuple[QueuedMessage, QueueState]] = []
         for queue_id, state in on_disk.items():
             known = indexed.get(queue_id)
             if known == state or state is QueueState.CORRUPT:
@@ -100,15 +101,16 @@ class Spool:
                 self.index.set_state(queue_id, state)
                 continue
             try:
-                qm = self.files.read_header(queue_id, state)
+                found.append((self.files.read_header(queue_id, state), state))
             except (CorruptQueueFile, OSError) as exc:
                 log.error("queue file %s/%s is unreadable (%s): moved to corrupt/",
                           state.value, queue_id, exc)
                 self.files.quarantine(queue_id, state)
                 corrupt += 1
-                continue
-            self.index.add(qm, state)
-            reindexed += 1
+        for start in range(0, len(found), 10_000):
+            self.index.add_many(found[start:start + 10_000])
+            await self.index.flush()
+        reindexed = len(found)
         await self.index.flush()
         counts: dict[QueueState, int] = {}
         for state in on_disk.values():

@@ -100,14 +100,20 @@ class QueueIndex:
 
     # -- writes (batched) ------------------------------------------------------------------
     def add(self, qm: QueuedMessage, state: QueueState) -> None:
-        env = qm.envelope
-        self._db.write(_INSERT_MESSAGE, (
-            qm.id, state.value, env.received_at, env.received_at, 0, env.mail_from,
-            env.message_id, qm.size, len(env.recipients),
+        self.add_many([(qm, state)])
+
+    def add_many(self, items: Iterable[tuple[QueuedMessage, QueueState]]) -> None:
+        """Index messages with every recipient pending; message rows first, then
+        recipient rows, so a big batch (start-up) runs as two executemany calls."""
+        items = list(items)
+        self._db.write_many(_INSERT_MESSAGE, (
+            (qm.id, state.value, qm.envelope.received_at, qm.envelope.received_at, 0,
+             qm.envelope.mail_from, qm.envelope.message_id, qm.size, len(qm.envelope.recipients))
+            for qm, state in items
         ))
         self._db.write_many(_INSERT_RECIPIENT, (
-            (qm.id, i, rcpt, RecipientState.QUEUED.value, None, env.received_at, None)
-            for i, rcpt in enumerate(env.recipients)
+            (qm.id, i, rcpt, RecipientState.QUEUED.value, None, qm.envelope.received_at, None)
+            for qm, _ in items for i, rcpt in enumerate(qm.envelope.recipients)
         ))
 
     def set_state(self, queue_id: QueueId, state: QueueState, *,

@@ -61,6 +61,8 @@ def encode_header(qm: QueuedMessage) -> bytes:
         "message_id": env.message_id,
         "client": asdict(env.client),
     }
+    if env.not_before is not None:  # only shaped messages carry it (older files lack it)
+        record["not_before"] = env.not_before
     return MAGIC + json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -81,6 +83,8 @@ def decode_header(raw: bytes) -> tuple[QueuedMessage, int]:
             smtputf8=bool(record["smtputf8"]),
             body_type=str(record["body_type"]),
             message_id=record["message_id"],
+            not_before=(None if record.get("not_before") is None
+                        else float(record["not_before"])),
         )
         return QueuedMessage(str(record["id"]), envelope, int(record["size"])), end + 1
     except (ValueError, KeyError, TypeError) as exc:
@@ -98,6 +102,7 @@ class QueueFiles:
         self._pool = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="spool-sync")
         self._dirs = {state: root / state.value for state in QueueState}
         self._tmp = root / "tmp"
+        self.commits = 0  # group commits done (one directory fsync each); for metrics
 
     def prepare(self, *, clean_tmp: bool = True) -> None:
         for path in (*self._dirs.values(), self._tmp):
@@ -128,6 +133,7 @@ class QueueFiles:
         while self._pending:
             batch, self._pending = self._pending, []
             results = await loop.run_in_executor(None, self._commit_batch, batch)
+            self.commits += 1
             for (_, _, fut), error in zip(batch, results, strict=True):
                 if fut.done():
                     continue

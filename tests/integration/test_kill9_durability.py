@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.gateway import GatewayProcess, write_config
 from tests.fixtures.sink import Sink
 
@@ -47,9 +49,14 @@ def tags_at_sink(sink: Sink) -> Counter[str]:
     return out
 
 
-def test_every_acknowledged_message_is_delivered_after_kill9(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "intake-workers"])
+def test_every_acknowledged_message_is_delivered_after_kill9(tmp_path: Path,
+                                                             workers: int) -> None:
+    """With intake workers, kill -9 hits the master: its workers lose their lifeline and
+    exit, and what they acknowledged waits in incoming/ for the restarted master."""
     sink = Sink().start()
-    gw = GatewayProcess(write_config(tmp_path, sink.port)).start()
+    config = write_config(tmp_path, sink.port, extra=f"intake_workers: {workers}\n")
+    gw = GatewayProcess(config).start()
     acked: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()

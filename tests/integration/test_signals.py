@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import smtplib
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,16 +29,22 @@ def wait_for(predicate: object, timeout: float = 20) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_sigterm_stops_accepting_and_exits_cleanly_keeping_the_queue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "intake-workers"])
+def test_sigterm_stops_accepting_and_exits_cleanly_keeping_the_queue(
+    tmp_path: Path, workers: int
+) -> None:
     sink = Sink().start()
     sink.replies["later@example.net"] = "451 4.3.0 come back later"
-    gw = GatewayProcess(write_config(tmp_path, sink.port)).start()
+    config = write_config(tmp_path, sink.port, extra=f"intake_workers: {workers}\n")
+    gw = GatewayProcess(config).start()
     try:
         send(gw.port, ["now@example.net", "later@example.net"])
         wait_for(lambda: sink.count() == 1)
         gw.signal(signal.SIGTERM)
         assert gw.wait(timeout=30) == 0
         assert "stopped" in gw.output()
+        if workers > 1:
+            wait_for(lambda: not worker_pids(config))
         with pytest.raises(OSError):
             send(gw.port, ["x@example.net"])
         # The deferred recipient is still queued and goes out after a restart.
@@ -49,9 +56,19 @@ def test_sigterm_stops_accepting_and_exits_cleanly_keeping_the_queue(tmp_path: P
         sink.stop()
 
 
-def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+def worker_pids(config: Path) -> list[int]:
+    """Live intake worker processes of the gateway using this config file."""
+    out = subprocess.run(["pgrep", "-f", f"intake-worker -c {config}"],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "intake-workers"])
+def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path: Path,
+                                                            workers: int) -> None:
+    """With intake workers the master forwards SIGHUP: the new limit holds in every process."""
     sink = Sink().start()
-    path = write_config(tmp_path, sink.port)
+    path = write_config(tmp_path, sink.port, extra=f"intake_workers: {workers}\n")
     gw = GatewayProcess(path).start()
     good = path.read_text()
     try:
@@ -59,10 +76,11 @@ def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> N
         path.write_text(good + "limits:\n  max_recipients: 1\n")
         gw.signal(signal.SIGHUP)
         wait_for(lambda: "configuration reloaded" in gw.output())
-        refused = send(gw.port, ["a@example.net", "b@example.net"])
-        assert list(refused) == ["b@example.net"]
-        code, text = refused["b@example.net"]
-        assert code == 452 and text.startswith(b"4.5.3")
+        for _ in range(6):  # several sessions: the kernel spreads them over the workers
+            refused = send(gw.port, ["a@example.net", "b@example.net"])
+            assert list(refused) == ["b@example.net"]
+            code, text = refused["b@example.net"]
+            assert code == 452 and text.startswith(b"4.5.3")
         # A broken edit: logged with file:line, and the running config stays in force.
         path.write_text(good + "limits:\n  max_recipients: lots\n")
         gw.signal(signal.SIGHUP)

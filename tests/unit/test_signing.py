@@ -344,3 +344,24 @@ def test_refuses_to_build_from_a_config_whose_keys_were_not_read(keys: Keys) -> 
     unread = replace(config, keys=tuple(replace(k, private_key=None) for k in config.keys))
     with pytest.raises(ValueError, match="was not read"):
         DkimSigner(unread)
+
+
+def test_openssl_rsa_step_gives_dkimpys_exact_signature() -> None:
+    """PKCS#1 v1.5 is deterministic: OpenSSL must produce dkimpy's own bytes."""
+    import hashlib
+
+    import dkim
+    import dkim.crypto
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa as crsa
+
+    from gateway.signing import _openssl_rsa_sign, use_openssl_rsa
+
+    pem = crsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption())
+    parsed = dkim.crypto.parse_pem_private_key(pem)
+    digest = hashlib.sha256(b"a header hash")
+    assert _openssl_rsa_sign(digest, parsed) == dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, parsed)
+    use_openssl_rsa()
+    assert dkim.RSASSA_PKCS1_v1_5_sign is _openssl_rsa_sign
