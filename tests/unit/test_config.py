@@ -132,3 +132,18 @@ def test_check_config_command_prints_file_line_and_fails(tmp_path: Path) -> None
                          str(ROOT / "config.yaml")], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert ": ok (" in ok.stdout
+
+
+def test_route_retry_overrides_the_global_schedule_key_by_key(tmp_path: Path) -> None:
+    text = (
+        "retry:\n  delays: [1m, 5m]\n  max_age: 2d\n"
+        "routes:\n"
+        "  - name: apps\n    type: mx\n    match: {sender_domains: [booking.example]}\n"
+        "    retry: {delays: [1s, 5s, 15s], repeat: never}\n"
+        "  - name: default\n    type: mx\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    apps, default = cfg.routes
+    assert apps.retry.delays == (1, 5, 15) and apps.retry.repeat is None
+    assert apps.retry.max_age == 2 * 86400  # inherited from the global schedule
+    assert default.retry.delays == (60, 300) and default.retry.repeat == 3600
