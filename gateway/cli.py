@@ -130,8 +130,8 @@ def _bounce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     b = sub.add_parser("bounce", help="parse bounces, complaints and auto-replies")
     bsub = b.add_subparsers(metavar="ACTION")
     bp = bsub.add_parser("parse", help="classify one message (.eml)")
-    # More than one FILE is for the test suite: one JSON document per line.
-    bp.add_argument("files", nargs="+", metavar="FILE", help=argparse.SUPPRESS)
+    bp.add_argument("files", nargs="+", metavar="FILE",
+                    help="a message (.eml); with several, --json prints one document per line")
     bp.add_argument("--json", action="store_true",
                     help='print {"bounce": …, "recipients": [...]}')
     bp.set_defaults(func=_bounce_parse)

@@ -17,6 +17,7 @@ __all__ = [
     "Attempt",
     "BreakerSettings",
     "Client",
+    "ConsentRecord",
     "DeliveryJob",
     "Envelope",
     "Event",
@@ -32,6 +33,8 @@ __all__ = [
     "RouteMatch",
     "Secret",
     "Smarthost",
+    "Suppression",
+    "SuppressionReason",
 ]
 
 QueueId = str
@@ -69,6 +72,47 @@ class EventType(StrEnum):
     HELD = "held"
     RELEASED = "released"
     DELETED = "deleted"
+    # Policy decisions (gateway.policy); the event's `detail` names the rule.
+    REJECTED = "rejected"  # refused at RCPT or DATA; queue_id is "" when no message exists
+    DROPPED = "dropped"  # removed at DATA (consent, scoped suppression); others delivered
+    DELAYED = "delayed"  # accepted, first attempt held back by a `delay` rate limit
+
+
+class SuppressionReason(StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """No mail of `scope` to `target`: a normalized address, or "@domain" for a whole domain.
+
+    `scope` is "all" or a category name (an unsubscribe from "marketing" never
+    stops a booking confirmation). `expires` None: until removed.
+    """
+
+    target: str
+    reason: SuppressionReason
+    scope: str = "all"
+    created: float = 0.0
+    added_by: str = ""
+    expires: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """One grant or withdrawal; for an (address, category) the latest record wins."""
+
+    address: str
+    category: str
+    granted: bool
+    time: float
+    method: str = "explicit"  # explicit | implicit | imported
+    source: str = ""  # free text: where it was given (e.g. the booking site's form)
 
 
 @dataclass(frozen=True)
@@ -104,6 +148,8 @@ class Envelope:
     smtputf8: bool = False
     body_type: str = "7BIT"  # 7BIT | 8BITMIME
     message_id: str | None = None  # the Message-ID header, for lookups
+    # A `delay` rate limit (gateway.policy) shaped it: no first attempt before this time.
+    not_before: float | None = None
 
 
 @dataclass(frozen=True)

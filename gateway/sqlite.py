@@ -9,12 +9,19 @@ WAL + synchronous=NORMAL: a committed write survives the process being
 killed (it is in the OS page cache); a power loss may drop the last
 transactions, which the callers tolerate (the spool index is rebuilt from the
 queue files; events are a record, not the truth of delivery).
+
+A batch the database refuses for a reason that can pass (disk full, I/O error,
+locked: sqlite3.OperationalError) is kept, in order, in front of newer writes
+and tried again every RETRY_INTERVAL: a dropped "deferred, due at T" row would
+leave a message unscheduled until the next restart. Any other error is a bug
+in the statement; that batch is logged and dropped rather than retried forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -27,6 +34,7 @@ __all__ = ["BatchedDb", "Row"]
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+RETRY_INTERVAL = 1.0  # seconds between tries of a batch the database refused
 
 
 class BatchedDb:
@@ -42,7 +50,9 @@ class BatchedDb:
         self._db: aiosqlite.Connection | None = None
         self._flush_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self.failed_flushes = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,9 +93,13 @@ class BatchedDb:
         async with self._flush_lock:
             while self._pending:
                 batch, self._pending = self._pending, []
-                await self._commit(batch)
+                if not await self._commit(batch):
+                    self._pending[:0] = batch  # keep the order: retried before newer writes
+                    self._schedule_retry()
+                    return  # reads go on without these rows; the writer must not spin
 
-    async def _commit(self, batch: list[tuple[str, Row]]) -> None:
+    async def _commit(self, batch: list[tuple[str, Row]]) -> bool:
+        """Commit one batch; False if it must be tried again later."""
         db = self.db
         try:
             await db.execute("BEGIN IMMEDIATE")
@@ -93,10 +107,30 @@ class BatchedDb:
             for sql, group in groupby(batch, key=lambda item: item[0]):
                 await db.executemany(sql, [params for _, params in group])
             await db.execute("COMMIT")
+            return True
+        except sqlite3.OperationalError as exc:
+            self.failed_flushes += 1
+            if self.failed_flushes == 1 or self.failed_flushes % 60 == 0:
+                log.error("write to %s failed (%s); %d rows kept, retrying every %.0fs",
+                          self.path, exc, len(batch), RETRY_INTERVAL)
+            await self._rollback()
+            return False
         except Exception:
             log.exception("write to %s failed; %d rows dropped", self.path, len(batch))
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await self._rollback()
+            return True
+
+    async def _rollback(self) -> None:
+        if self.db.in_transaction:
+            await self.db.execute("ROLLBACK")
+
+    def _schedule_retry(self) -> None:
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self._start_flush()
 
     async def fetchall(self, sql: str, params: Row = ()) -> list[Row]:
         await self.flush()
@@ -104,9 +138,10 @@ class BatchedDb:
             return [tuple(row) for row in await cursor.fetchall()]
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._retry):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._retry = None
         if self._db is not None:
             await self.flush()
             await self._db.close()

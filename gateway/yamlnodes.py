@@ -16,7 +16,8 @@ import yaml
 
 from gateway.errors import ConfigError, ConfigProblem
 
-__all__ = ["Problems", "Section", "compose_file", "parse_duration", "parse_size"]
+__all__ = ["Problems", "Section", "compose_file", "compose_text", "parse_duration",
+           "parse_size"]
 
 T = TypeVar("T")
 
@@ -78,6 +79,11 @@ def compose_file(path: str, problems: Problems) -> yaml.Node | None:
     except OSError as exc:
         problems.items.append(ConfigProblem(path, 0, 0, f"cannot read: {exc.strerror}"))
         return None
+    return compose_text(path, text, problems)
+
+
+def compose_text(path: str, text: str, problems: Problems) -> yaml.Node | None:
+    """compose_file() for text already read (`path` names it in problems)."""
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:

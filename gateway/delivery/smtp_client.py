@@ -15,7 +15,8 @@ this module; they become `SessionFailed` (a TempFail) with an SMTP-style
 code, so callers handle one kind of failure.
 
 Security: reads replies from remote servers. A reply is bounded in line
-length (StreamReader limit) and line count, its text is stripped of control
+length (StreamReader limit) and line count, plaintext sent after the reply to
+STARTTLS is discarded rather than read as if it came over TLS, its text is stripped of control
 characters before it reaches logs or DSNs, and addresses with control
 characters are never written into a command. AUTH passwords are only ever
 sent, never logged.
@@ -291,6 +292,7 @@ class SmtpConnection:
             raise SessionFailed(451, "4.7.5", f"{self.endpoint} refused STARTTLS: {reply}",
                                 answered=True)
         assert self.endpoint.tls_context is not None
+        self._discard_plaintext()
         try:
             await self._writer.start_tls(
                 self.endpoint.tls_context, server_hostname=self.endpoint.tls_name,
@@ -302,6 +304,19 @@ class SmtpConnection:
             raise TlsFailed(451, "4.7.5", f"TLS with {self.endpoint} failed: {reason}",
                             answered=True) from None
         self.tls = True
+
+    def _discard_plaintext(self) -> None:
+        """Drop whatever the server sent after its reply to STARTTLS, before TLS.
+
+        A legitimate server sends nothing there; a man in the middle can append
+        plaintext replies ("250 SIZE 10", a fake 5xx) that would otherwise be read
+        as the server's first answers inside TLS (RFC 3207 section 6; the client
+        side of CVE-2011-0411, "STARTTLS response injection")."""
+        buffered: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        if buffered:
+            log.warning("%s sent %d octets after its STARTTLS reply: discarded",
+                        self.endpoint, len(buffered))
+            buffered.clear()
 
     async def _auth(self) -> None:
         user = self.endpoint.username or ""

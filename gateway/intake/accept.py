@@ -190,9 +190,14 @@ class Acceptor:
         first: QueuedMessage | None = None
         stored = []
         for copy in decision.copies:
-            result = await self._store(
-                replace(envelope, recipients=copy.recipients, not_before=copy.not_before),
-                copy.content, _scan_header(copy.content), esmtp)
+            if copy.recipients != envelope.recipients or copy.not_before is not None:
+                copy_envelope = replace(envelope, recipients=copy.recipients,
+                                        not_before=copy.not_before)
+            else:
+                copy_envelope = envelope
+            # The usual case: content unchanged (no category header, no List-Unsubscribe).
+            copy_header = header if copy.content is body else _scan_header(copy.content)
+            result = await self._store(copy_envelope, copy.content, copy_header, esmtp)
             if isinstance(result, Reply):
                 if first is None:
                     return result

@@ -15,6 +15,7 @@ import re
 from gateway.model import QueueId, Reply
 
 __all__ = [
+    "AUTH_LOCKED",
     "AUTH_REQUIRED",
     "DISK_FULL",
     "INTERNAL_ERROR",
@@ -34,8 +35,12 @@ __all__ = [
     "bad_sender",
     "enhance",
     "non_ascii_address",
+    "printable_line",
     "queued",
 ]
+
+# -- AUTH ------------------------------------------------------------------------------------
+AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed authentication attempts, try again later")
 
 # -- MAIL / RCPT ------------------------------------------------------------------------------
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
@@ -139,6 +144,21 @@ _BY_CODE: dict[int, str] = {
     554: "5.5.0",
     555: "5.5.4",
 }
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def printable_line(line: str) -> str:
+    """A reply line as it may go on the wire: printable ASCII only.
+
+    aiosmtpd echoes parts of the client's input in its replies (`500 Error: command
+    "X" not recognized`); a NUL, a bare CR or LF, or 8-bit octets from the client
+    must not reach the reply, where a bare CR or LF would even forge a reply line.
+    """
+    if line.isascii() and line.isprintable():
+        return line
+    return _UNPRINTABLE.sub("?", line)
 
 
 def enhance(line: str, *, verb: str = "", helo: bool = False) -> str:

@@ -25,7 +25,12 @@ What aiosmtpd leaves to us, and where it is done:
   command") enhanced status codes, since we advertise ENHANCEDSTATUSCODES.
 - `smtp_DATA()` raises the line-read limit during DATA (see there).
 - `auth_PLAIN/LOGIN` reuse aiosmtpd's decoding, then run the scrypt check in a
-  thread (aiosmtpd's authenticator callback is synchronous).
+  thread (aiosmtpd's authenticator callback is synchronous), behind the
+  listener's `AuthThrottle` (failure delays and lockouts, see auth.py).
+- `push()` also makes every reply line printable ASCII: aiosmtpd echoes client
+  input ("command X not recognized"), which must not carry a CR, LF or NUL.
+- `smtp_STARTTLS()` ends a session whose connection closed mid-handshake,
+  which asyncio never reports (it would hold its session slot for good).
 
 Security: the most exposed module — everything here comes from the network.
 aiosmtpd ends DATA only at <CRLF>.<CRLF> (1.4.6, the SMTP smuggling fix); the
@@ -53,7 +58,7 @@ from gateway.config import Config, IPNetwork, Limits, ListenerConfig
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.intake import replies
 from gateway.intake.accept import Acceptor, SessionInfo, Transaction, envelope_path
-from gateway.intake.auth import Authenticator
+from gateway.intake.auth import Authenticator, AuthThrottle
 from gateway.intake.speedups import cache_reflection, parse_path
 from gateway.model import Client, Envelope, Reply
 
@@ -96,9 +101,13 @@ class IntakeServer:
         self._sessions: set[IntakeSMTP] = set()
         self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Reply]] = set()
+        self._last_refusal_log = -1.0e9
+        self._refusals_unlogged = 0
         self._hooks = _Hooks(acceptor, clock, self._tasks)
         self._server: asyncio.Server | None = None
         self._stopping = False
+        # Shared by every session of this listener in this process; survives reloads.
+        self.auth_throttle = AuthThrottle()
         self.data_grace = min(DATA_GRACE, config.shutdown_timeout)
         self.port = listener.port
 
@@ -197,6 +206,19 @@ class IntakeServer:
         self._per_ip[address] = self._per_ip.get(address, 0) + 1
         return None
 
+    def log_refusal(self, address: str, refusal: Reply) -> None:
+        """At most one line per second: a connection flood must not become a log flood."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_refusal_log < 1.0:
+            self._refusals_unlogged += 1
+            return
+        more = (f" (and {self._refusals_unlogged} more refused connections)"
+                if self._refusals_unlogged else "")
+        log.warning("refused %s on %s: %s%s", address, self._settings.listener.name,
+                    refusal.text, more)
+        self._last_refusal_log = now
+        self._refusals_unlogged = 0
+
     def release(self, session: IntakeSMTP, address: str) -> None:
         if session not in self._sessions:
             return  # connection_lost can come twice (a failed STARTTLS handshake)
@@ -228,6 +250,8 @@ class IntakeSMTP(SMTP):
         self._trusted = False  # client address in listener.networks
         self._admitted = False
         self._refused = False
+        self._tls_up = False  # a STARTTLS handshake completed
+        self._lost = False
         self._closing = False
         self._verb = ""
         self._helo_reply = False
@@ -261,14 +285,14 @@ class IntakeSMTP(SMTP):
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted:
+            self._tls_up = True
             super().connection_made(transport)  # again, once the STARTTLS handshake is done
             return
         self._address, self._port = _peer(transport.get_extra_info("peername"))
         refusal = self._server.admit(self, self._address)
         if refusal is not None:
             self._refused = True
-            log.warning("refused %s on %s: %s", self._address, self.settings.listener.name,
-                        refusal.text)
+            self._server.log_refusal(self._address, refusal)
             if isinstance(transport, asyncio.WriteTransport):
                 transport.write(f"{refusal}\r\n".encode("ascii"))
             transport.close()
@@ -284,6 +308,9 @@ class IntakeSMTP(SMTP):
         )
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._lost:
+            return  # see _handshake_abandoned()
+        self._lost = True
         for timer in (self._idle_timer, self._session_timer):
             if timer is not None:
                 timer.cancel()
@@ -345,7 +372,8 @@ class IntakeSMTP(SMTP):
     # -- replies ---------------------------------------------------------------------------------
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
-            await super().push(replies.enhance(status, verb=self._verb, helo=self._helo_reply))
+            line = replies.enhance(status, verb=self._verb, helo=self._helo_reply)
+            await super().push(replies.printable_line(line))
         else:
             await super().push(status)  # AUTH challenges (334): bytes, no status code
 
@@ -387,6 +415,18 @@ class IntakeSMTP(SMTP):
             await self.push(str(replies.TLS_ALREADY_ACTIVE))
             return
         await super().smtp_STARTTLS(arg)
+        if self._tls_protocol is not None and not self._tls_up:
+            self._handshake_abandoned()
+
+    def _handshake_abandoned(self) -> None:
+        """The connection closed during the STARTTLS handshake, without an error (the
+        client hung up, or our timer closed it). asyncio's SSL layer then never calls
+        connection_lost, and aiosmtpd would carry on reading a stream that never ends:
+        the session would hold its slot (per IP and in total) for good."""
+        log.info("%s: connection closed during the STARTTLS handshake", self._address)
+        if isinstance(self._original_transport, asyncio.Transport):
+            self._original_transport.abort()
+        self.connection_lost(None)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -420,12 +460,22 @@ class IntakeSMTP(SMTP):
         credentials = decoded.auth_data
         if not decoded.success or not isinstance(credentials, LoginPassword):
             return decoded  # aiosmtpd has already answered (bad base64, "*" abort)
+        throttle = self._server.auth_throttle
+        login = credentials.login.decode("utf-8", "replace")
+        if throttle.locked(self._address, login):
+            # No password is checked while locked out, not even the right one.
+            log.warning("%s: AUTH refused on %s: locked out after repeated failures",
+                        self._address, self.settings.listener.name)
+            return AuthResult(success=False, handled=False, message=str(replies.AUTH_LOCKED))
         with self.processing():
             user = await self.settings.authenticator.check(credentials.login, credentials.password)
-        if user is None:
-            log.warning("%s: authentication failed on %s", self._address,
-                        self.settings.listener.name)
-            return AuthResult(success=False, handled=False)
+            if user is None:
+                delay = throttle.failed(self._address, login)
+                log.warning("%s: authentication failed on %s (answer delayed %.1fs)",
+                            self._address, self.settings.listener.name, delay)
+                await asyncio.sleep(delay)  # slows guessing; other sessions go on
+                return AuthResult(success=False, handled=False)
+        throttle.succeeded(user)
         log.info("%s: authenticated as %s", self._address, user)
         return AuthResult(success=True, auth_data=user)
 

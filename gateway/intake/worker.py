@@ -93,7 +93,7 @@ class _Worker:
         for listener in self.listeners:
             await listener.start(reuse_port=True)
         self._out.write(READY + b"\n")  # the master closes its own listeners on this
-        self._out.flush()
+        self._out.flush()  # OSError: the master died while we started (caller stops us)
 
     async def stop(self) -> None:
         for listener in self.listeners:
@@ -118,17 +118,25 @@ class _Worker:
 
 async def run_worker(config_path: Path, ports: dict[str, int]) -> int:
     worker = _Worker(load_config(config_path), ports)
-    await worker.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, worker.reload)
     loop.add_reader(sys.stdin.fileno(), _watch_lifeline, stop)
-    await stop.wait()
-    loop.remove_reader(sys.stdin.fileno())
-    await worker.stop()
-    return 0
+    try:
+        try:
+            await worker.start()
+        except OSError as exc:
+            # Killed master (READY found no reader) or a port we could not bind.
+            log.error("intake worker cannot start: %s", exc)
+            return 1
+        await stop.wait()
+        return 0
+    finally:
+        # Always: an open state store keeps its thread, and the process would never exit.
+        loop.remove_reader(sys.stdin.fileno())
+        await worker.stop()
 
 
 def _watch_lifeline(stop: asyncio.Event) -> None:

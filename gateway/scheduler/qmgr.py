@@ -240,6 +240,10 @@ class Scheduler:
             self.spool.index.remove(queue_id)
             return
         pending = await self._pending(qm, fresh=hint is not None)
+        not_before = qm.envelope.not_before
+        if not_before is not None and pending.attempts == 0 and not_before > self.clock.now():
+            self._hold_until(pending, not_before)
+            return
         if not pending.todo:
             self._complete(qm, indexed=True)
             return
@@ -250,6 +254,19 @@ class Scheduler:
             for job, attempt in zip(jobs, attempts, strict=True)
             for result in attempt.results
         ])
+
+    def _hold_until(self, pending: _Pending, when: float) -> None:
+        """A `delay` rate limit shaped this message: file it in deferred/ due at `when`
+        before any attempt (the queue file carries `when`, so a restart keeps it)."""
+        qm = pending.qm
+        self._due_at = min(self._due_at, when)
+        if not pending.indexed:
+            self.spool.index.add(qm, QueueState.DEFERRED)
+        if self.spool.files.move(qm.id, QueueState.ACTIVE, QueueState.DEFERRED):
+            self.spool.index.set_state(qm.id, QueueState.DEFERRED, next_attempt_at=when,
+                                       attempts=0)
+        else:
+            self._resync_index(qm.id)
 
     async def _pending(self, qm: QueuedMessage, *, fresh: bool) -> _Pending:
         all_recipients = list(enumerate(qm.envelope.recipients))

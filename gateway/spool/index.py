@@ -9,6 +9,10 @@ re-indexed from its header with every recipient pending; a row without a file is
 dropped). What the index alone holds — attempts so far and recipients already
 delivered — can be lost only with a power failure, and then costs a duplicate
 delivery, never a lost message.
+
+A write the database refuses (the disk is full) is kept and tried again
+(gateway.sqlite): a message deferred while the disk was full still gets its row
+once space returns, instead of sitting in deferred/ unscheduled.
 """
 
 from __future__ import annotations

@@ -89,3 +89,49 @@ def test_every_acknowledged_message_is_delivered_after_kill9(tmp_path: Path,
         stop.set()
         gw.stop_hard()
         sink.stop()
+
+
+def test_kill9_during_delivery_loses_nothing(tmp_path: Path) -> None:
+    """A slow destination keeps deliveries in flight (active/, DATA sent, no reply yet)
+    when the gateway is killed: after the restart every acknowledged message arrives."""
+    sink = Sink().start()
+    sink.data_delay = 0.3
+    config = write_config(tmp_path, sink.port)
+    gw = GatewayProcess(config).start()
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    threads = [threading.Thread(target=client, args=(gw.port, f"d{n}", acked, lock, stop))
+               for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        # Let some deliveries finish and many more start.
+        while (len(acked) < 60 or sink.count() < 5) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        active = list((tmp_path / "var" / "spool" / "active").iterdir())
+        at_kill = sink.count()
+        gw.kill9()
+        with lock:
+            promised = set(acked)
+        assert active, "no delivery was in flight at the kill"
+        assert at_kill < len(promised), "everything was delivered before the kill"
+        sink.data_delay = 0.0
+        gw.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not promised <= set(tags_at_sink(sink)):
+            time.sleep(0.05)
+        received = tags_at_sink(sink)
+        lost = promised - set(received)
+        duplicates = sum(n - 1 for n in received.values() if n > 1)
+        print(f"acked={len(promised)} in_flight={len(active)} received={len(received)} "
+              f"lost={len(lost)} duplicates={duplicates}")
+        assert not lost, f"{len(lost)} acknowledged messages lost: {sorted(lost)[:10]}"
+    finally:
+        stop.set()
+        gw.stop_hard()
+        sink.stop()

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Intake throughput with policies off and on (suppression with 1,000,000 stored
+# entries, consent, two rate limits), interleaved in one run, through
+# ../shared/bench/relay_bench.sh (smtp-source → gateway → smtp-sink).
+#
+#   bench/policy_throughput.sh [N=3000] [S=20] [ROUNDS=3] [SIZE_KB=2] [ROWS=1000000]
+#
+# "on": every RCPT costs a suppression lookup and two rate-limit updates (all
+# smtp-source mail goes to one recipient, so one counter row is the hottest
+# possible key, shared by every intake process), every DATA a category
+# decision and a scoped-suppression lookup. Limits are set high enough never
+# to refuse: this measures the cost, not the effect.
+# Needs root, postfix (smtp-source, smtp-sink).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+for kv in "$@"; do export "${kv?}"; done
+N=${N:-3000} S=${S:-20} ROUNDS=${ROUNDS:-3} SIZE_KB=${SIZE_KB:-2} ROWS=${ROWS:-1000000}
+GW_PORT=${GW_PORT:-2545} SINK_PORT=${SINK_PORT:-2546}
+OUT=${OUT:-$HERE/results}
+mkdir -p "$OUT"
+CSV=$OUT/policy-$(date -u +%Y%m%dT%H%M%SZ).csv
+WORK=$(mktemp -d /tmp/gwpolicy.XXXXXX)
+GW_PID=
+trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
+
+config() {  # config MODE -> writes $WORK/config.yaml
+    cat >"$WORK/config.yaml" <<YAML
+hostname: gateway.bench.invalid
+data_dir: $WORK/var-$1
+policies_dir: $WORK/policies-$1
+log_level: ${LOG_LEVEL:-warning}
+intake_workers: auto
+listeners:
+  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
+limits: {max_sessions: 500, max_sessions_per_ip: 500}
+routes:
+  - name: sink
+    type: smarthost
+    smarthosts:
+      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
+         messages_per_connection: 1000}
+dkim: {enabled: false}
+YAML
+}
+
+mkdir -p "$WORK/policies-off" "$WORK/policies-on"
+cat >"$WORK/policies-on/suppression.yaml" <<'YAML'
+entries:
+  - {address: blocked@example.net, reason: manual}
+  - {domain: complainers.example, reason: complaint}
+  - {address: to@example.net, reason: unsubscribe, scope: marketing}
+YAML
+cat >"$WORK/policies-on/consent.yaml" <<'YAML'
+categories:
+  transactional: {basis: contract}
+  marketing: {basis: consent}
+rules:
+  - {name: news, category: marketing, sender_domain: [news.example.com]}
+YAML
+cat >"$WORK/policies-on/ratelimits.yaml" <<'YAML'
+limits:
+  - {name: per-recipient, key: [recipient], rate: 1000000/s, burst: 1000000}
+  - {name: per-client, key: [client_ip], rate: 1000000/s, burst: 1000000}
+YAML
+config on
+python3 - "$WORK/var-on/state.db" "$ROWS" <<'PY'
+import asyncio, sys
+from pathlib import Path
+from gateway.model import Suppression, SuppressionReason
+from gateway.state import StateStore
+async def fill(path: Path, rows: int) -> None:
+    state = StateStore(path); await state.open()
+    for start in range(0, rows, 100_000):
+        await state.suppressions.add(
+            [Suppression(f"user{i}@domain{i % 5000}.example", SuppressionReason.HARD_BOUNCE,
+                         "all", 1.0, "bench") for i in range(start, min(rows, start + 100_000))],
+            "bench", 1.0)
+    print(f"state.db: {await state.suppressions.count()} suppressions")
+    await state.close()
+asyncio.run(fill(Path(sys.argv[1]), int(sys.argv[2])))
+PY
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in off on; do
+        config "$mode"
+        python3 -m gateway serve -c "$WORK/config.yaml" >>"$WORK/gw-$mode.log" 2>&1 &
+        GW_PID=$!
+        for _ in $(seq 1 100); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
+        sleep 1
+        "$SHARED/relay_bench.sh" TARGET_PORT=$GW_PORT SINK_PORT=$SINK_PORT N="$N" S="$S" \
+            SIZE_KB="$SIZE_KB" REPEAT=1 WARMUP=300 LABEL="policies-$mode" MTA_PID=$GW_PID CSV="$CSV"
+        kill $GW_PID; wait $GW_PID || true; GW_PID=
+    done
+done
+grep -c "rejected\|Rate limit" "$WORK/gw-on.log" || true
+python3 "$SHARED/summarize.py" "$CSV" --ref policies-off

@@ -1,0 +1,77 @@
+"""Consent records: grants and withdrawals per (address, category); the latest wins.
+
+Records are kept, never overwritten (the history is the proof of consent);
+`current()` reads the newest one per address through the (address, category,
+time) index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from gateway.model import ConsentRecord
+from gateway.sqlite import Row
+from gateway.state.audit import AUDIT_INSERT, audit_row
+from gateway.state.db import StateDb
+
+__all__ = ["CONSENT_SCHEMA", "ConsentStore", "SqliteConsentStore"]
+
+CONSENT_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS consent (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        address TEXT NOT NULL,
+        category TEXT NOT NULL,
+        granted INTEGER NOT NULL,
+        time REAL NOT NULL,
+        method TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS consent_lookup ON consent(address, category, time, seq)",
+)
+_COLUMNS = "address, category, granted, time, method, source"
+_INSERT = f"INSERT INTO consent ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+class ConsentStore(Protocol):
+    async def current(self, addresses: tuple[str, ...], category: str
+                      ) -> dict[str, ConsentRecord]:
+        """The latest record per address (addresses without any are absent)."""
+    async def record(self, records: Iterable[ConsentRecord], actor: str, now: float) -> int: ...
+    async def history(self, address: str) -> list[ConsentRecord]: ...
+
+
+class SqliteConsentStore:
+    def __init__(self, db: StateDb) -> None:
+        self._db = db
+
+    async def current(self, addresses: tuple[str, ...], category: str
+                      ) -> dict[str, ConsentRecord]:
+        out: dict[str, ConsentRecord] = {}
+        for address in dict.fromkeys(addresses):
+            row = await self._db.fetchone(
+                f"SELECT {_COLUMNS} FROM consent WHERE address = ? AND category = ?"
+                " ORDER BY time DESC, seq DESC LIMIT 1", (address, category), quick=True)
+            if row is not None:
+                out[address] = _record(row)
+        return out
+
+    async def record(self, records: Iterable[ConsentRecord], actor: str, now: float) -> int:
+        rows = [(r.address, r.category, int(r.granted), r.time, r.method, r.source)
+                for r in records]
+        audits = [audit_row(now, actor, "consent.grant" if r[2] else "consent.withdraw",
+                            {"address": r[0], "category": r[1], "method": r[4]}) for r in rows]
+        if len(rows) > 100:
+            audits = [audit_row(now, actor, "consent.import", {"count": len(rows)})]
+        await self._db.transaction([(_INSERT, rows), (AUDIT_INSERT, audits)])
+        return len(rows)
+
+    async def history(self, address: str) -> list[ConsentRecord]:
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM consent WHERE address = ? ORDER BY time, seq", (address,))
+        return [_record(r) for r in rows]
+
+
+def _record(r: Row) -> ConsentRecord:
+    return ConsentRecord(address=str(r[0]), category=str(r[1]), granted=bool(r[2]),
+                         time=float(r[3]), method=str(r[4]), source=str(r[5] or ""))

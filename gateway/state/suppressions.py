@@ -1,0 +1,98 @@
+"""Dynamic suppression entries (CLI, unsubscribes, later hard bounces and complaints).
+
+The table's primary key is (target, scope), so a lookup — the recipient's
+address and its "@domain" — is one indexed query whatever the table's size.
+Targets are stored normalized (gateway.policy.addresses); callers normalize.
+Expired entries are ignored by lookups and removed by `purge_expired()`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Protocol
+
+from gateway.model import Suppression, SuppressionReason
+from gateway.sqlite import Row
+from gateway.state.audit import AUDIT_INSERT, audit_row
+from gateway.state.db import StateDb
+
+__all__ = ["SUPPRESSION_SCHEMA", "SqliteSuppressionStore", "SuppressionStore"]
+
+SUPPRESSION_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS suppressions (
+        target TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        added_by TEXT NOT NULL,
+        expires REAL,
+        note TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (target, scope)
+    ) WITHOUT ROWID""",
+)
+_COLUMNS = "target, scope, reason, created, added_by, expires, note"
+_UPSERT = (f"INSERT OR REPLACE INTO suppressions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+class SuppressionStore(Protocol):
+    async def lookup(self, targets: tuple[str, ...], now: float) -> list[Suppression]:
+        """Unexpired entries for any of `targets` (an address and "@its-domain")."""
+    async def add(self, entries: Iterable[Suppression], actor: str, now: float) -> int: ...
+    async def remove(self, target: str, scope: str | None, actor: str, now: float) -> int: ...
+    async def all(self) -> list[Suppression]: ...
+    async def count(self) -> int: ...
+    async def purge_expired(self, now: float) -> int: ...
+
+
+class SqliteSuppressionStore:
+    def __init__(self, db: StateDb) -> None:
+        self._db = db
+
+    async def lookup(self, targets: tuple[str, ...], now: float) -> list[Suppression]:
+        marks = ", ".join("?" * len(targets))
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM suppressions WHERE target IN ({marks})"
+            " AND (expires IS NULL OR expires > ?)", (*targets, now), quick=True)
+        return [_suppression(r) for r in rows]
+
+    async def add(self, entries: Iterable[Suppression], actor: str, now: float) -> int:
+        rows = [_row(s) for s in entries]
+        audits = [audit_row(now, actor, "suppress.add", {"target": r[0], "scope": r[1],
+                                                         "reason": r[2]}) for r in rows]
+        if len(rows) > 100:  # an import: one audit row for the batch, not one per entry
+            audits = [audit_row(now, actor, "suppress.import", {"count": len(rows)})]
+        await self._db.transaction([(_UPSERT, rows), (AUDIT_INSERT, audits)])
+        return len(rows)
+
+    async def remove(self, target: str, scope: str | None, actor: str, now: float) -> int:
+        where, params = ("target = ?", (target,)) if scope is None else (
+            "target = ? AND scope = ?", (target, scope))
+        def run(c: sqlite3.Connection) -> int:
+            count = c.execute(f"DELETE FROM suppressions WHERE {where}", params).rowcount
+            c.execute(AUDIT_INSERT, audit_row(now, actor, "suppress.remove", {
+                "target": target, "scope": scope or "*", "removed": count}))
+            return int(count)
+        return await self._db.call(run, write=True)
+
+    async def all(self) -> list[Suppression]:
+        rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM suppressions ORDER BY target")
+        return [_suppression(r) for r in rows]
+
+    async def count(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM suppressions")
+        return int(row[0]) if row else 0
+
+    async def purge_expired(self, now: float) -> int:
+        return await self._db.execute(
+            "DELETE FROM suppressions WHERE expires IS NOT NULL AND expires <= ?", (now,))
+
+
+def _row(s: Suppression) -> Row:
+    return (s.target, s.scope, s.reason.value, s.created, s.added_by, s.expires, s.note)
+
+
+def _suppression(r: Row) -> Suppression:
+    return Suppression(target=str(r[0]), scope=str(r[1]), reason=SuppressionReason(str(r[2])),
+                       created=float(r[3]), added_by=str(r[4]),
+                       expires=None if r[5] is None else float(r[5]), note=str(r[6] or ""))
