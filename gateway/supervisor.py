@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
@@ -68,8 +69,8 @@ class Gateway:
 
     async def start(self, *, spawn_workers: bool = False) -> None:
         """Open state and spool, start delivery and listeners. With `spawn_workers` and
-        intake_workers ≥ 2, SMTP moves to that many worker processes: ours bind the
-        ports (so port 0 gets a number to share) and close once the workers listen."""
+        intake_workers ≥ 2, SMTP runs in that many worker processes instead; we only
+        reserve the ports (see _reserve_ports) until they listen."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.state.open()
         self.policy.start()
@@ -77,14 +78,37 @@ class Gateway:
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
         count = self.config.intake_workers if spawn_workers else 1
-        for listener in self.listeners:
-            await listener.start(reuse_port=count > 1)
-        if count > 1:
+        if count == 1:
+            for listener in self.listeners:
+                await listener.start()
+            return
+        reserved = self._reserve_ports()
+        try:
             self.workers = IntakeWorkers(count, self.config.path, self.ports,
                                          self.scheduler.notify_id)
             await self.workers.start()
-            for listener in self.listeners:
-                await listener.stop()
+        finally:
+            for sock in reserved:
+                sock.close()
+
+    def _reserve_ports(self) -> list[socket.socket]:
+        """Bind each listener's port with SO_REUSEPORT but never listen on it.
+
+        The bound socket gives `port: 0` its number for the workers and holds the
+        port while they start. It must not listen: the kernel would queue some
+        connections on it, and closing it once the workers are up would reset them.
+        """
+        out = []
+        for server in self.listeners:
+            lst = server.listener
+            family = socket.AF_INET6 if ":" in lst.address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((lst.address, lst.port))
+            server.port = int(sock.getsockname()[1])
+            out.append(sock)
+        return out
 
     async def stop(self) -> None:
         if self.workers is not None:

@@ -1,8 +1,8 @@
 """An intake worker process: SMTP sessions on more than one core (Postfix runs many smtpd(8)).
 
 With `intake_workers: N` (N ≥ 2) the master (gateway.supervisor) starts N of
-these and, once they listen, closes its own listeners: SMTP sessions run in
-the workers, the queue manager and delivery in the master (Postfix's smtpd(8)
+these; it only reserves the ports (bound, never listening) until they listen.
+SMTP sessions run in the workers, the queue manager and delivery in the master (Postfix's smtpd(8)
 versus qmgr(8) and smtp(8)). Each worker binds the same ports with
 SO_REUSEPORT, so the kernel spreads connections across them; each stores what it accepts in the
 shared spool's incoming/ through the same durable write path (the 250 still
@@ -92,7 +92,7 @@ class _Worker:
         self.spool.open_for_intake()
         for listener in self.listeners:
             await listener.start(reuse_port=True)
-        self._out.write(READY + b"\n")  # the master closes its own listeners on this
+        self._out.write(READY + b"\n")  # the master releases its port reservations on this
         self._out.flush()  # OSError: the master died while we started (caller stops us)
 
     async def stop(self) -> None:
