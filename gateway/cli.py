@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -147,22 +146,21 @@ def _bounce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.supervisor import serve
 
-    _setup_logging(load_config(args.config).log_level)
+    _setup_logging(load_config(args.config))
     return _run(serve(Path(args.config)))
 
 
 def _intake_worker(args: argparse.Namespace) -> int:
     from gateway.intake.worker import parse_ports, run_worker
 
-    _setup_logging(load_config(args.config).log_level)
+    _setup_logging(load_config(args.config))
     return _run(run_worker(Path(args.config), parse_ports(args.ports)))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-    )
+def _setup_logging(config: Config) -> None:
+    from gateway.event_log import setup_logging
+
+    setup_logging(config.log_level, config.logging, config.data_dir)
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -365,6 +363,7 @@ def _bounce_parse(args: argparse.Namespace) -> int:
 
 
 def _bounce_ingest(args: argparse.Namespace) -> int:
+    from gateway import metrics
     from gateway.bounces import parse_bytes
     from gateway.bounces.mbox import messages
 
@@ -380,6 +379,8 @@ def _bounce_ingest(args: argparse.Namespace) -> int:
                     code = 1
                 else:
                     line.update(report.to_json(), detector=report.detector)
+                    for recipient in report.recipients:
+                        metrics.record_bounce(recipient.kind.value, "file")
                 print(json.dumps(line))
         except OSError as exc:
             print(f"smtp-gateway bounce ingest: {exc}", file=sys.stderr)

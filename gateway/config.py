@@ -32,6 +32,7 @@ __all__ = [
     "DnsConfig",
     "Limits",
     "ListenerConfig",
+    "LogConfig",
     "load_config",
 ]
 
@@ -90,6 +91,12 @@ class DeliveryConfig:
     connection_idle_timeout: float = 5.0
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"  # text | json | logfmt
+    redact_addresses: str = "none"  # none | partial | hash
+
+
 # RFC 6376 5.4.1's core set plus what mailbox providers want signed for one-click unsubscribe
 # (RFC 8058); Received, Return-Path and DKIM-Signature are never signed (hops change them).
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class Config:
     # Suppression, consent and rate-limit files (gateway.policy.rules_file);
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
+    logging: LogConfig = field(default_factory=lambda: LogConfig())
+    metrics_sample_interval: float = 10.0  # seconds between queue gauge samples
 
     @property
     def spool_dir(self) -> Path:
@@ -152,10 +161,27 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         intake_workers=_workers(root),
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
+        logging=_logging(root.section("logging")),
+        metrics_sample_interval=_metrics(root.section("metrics")),
     )
     root.done()
     problems.raise_if_any()
     return cfg
+
+
+def _logging(sec: Section) -> LogConfig:
+    cfg = LogConfig(sec.get_str("format", "text", ("text", "json", "logfmt")),
+                    sec.get_str("redact_addresses", "none", ("none", "partial", "hash")))
+    sec.done()
+    return cfg
+
+
+def _metrics(sec: Section) -> float:
+    interval = sec.duration("queue_sample_interval", 10.0)
+    if interval <= 0:
+        sec.error("queue_sample_interval", "must be more than 0")
+    sec.done()
+    return interval
 
 
 def _workers(root: Section) -> int:

@@ -150,6 +150,8 @@ class Envelope:
     message_id: str | None = None  # the Message-ID header, for lookups
     # A `delay` rate limit (gateway.policy) shaped it: no first attempt before this time.
     not_before: float | None = None
+    # The policy stage's category (gateway.policy.consent); None without policy files.
+    category: str | None = None
 
 
 @dataclass(frozen=True)

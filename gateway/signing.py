@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from gateway import metrics
 from gateway.config import DkimConfig
 from gateway.dkim_keys import normalize_domain
 from gateway.model import Reply
@@ -102,6 +103,7 @@ class SigningCounters:
 
     def count(self, outcome: SignOutcome, failures: int) -> None:
         # Large messages are signed in a worker thread: `+=` is not atomic there.
+        metrics.record_signing(outcome.value, failures)
         with self.lock:
             self.failed += failures
             if outcome is SignOutcome.SIGNED:

@@ -14,6 +14,7 @@ import signal
 import socket
 from pathlib import Path
 
+from gateway import metrics
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery import Delivery
@@ -21,6 +22,7 @@ from gateway.delivery.router import Router
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
+from gateway.metrics.queue import BreakerCollector, QueueSampler
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
@@ -54,6 +56,10 @@ class Gateway:
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
+        self.queue_metrics = QueueSampler(self.spool, self.clock,
+                                          config.metrics_sample_interval)
+        self._collectors = (self.queue_metrics,
+                            BreakerCollector(lambda: self.config.routes, self.delivery.breakers))
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)
@@ -77,6 +83,8 @@ class Gateway:
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
+        self.queue_metrics.start()
+        metrics.RUNNING.attach(self._collectors)
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -85,7 +93,7 @@ class Gateway:
         reserved = self._reserve_ports()
         try:
             self.workers = IntakeWorkers(count, self.config.path, self.ports,
-                                         self.scheduler.notify_id)
+                                         self.scheduler.notify_id, metrics.WORKERS)
             await self.workers.start()
         finally:
             for sock in reserved:
@@ -116,6 +124,8 @@ class Gateway:
         for listener in self.listeners:
             await listener.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
+        await self.queue_metrics.stop()
+        metrics.RUNNING.detach(self._collectors)
         await self.delivery.close()
         await self.spool.close()
         await self.policy.stop()
@@ -129,6 +139,7 @@ class Gateway:
             new = load_config(self.config.path)  # reads the DKIM keys too
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays:\n%s", exc)
+            metrics.record_reload("config", False)
             return False
         # Built in full before anything changes; the swap below is one assignment, so
         # each message is signed with the old keys or the new ones, never with none.
@@ -144,6 +155,7 @@ class Gateway:
         for listener in self.listeners:
             listener.reconfigure(new)
         log.info("configuration reloaded from %s", new.path)
+        metrics.record_reload("config", True)
         return True
 
     def _apply_policies(self, stage: PolicyStage | None) -> None:

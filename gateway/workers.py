@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.intake.worker import READY
+from gateway.metrics.workers import METRICS_PREFIX, WorkerMetrics
 from gateway.spool.queue_id import is_queue_id
 
 __all__ = ["IntakeWorkers"]
@@ -25,12 +26,14 @@ log = logging.getLogger(__name__)
 
 RESTART_PAUSE = 1.0  # seconds before a dead worker is started again
 STOP_TIMEOUT = 30.0  # seconds a worker gets to finish its sessions on SIGTERM
+_LINE_LIMIT = 1 << 20  # a metrics line (gateway.metrics.workers) may pass 64 KiB
 
 
 class IntakeWorkers:
     def __init__(self, count: int, config_path: Path, ports: dict[str, int],
-                 on_queued: Callable[[str], None]) -> None:
+                 on_queued: Callable[[str], None], metrics: WorkerMetrics | None = None) -> None:
         self.count = count
+        self.metrics = metrics or WorkerMetrics()
         self.config_path = config_path
         self.ports = ports
         self.on_queued = on_queued
@@ -58,6 +61,7 @@ class IntakeWorkers:
             self._procs[slot] = proc
             await self._relay(proc)
             code = await proc.wait()
+            self.metrics.retire(proc.pid)  # what it counted stays in the sums
             self._procs.pop(slot, None)
             if self._stopping:
                 return
@@ -72,6 +76,7 @@ class IntakeWorkers:
             "--ports", ports,
             # stdin is the lifeline (EOF = master gone); stdout carries queue ids.
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            limit=_LINE_LIMIT,
         )
         log.info("intake worker %d started", proc.pid)
         return proc
@@ -82,6 +87,9 @@ class IntakeWorkers:
             word = line.strip()
             if word == READY:
                 self._ready.release()
+                continue
+            if word.startswith(METRICS_PREFIX):
+                self.metrics.update(proc.pid, word[len(METRICS_PREFIX):])
                 continue
             queue_id = word.decode("ascii", "replace")
             if is_queue_id(queue_id):

@@ -57,6 +57,7 @@ from typing import Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.errors import SpoolError
 from gateway.intake import replies
@@ -150,10 +151,13 @@ class Acceptor:
         problem = address_problem(recipient, smtputf8=transaction.smtputf8)
         if problem is not None:
             return replies.bad_recipient(problem)
+        listener = transaction.session.client.listener
         if not transaction.session.may_relay:
+            metrics.record_rcpt_refused(listener, replies.RELAY_DENIED, "relay_denied")
             return replies.RELAY_DENIED
         policies = self.policies
         if policies is not None:
+            # The policy stage counts its own refusals: it knows the rule.
             refusal = await policies.rcpt(transaction.session.client, transaction.mail_from,
                                           recipient)
             if refusal is not None:
@@ -166,46 +170,49 @@ class Acceptor:
         `esmtp` says whether the client greeted with EHLO (for the Received: header).
         Never raises: every failure becomes a 4xx/5xx reply for the client.
         """
+        metrics.record_message_received(envelope.client.listener)
         try:
-            return await self._data(envelope, content, esmtp)
+            reply, rule = await self._data(envelope, content, esmtp)
         except Exception:
             log.exception("unexpected error accepting a message from %s", envelope.client.address)
-            return replies.INTERNAL_ERROR
+            reply, rule = replies.INTERNAL_ERROR, "internal_error"
+        metrics.record_data_reply(envelope.client.listener, reply, rule)
+        return reply
 
-    async def _data(self, envelope: Envelope, content: bytes, esmtp: bool) -> Reply:
+    async def _data(self, envelope: Envelope, content: bytes, esmtp: bool
+                    ) -> tuple[Reply, str]:
+        """The reply, and for a refusal the rule that refused (a metrics label)."""
         if len(content) > _THREAD_THRESHOLD:
             prepared = await asyncio.to_thread(_prepare, content)
         else:
             prepared = _prepare(content)
         if prepared is None:
-            return replies.LINE_TOO_LONG
+            return replies.LINE_TOO_LONG, "line_too_long"
         body, header = prepared
         policies = self.policies
         if policies is None:
             result = await self._store(envelope, body, header, esmtp)
-            return result if isinstance(result, Reply) else self._queued(result)
+            return result if isinstance(result, tuple) else self._queued(result)
         decision = await policies.message(envelope, body)
         if decision.refusal is not None:
-            return decision.refusal
+            return decision.refusal, (decision.refused[0][1].rule if decision.refused
+                                      else "policy")
         first: QueuedMessage | None = None
         stored = []
         for copy in decision.copies:
-            if copy.recipients != envelope.recipients or copy.not_before is not None:
-                copy_envelope = replace(envelope, recipients=copy.recipients,
-                                        not_before=copy.not_before)
-            else:
-                copy_envelope = envelope
+            copy_envelope = replace(envelope, recipients=copy.recipients,
+                                    not_before=copy.not_before, category=decision.category)
             # The usual case: content unchanged (no category header, no List-Unsubscribe).
             copy_header = header if copy.content is body else _scan_header(copy.content)
             result = await self._store(copy_envelope, copy.content, copy_header, esmtp)
-            if isinstance(result, Reply):
+            if isinstance(result, tuple):
                 if first is None:
                     return result
                 # Earlier copies are stored and will be delivered; the client will
                 # resend the whole message, so a recipient may get it twice (the
                 # safe side of a failure that only a full disk causes).
                 log.error("%s: a later copy failed (%s); earlier copies stay queued",
-                          first.id, result)
+                          first.id, result[0])
                 return result
             first = first or result
             stored.append((copy, result))
@@ -215,7 +222,7 @@ class Acceptor:
         return self._queued(first)
 
     async def _store(self, envelope: Envelope, body: bytes, header: _HeaderScan,
-                     esmtp: bool) -> QueuedMessage | Reply:
+                     esmtp: bool) -> QueuedMessage | tuple[Reply, str]:
         queue_id = self._spool.new_id()
         # The client's Message-ID is kept as it is (None if the field is empty).
         message_id = (header.message_id if header.has_message_id
@@ -227,13 +234,14 @@ class Acceptor:
         if signer is not None:  # after every change to the content, before the spool
             signed = await _sign(signer, message)
             if signed.outcome is SignOutcome.REFUSED:
-                return refusal_reply(signed)
+                return refusal_reply(signed), "dkim"
             message = signed.content
         try:
             queued = await self._spool.put(envelope, message, queue_id=queue_id)
         except SpoolError as exc:
             log.error("cannot queue a message from %s: %s", envelope.client.address, exc)
-            return replies.DISK_FULL if exc.disk_full else replies.SPOOL_FAILED
+            return (replies.DISK_FULL, "disk_full") if exc.disk_full else (replies.SPOOL_FAILED,
+                                                                            "spool_failed")
         log.info(
             "%s: queued from=<%s> nrcpt=%d size=%d message-id=%s client=%s listener=%s",
             queued.id, envelope.mail_from, len(envelope.recipients), queued.size,
@@ -242,8 +250,8 @@ class Acceptor:
         self._notify(queued)
         return queued
 
-    def _queued(self, queued: QueuedMessage) -> Reply:
-        return replies.queued(queued.id)
+    def _queued(self, queued: QueuedMessage) -> tuple[Reply, str]:
+        return replies.queued(queued.id), ""
 
     def _added_headers(
         self, envelope: Envelope, queue_id: QueueId, header: _HeaderScan, esmtp: bool

@@ -53,6 +53,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, sy
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session as SMTPSession
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.config import Config, IPNetwork, Limits, ListenerConfig
 from gateway.errors import ConfigError, ConfigProblem
@@ -257,6 +258,8 @@ class IntakeSMTP(SMTP):
         self._helo_reply = False
         self._busy = False
         self._last_input = 0.0
+        # Intake latency runs from the connection, or from MAIL on a reused session, to 250.
+        self.intake_started: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._session_timer: asyncio.TimerHandle | None = None
         listener = settings.listener
@@ -301,7 +304,7 @@ class IntakeSMTP(SMTP):
         self._trusted = _in_networks(self._address, self.settings.listener.networks)
         super().connection_made(transport)
         limits = self.settings.limits
-        self._last_input = self.loop.time()
+        self._last_input = self.intake_started = self.loop.time()
         self._idle_timer = self.loop.call_later(limits.command_timeout, self._check_idle)
         self._session_timer = self.loop.call_later(
             limits.session_timeout, self._close_with, replies.TIMEOUT
@@ -543,6 +546,8 @@ class _Hooks:
         self, server: IntakeSMTP, session: SMTPSession, envelope: SMTPEnvelope,
         address: str, mail_options: list[str],
     ) -> str:
+        if server.intake_started is None:
+            server.intake_started = server.loop.time()
         if server.settings.listener.requires_auth and not session.authenticated:
             return str(replies.AUTH_REQUIRED)
         sender = envelope_path(server.raw_argument, "FROM:")
@@ -593,6 +598,10 @@ class _Hooks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             reply = await asyncio.shield(task)
+        if reply.is_success and server.intake_started is not None:
+            metrics.observe_intake_latency(transaction.session.client.listener,
+                                           server.loop.time() - server.intake_started)
+        server.intake_started = None
         return str(reply)
 
     async def handle_exception(self, error: Exception) -> str:

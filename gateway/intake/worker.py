@@ -31,6 +31,7 @@ from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
+from gateway.metrics.workers import METRICS_PREFIX, snapshot
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
@@ -42,6 +43,7 @@ from gateway.state.events import accepted_events
 __all__ = ["READY", "parse_ports", "run_worker"]
 
 READY = b"READY"
+METRICS_INTERVAL = 1.0  # seconds between metrics lines to the master (when they changed)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class _Worker:
             for lst in config.listeners
         ]
         self._out = sys.stdout.buffer
+        self._last_metrics = b""
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)
         self.policy.load(fallback=True)
@@ -95,9 +98,27 @@ class _Worker:
         self._out.write(READY + b"\n")  # the master releases its port reservations on this
         self._out.flush()  # OSError: the master died while we started (caller stops us)
 
+    def send_metrics(self) -> None:
+        """Our intake samples to the master (see gateway.metrics.workers), if changed."""
+        payload = snapshot()
+        if payload == self._last_metrics:
+            return
+        try:
+            self._out.write(METRICS_PREFIX + payload + b"\n")
+            self._out.flush()
+        except OSError:
+            return  # the master is gone; the lifeline stops us
+        self._last_metrics = payload
+
+    async def report_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL)
+            self.send_metrics()
+
     async def stop(self) -> None:
         for listener in self.listeners:
             await listener.stop()
+        self.send_metrics()  # the last word: what the sessions just finished counted
         await self.spool.close()
         await self.policy.stop()
         await self.state.close()
@@ -131,7 +152,9 @@ async def run_worker(config_path: Path, ports: dict[str, int]) -> int:
             # Killed master (READY found no reader) or a port we could not bind.
             log.error("intake worker cannot start: %s", exc)
             return 1
+        reporter = loop.create_task(worker.report_metrics())
         await stop.wait()
+        reporter.cancel()
         return 0
     finally:
         # Always: an open state store keeps its thread, and the process would never exit.

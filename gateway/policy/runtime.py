@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.errors import ConfigError
 from gateway.policy.rules_file import PolicyFiles, PolicySet, load_policies
@@ -114,8 +115,10 @@ class PolicyRuntime:
         except ConfigError as exc:
             log.error("policy reload refused (%d so far), the running policy stays:\n%s",
                       self._files.errors, exc)
+            metrics.record_reload("policy", False)
             return False
         self._use(policies, texts)
+        metrics.record_reload("policy", True)
         log.info("policies reloaded: %r", self.stage)
         return True
 

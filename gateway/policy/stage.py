@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.model import Client, Envelope, Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.policy import MessageRecipient, PolicyChain, RcptRequest, Verdict
@@ -88,6 +89,9 @@ class PolicyStage:
         if verdict.accepted:
             return None
         self._events.record([_refused_event(now, "", recipient, verdict, "RCPT")])
+        if verdict.reply is not None:
+            metrics.record_rcpt_refused(client.listener, verdict.reply, verdict.rule)
+        _count_refused([verdict], None)
         return verdict.reply
 
     async def message(self, envelope: Envelope, content: bytes) -> MessageDecision:
@@ -111,7 +115,10 @@ class PolicyStage:
             first = (tempfails or left)[0][1]
             refusal = first.reply
             self._events.record([_refused_event(now, "", r, v, "DATA") for r, v in left])
+            if not tempfails:  # else the client retries the whole message: nobody is lost
+                _count_refused([v for _, v in left], category)
             return MessageDecision(category, chosen_by, refusal, refused=tuple(left))
+        _count_refused([v for _, v in left], category)
         copies = self._copies(tuple(kept), content, header, category)
         if self.shaper:
             copies = await self._shape(envelope, copies, category, now)
@@ -164,6 +171,16 @@ class PolicyStage:
                   detail=f"rule={rule} not_before={until:.3f} category={decision.category}")
             for copy, qm in stored for rcpt, until, rule in copy.delayed)
         self._events.record(events)
+
+
+def _count_refused(verdicts: list[Verdict], category: str | None) -> None:
+    """Recipients that will not get the message: `suppressed` by a suppression entry,
+    `dropped` by any other rule (consent); rate limits only delay, so they are not counted."""
+    for verdict in verdicts:
+        if verdict.action == "tempfail":
+            continue
+        outcome = "suppressed" if verdict.rule.startswith("suppression") else "dropped"
+        metrics.record_recipient(outcome, None, category)
 
 
 def _refused_event(now: float, queue_id: QueueId, recipient: str, verdict: Verdict,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.config import DeliveryConfig
 from gateway.model import (
@@ -249,6 +250,8 @@ class Scheduler:
             return
         jobs = self._jobs(pending)
         attempts = await asyncio.gather(*(self._deliver(job, content) for job in jobs))
+        for job, attempt in zip(jobs, attempts, strict=True):
+            _count_attempt(job.route, attempt)
         self._file(pending, [
             (job.route, attempt, result)
             for job, attempt in zip(jobs, attempts, strict=True)
@@ -358,6 +361,10 @@ class Scheduler:
             else:
                 outcome.next_attempts.append(when)
                 detail = f"attempt {attempt_no}; next at {when:.3f}"
+        category = qm.envelope.category
+        metrics.record_recipient(state.value, route.name, category)
+        if state is RecipientState.DELIVERED:
+            metrics.observe_delivery_latency(route.name, category, now - qm.envelope.received_at)
         outcome.updates.append((idx, state, route.name, result.reply))
         outcome.events.append(Event(
             time=now, queue_id=qm.id, type=event_type, recipient=result.recipient,
@@ -376,3 +383,13 @@ class Scheduler:
         if pending is not None and outcome is not None:
             self._record(pending, outcome, self.clock.now(), QueueState.HOLD)
         self._resync_index(qm.id)
+
+
+def _count_attempt(route: Route, attempt: Attempt) -> None:
+    """One attempt: 2xx when every recipient was taken, else its first failure's class.
+    MX host names are not bounded, so only smarthost names become a label."""
+    if not attempt.results:
+        return
+    failed = next((r.reply for r in attempt.results if not r.reply.is_success), None)
+    host = attempt.host if route.kind == "smarthost" else ""
+    metrics.record_attempt(route.name, host, failed or attempt.results[0].reply)

@@ -36,7 +36,8 @@ _SCHEMA = (
         sender TEXT NOT NULL,
         message_id TEXT,
         size INTEGER NOT NULL,
-        recipient_count INTEGER NOT NULL
+        recipient_count INTEGER NOT NULL,
+        category TEXT
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS messages_due ON messages(state, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS messages_message_id ON messages(message_id)",
@@ -54,7 +55,7 @@ _SCHEMA = (
 
 _INSERT_MESSAGE = (
     "INSERT OR REPLACE INTO messages (id, state, created_at, next_attempt_at, attempts, sender,"
-    " message_id, size, recipient_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " message_id, size, recipient_count, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_RECIPIENT = (
     "INSERT OR REPLACE INTO recipients (queue_id, idx, address, state, route, updated_at,"
@@ -95,6 +96,10 @@ class QueueIndex:
 
     async def open(self) -> None:
         await self._db.open()
+        # Indexes made before messages had a category (metrics by category) get the column.
+        columns = {row[1] for row in await self._db.fetchall("PRAGMA table_info(messages)")}
+        if "category" not in columns:
+            await self._db.db.execute("ALTER TABLE messages ADD COLUMN category TEXT")
 
     async def close(self) -> None:
         await self._db.close()
@@ -112,7 +117,8 @@ class QueueIndex:
         items = list(items)
         self._db.write_many(_INSERT_MESSAGE, (
             (qm.id, state.value, qm.envelope.received_at, qm.envelope.received_at, 0,
-             qm.envelope.mail_from, qm.envelope.message_id, qm.size, len(qm.envelope.recipients))
+             qm.envelope.mail_from, qm.envelope.message_id, qm.size, len(qm.envelope.recipients),
+             qm.envelope.category)
             for qm, state in items
         ))
         self._db.write_many(_INSERT_RECIPIENT, (
@@ -185,6 +191,20 @@ class QueueIndex:
     async def counts(self) -> dict[QueueState, int]:
         rows = await self._db.fetchall("SELECT state, COUNT(*) FROM messages GROUP BY state")
         return {QueueState(r[0]): int(r[1]) for r in rows}
+
+    async def depth(self) -> list[tuple[QueueState, str | None, int]]:
+        """Indexed messages by state and the route of their pending recipients (metrics)."""
+        rows = await self._db.fetchall(
+            "SELECT m.state, r.route, COUNT(DISTINCT m.id) FROM messages m"
+            " JOIN recipients r ON r.queue_id = m.id WHERE r.state NOT IN (?, ?, ?)"
+            " GROUP BY m.state, r.route",
+            tuple(s.value for s in RecipientState if s.is_final))
+        return [(QueueState(r[0]), None if r[1] is None else str(r[1]), int(r[2])) for r in rows]
+
+    async def oldest_by_category(self) -> list[tuple[str | None, float]]:
+        rows = await self._db.fetchall(
+            "SELECT category, MIN(created_at) FROM messages GROUP BY category")
+        return [(None if r[0] is None else str(r[0]), float(r[1])) for r in rows]
 
     async def by_message_id(self, message_id: str) -> list[QueueId]:
         rows = await self._db.fetchall("SELECT id FROM messages WHERE message_id = ?",

@@ -63,6 +63,8 @@ def encode_header(qm: QueuedMessage) -> bytes:
     }
     if env.not_before is not None:  # only shaped messages carry it (older files lack it)
         record["not_before"] = env.not_before
+    if env.category is not None:  # for metrics by category (older files lack it)
+        record["category"] = env.category
     return MAGIC + json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -85,6 +87,7 @@ def decode_header(raw: bytes) -> tuple[QueuedMessage, int]:
             message_id=record["message_id"],
             not_before=(None if record.get("not_before") is None
                         else float(record["not_before"])),
+            category=None if record.get("category") is None else str(record["category"]),
         )
         return QueuedMessage(str(record["id"]), envelope, int(record["size"])), end + 1
     except (ValueError, KeyError, TypeError) as exc:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from gateway.event_log import log_events
 from gateway.model import Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.sqlite import BatchedDb, Row
 
@@ -75,7 +76,9 @@ class SqliteEventStore:
         await self._db.close()
 
     def record(self, events: Iterable[Event]) -> None:
+        events = list(events)
         self._db.write_many(_INSERT, (_row(e) for e in events))
+        log_events(events)  # the log line of each (gateway.event_log)
 
     async def flush(self) -> None:
         await self._db.flush()
