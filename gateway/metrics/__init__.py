@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -92,4 +92,4 @@ class _Families(Collector):
 def exposition() -> tuple[bytes, str]:
     """The body and Content-Type of a scrape (Prometheus text format 0.0.4)."""
     families = merge(REGISTRY.collect(), WORKERS.totals())
-    return generate_latest(_Families(families)), CONTENT_TYPE_LATEST
+    return generate_latest(_Families(families)), CONTENT_TYPE_PLAIN_0_0_4

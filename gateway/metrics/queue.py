@@ -8,10 +8,11 @@ scrape reports the last sample — ages are computed at scrape time from the
 sampled arrival times, so they keep growing between samples.
 
 - depth: deferred and held messages come from the index, by the route of
-  their pending recipients (the route the last attempt used); incoming/ and
-  active/ are counted from the directories with route="none" (a route is
-  chosen per recipient only at delivery time).
-- oldest: per category, the earliest arrival among indexed messages and the
+  their pending recipients (the route the last attempt used); incoming/,
+  active/ and corrupt/ are counted from the directories with route="none" (a
+  route is chosen per recipient only at delivery time).
+- oldest: per category, the earliest arrival among the messages waiting for
+  delivery (held ones wait for an operator and are left out): indexed ones and the
   `HEADER_SAMPLE` oldest files of incoming/ and active/ (queue ids sort by
   arrival, so those are the oldest; only their headers are read).
 - breakers: every smarthost of every configured route, CLOSED until used.
@@ -83,6 +84,8 @@ class QueueSampler(Collector):
             depth[key] = depth.get(key, 0) + count
         oldest = {category or NO_CATEGORY: at
                   for category, at in await self.spool.index.oldest_by_category()}
+        corrupt = await asyncio.to_thread(self.spool.files.ids, QueueState.CORRUPT)
+        depth[(QueueState.CORRUPT.value, NO_ROUTE)] = len(corrupt)
         for state in (QueueState.INCOMING, QueueState.ACTIVE):
             ids, found = await asyncio.to_thread(self._scan, state)
             depth[(state.value, NO_ROUTE)] = len(ids)

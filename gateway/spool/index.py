@@ -193,17 +193,23 @@ class QueueIndex:
         return {QueueState(r[0]): int(r[1]) for r in rows}
 
     async def depth(self) -> list[tuple[QueueState, str | None, int]]:
-        """Indexed messages by state and the route of their pending recipients (metrics)."""
+        """Deferred and held messages by the route of their pending recipients (metrics;
+        the other states are counted from their directories)."""
         rows = await self._db.fetchall(
             "SELECT m.state, r.route, COUNT(DISTINCT m.id) FROM messages m"
-            " JOIN recipients r ON r.queue_id = m.id WHERE r.state NOT IN (?, ?, ?)"
-            " GROUP BY m.state, r.route",
-            tuple(s.value for s in RecipientState if s.is_final))
+            " JOIN recipients r ON r.queue_id = m.id WHERE m.state IN (?, ?)"
+            " AND r.state NOT IN (?, ?, ?) GROUP BY m.state, r.route",
+            (QueueState.DEFERRED.value, QueueState.HOLD.value,
+             *(s.value for s in RecipientState if s.is_final)))
         return [(QueueState(r[0]), None if r[1] is None else str(r[1]), int(r[2])) for r in rows]
 
     async def oldest_by_category(self) -> list[tuple[str | None, float]]:
+        """Arrival of the oldest message waiting for delivery, by category (metrics); held
+        messages wait for an operator, not for us, so they are left out."""
         rows = await self._db.fetchall(
-            "SELECT category, MIN(created_at) FROM messages GROUP BY category")
+            "SELECT category, MIN(created_at) FROM messages WHERE state IN (?, ?, ?)"
+            " GROUP BY category",
+            (QueueState.DEFERRED.value, QueueState.ACTIVE.value, QueueState.INCOMING.value))
         return [(None if r[0] is None else str(r[0]), float(r[1])) for r in rows]
 
     async def by_message_id(self, message_id: str) -> list[QueueId]:
