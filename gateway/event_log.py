@@ -12,7 +12,8 @@ JSON throughout:
      "route":"default","host":"mx1.example.net","reply":"250 2.0.0 Ok"}
 
 Redaction (`logging.redact_addresses`) applies to every line: anything shaped
-like an address, in a field or in free text (Message-IDs look like one too),
+like an address, in a field or in free text (where Message-IDs look like one
+too; an event's `message_id` field is kept, it names a message, not a person),
 becomes `g***@example.net` (partial) or `h.3f9a1c0b2e7d@example.net` (hash: an
 HMAC-SHA256 of the lowercased address under a key kept in
 `<data_dir>/log-redaction.key`, so one address gives the same token in every
@@ -85,7 +86,8 @@ def _event_fields(event: Event, redactor: Redactor) -> dict[str, str]:
         "reply": str(event.reply) if event.reply is not None else None,
         "detail": event.detail,
     }
-    return {k: redactor.text(v) for k, v in values.items() if v}
+    # The Message-ID field is kept as it is: it is how a message is traced.
+    return {k: v if k == "message_id" else redactor.text(v) for k, v in values.items() if v}
 
 
 def _iso(timestamp: float) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "WEBHOOK_RESULTS",
     "WORKERS",
     "exposition",
+    "render",
     "observe_delivery_latency",
     "observe_intake_latency",
     "record_attempt",
@@ -91,5 +92,9 @@ class _Families(Collector):
 
 def exposition() -> tuple[bytes, str]:
     """The body and Content-Type of a scrape (Prometheus text format 0.0.4)."""
-    families = merge(REGISTRY.collect(), WORKERS.totals())
-    return generate_latest(_Families(families)), CONTENT_TYPE_PLAIN_0_0_4
+    return render(WORKERS), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def render(workers: WorkerMetrics) -> bytes:
+    """This process's metrics with `workers`' intake samples added in."""
+    return generate_latest(_Families(merge(REGISTRY.collect(), workers.totals())))
