@@ -39,7 +39,6 @@ __all__ = [
     "WEBHOOK_RESULTS",
     "WORKERS",
     "exposition",
-    "render",
     "observe_delivery_latency",
     "observe_intake_latency",
     "record_attempt",
@@ -52,6 +51,7 @@ __all__ = [
     "record_signing",
     "record_verp_forged",
     "record_webhook_delivery",
+    "render",
     "reply_class",
 ]
 
