@@ -1,0 +1,88 @@
+"""The other metric sources: DKIM signing at intake, `bounce ingest`, policy reloads,
+webhook deliveries (recorded through the function the webhook outbox calls)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway import metrics
+from gateway.cli import main
+from tests.fixtures.dkim import KeySet, dkim_section, send_raw
+from tests.fixtures.gateway import running_gateway, write_config
+from tests.fixtures.metrics import promtool_check_metrics, scrape
+from tests.fixtures.policy import write_policy
+from tests.fixtures.sink import Sink
+
+BOUNCES = Path(__file__).resolve().parents[1] / "data" / "bounces"
+HEAD = (b"From: Booking <app@example.com>\r\nTo: guest@example.net\r\n"
+        b"Subject: Your booking\r\n")
+
+
+async def test_dkim_signings_by_result(tmp_path: Path) -> None:
+    keys = KeySet(tmp_path)
+    keys.add("example.com", "rsa1", "rsa")
+    sink = Sink().start()
+    section = dkim_section(keys, ["rsa1"], fallback="refuse")
+    try:
+        async with running_gateway(write_config(tmp_path, sink.port, extra=section)) as gw:
+            before = scrape()
+            port = gw.ports["relay"]
+            assert (await asyncio.to_thread(send_raw, port, HEAD + b"\r\nHi\r\n")).startswith("250")
+            other = HEAD.replace(b"app@example.com", b"app@elsewhere.test") + b"\r\nHi\r\n"
+            assert (await asyncio.to_thread(send_raw, port, other)).startswith("550 5.7.1")
+            await sink.await_for(1)
+            after = scrape()
+    finally:
+        sink.stop()
+    for result, moved in (("signed", 1), ("refused", 1), ("unsigned", 0), ("error", 0)):
+        assert after.delta(before, "smtp_gateway_dkim_signatures_total", result=result) == moved
+    assert after.delta(before, "smtp_gateway_messages_rejected_total", rule="dkim",
+                       stage="data", reply_class="5xx") == 1
+
+
+def test_bounce_ingest_counts_kinds_and_complaints(capsys: pytest.CaptureFixture[str]) -> None:
+    before = scrape()
+    assert main(["bounce", "ingest", str(BOUNCES / "dsn_01.eml"),
+                 str(BOUNCES / "arf_01.eml")]) == 0
+    assert capsys.readouterr().out.count("\n") == 2
+    after = scrape()
+    assert after.delta(before, "smtp_gateway_bounces_parsed_total", kind="hard",
+                       source="file") == 1
+    assert after.delta(before, "smtp_gateway_bounces_parsed_total", kind="complaint",
+                       source="file") == 1
+    assert after.delta(before, "smtp_gateway_complaints_total", source="file") == 1
+    promtool_check_metrics(after.text)
+
+
+async def test_policy_reloads_by_result(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, "suppression.yaml", "entries: []\n")
+    sink = Sink().start()
+    try:
+        async with running_gateway(write_config(tmp_path, sink.port)) as gw:
+            before = scrape()
+            policy.write_text("entries: [{address: 5}]\n")
+            assert not gw.policy.reload()
+            policy.write_text("entries: [{address: a@example.net, reason: manual}]\n")
+            assert gw.policy.reload()
+            after = scrape()
+    finally:
+        sink.stop()
+    assert after.delta(before, "smtp_gateway_reloads_total", kind="policy",
+                       result="failure") == 1
+    assert after.delta(before, "smtp_gateway_reloads_total", kind="policy",
+                       result="success") == 1
+
+
+def test_webhook_results_stay_a_bounded_set() -> None:
+    before = scrape()
+    metrics.record_webhook_delivery("delivered")
+    metrics.record_webhook_delivery("retried")
+    metrics.record_webhook_delivery("<script>")  # a caller's mistake is not a new series
+    after = scrape()
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="delivered") == 1
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="retried") == 1
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="other") == 1
+    assert not after.has("smtp_gateway_webhook_deliveries_total", result="<script>")
