@@ -146,12 +146,14 @@ class Acceptor:
         return replies.SENDER_OK
 
     async def rcpt(self, transaction: Transaction, recipient: str) -> Reply:
+        listener = transaction.session.client.listener
         if not transaction.smtputf8 and not recipient.isascii():
+            metrics.record_rcpt_refused(listener, replies.non_ascii_address(), "bad_address")
             return replies.non_ascii_address()
         problem = address_problem(recipient, smtputf8=transaction.smtputf8)
         if problem is not None:
+            metrics.record_rcpt_refused(listener, replies.bad_recipient(problem), "bad_address")
             return replies.bad_recipient(problem)
-        listener = transaction.session.client.listener
         if not transaction.session.may_relay:
             metrics.record_rcpt_refused(listener, replies.RELAY_DENIED, "relay_denied")
             return replies.RELAY_DENIED

@@ -76,8 +76,9 @@ async def test_series_move_with_real_traffic(tmp_path: Path) -> None:
             port = gw.ports["relay"]
             booking = await smtp_session(
                 port, ["blocked@example.net", "fine@example.net", "later@example.net",
-                       "gone@example.net"], message("transactional"))
+                       "gone@example.net", "bad..dots@example.net"], message("transactional"))
             assert booking.rcpt["blocked@example.net"][0] == 550
+            assert booking.rcpt["bad..dots@example.net"][0] == 553
             queue_id = queue_id_of(booking.data)
             newsletter = await smtp_session(port, ["nogrant@example.net"],
                                             message("marketing"))
@@ -98,6 +99,8 @@ async def test_series_move_with_real_traffic(tmp_path: Path) -> None:
             assert moved("smtp_gateway_messages_accepted_total", **relay) == 1
             assert moved("smtp_gateway_messages_rejected_total", stage="rcpt", reply_class="5xx",
                          rule="suppression:manual", **relay) == 1
+            assert moved("smtp_gateway_messages_rejected_total", stage="rcpt", reply_class="5xx",
+                         rule="bad_address", **relay) == 1
             assert moved("smtp_gateway_messages_rejected_total", stage="data", reply_class="5xx",
                          rule="consent:marketing:none", **relay) == 1
             transactional = {"route": "sink", "category": "transactional"}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# What metrics and event log lines cost intake: the same relay run three ways,
+# interleaved round by round, through ../shared/bench/relay_bench.sh
+# (smtp-source → gateway → smtp-sink).
+#
+#   bench/metrics_cost.sh [N=3000] [S=20] [ROUNDS=3] [SIZE_KB=2] [BASE=<commit>]
+#
+#   base      the gateway at BASE (default: the commit before metrics), log_level warning
+#   metrics   this tree: every counter and histogram recorded, log_level warning
+#             (no event lines: they are INFO)
+#   json-log  this tree, log_level info, logging.format json with partial
+#             redaction: one JSON line per event on top of the metrics
+# `intake_workers: auto` (2 here), so the worker → master metrics pipe runs too.
+# Needs postfix (smtp-source, smtp-sink).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+for kv in "$@"; do export "${kv?}"; done
+N=${N:-3000} S=${S:-20} ROUNDS=${ROUNDS:-3} SIZE_KB=${SIZE_KB:-2} BASE=${BASE:-3dcfd19}
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+GW_PORT=${GW_PORT:-2547} SINK_PORT=${SINK_PORT:-2548}
+OUT=${OUT:-$HERE/results}
+mkdir -p "$OUT"
+CSV=$OUT/metrics-$(date -u +%Y%m%dT%H%M%SZ).csv
+WORK=$(mktemp -d /tmp/gwmetrics.XXXXXX)
+GW_PID=
+trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
+
+# The base tree: `python -m gateway` run from there imports its own package first.
+mkdir -p "$WORK/base"
+git -C "$ROOT" archive "$BASE" gateway | tar -x -C "$WORK/base"
+
+config() {  # config MODE LEVEL EXTRA -> writes $WORK/config-MODE.yaml
+    cat >"$WORK/config-$1.yaml" <<YAML
+hostname: gateway.bench.invalid
+data_dir: $WORK/var-$1
+policies_dir: $WORK/no-policies
+log_level: $2
+intake_workers: auto
+listeners:
+  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
+limits: {max_sessions: 500, max_sessions_per_ip: 500}
+routes:
+  - name: sink
+    type: smarthost
+    smarthosts:
+      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
+         messages_per_connection: 1000}
+dkim: {enabled: false}
+$3
+YAML
+}
+config base warning ""
+config metrics warning ""
+config json-log info "logging: {format: json, redact_addresses: partial}"
+
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in base metrics json-log; do
+        dir=$ROOT
+        [[ $mode == base ]] && dir=$WORK/base
+        (cd "$dir" && exec "$PYTHON" -m gateway serve -c "$WORK/config-$mode.yaml") \
+            >>"$WORK/gw-$mode.log" 2>&1 &
+        GW_PID=$!
+        for _ in $(seq 1 100); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
+        sleep 1
+        "$SHARED/relay_bench.sh" TARGET_PORT=$GW_PORT SINK_PORT=$SINK_PORT N="$N" S="$S" \
+            SIZE_KB="$SIZE_KB" REPEAT=1 WARMUP=300 LABEL="$mode" MTA_PID=$GW_PID CSV="$CSV"
+        kill $GW_PID; wait $GW_PID || true; GW_PID=
+    done
+done
+echo "event lines in the json-log run: $(grep -c '"logger":"gateway.events"' "$WORK/gw-json-log.log" || true)"
+"$PYTHON" "$SHARED/summarize.py" "$CSV" --ref base
