@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# What metrics and event log lines cost intake: the same relay run three ways,
+# What metrics and event log lines cost intake: the same relay run five ways,
 # interleaved round by round, through ../shared/bench/relay_bench.sh
 # (smtp-source → gateway → smtp-sink).
 #
 #   bench/metrics_cost.sh [N=3000] [S=20] [ROUNDS=3] [SIZE_KB=2] [BASE=<commit>]
+#      [MODES="base metrics base-info text-log json-log"]
 #
 #   base      the gateway at BASE (default: the commit before metrics), log_level warning
 #   metrics   this tree: every counter and histogram recorded, log_level warning
 #             (no event lines: they are INFO)
+#   base-info the gateway at BASE, log_level info (its own INFO lines, aiosmtpd's too)
+#   text-log  this tree, log_level info, text format: base-info plus one line per event
 #   json-log  this tree, log_level info, logging.format json with partial
-#             redaction: one JSON line per event on top of the metrics
+#             redaction: every line JSON, addresses rewritten
 # `intake_workers: auto` (2 here), so the worker → master metrics pipe runs too.
 # Needs postfix (smtp-source, smtp-sink).
 set -euo pipefail
@@ -18,6 +21,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 for kv in "$@"; do export "${kv?}"; done
 N=${N:-3000} S=${S:-20} ROUNDS=${ROUNDS:-3} SIZE_KB=${SIZE_KB:-2} BASE=${BASE:-3dcfd19}
+MODES=${MODES:-base metrics base-info text-log json-log}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 GW_PORT=${GW_PORT:-2547} SINK_PORT=${SINK_PORT:-2548}
 OUT=${OUT:-$HERE/results}
@@ -53,12 +57,14 @@ YAML
 }
 config base warning ""
 config metrics warning ""
+config base-info info ""
+config text-log info ""
 config json-log info "logging: {format: json, redact_addresses: partial}"
 
 for round in $(seq 1 "$ROUNDS"); do
-    for mode in base metrics json-log; do
+    for mode in $MODES; do
         dir=$ROOT
-        [[ $mode == base ]] && dir=$WORK/base
+        [[ $mode == base* ]] && dir=$WORK/base
         (cd "$dir" && exec "$PYTHON" -m gateway serve -c "$WORK/config-$mode.yaml") \
             >>"$WORK/gw-$mode.log" 2>&1 &
         GW_PID=$!
@@ -69,5 +75,7 @@ for round in $(seq 1 "$ROUNDS"); do
         kill $GW_PID; wait $GW_PID || true; GW_PID=
     done
 done
-echo "event lines in the json-log run: $(grep -c '"logger":"gateway.events"' "$WORK/gw-json-log.log" || true)"
+for mode in $MODES; do
+    echo "$mode: $(wc -l <"$WORK/gw-$mode.log") log lines, $(grep -c 'gateway.events' "$WORK/gw-$mode.log" || true) event lines"
+done
 "$PYTHON" "$SHARED/summarize.py" "$CSV" --ref base
