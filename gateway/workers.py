@@ -1,7 +1,8 @@
 """The master's side of intake worker processes (Postfix master(8) and its smtpd children).
 
 Starts `intake_workers` processes running gateway.intake.worker, reads the
-queue ids they print and hands them to the scheduler, forwards SIGHUP, stops
+queue ids they print and hands them to the scheduler (and their metrics lines
+to gateway.metrics.workers), forwards SIGHUP, stops
 them first on SIGTERM, and restarts one that dies (after a pause, so a worker
 that crashes at start cannot spin).
 """
@@ -74,7 +75,8 @@ class IntakeWorkers:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "intake-worker", "-c", str(self.config_path),
             "--ports", ports,
-            # stdin is the lifeline (EOF = master gone); stdout carries queue ids.
+            # stdin is the lifeline (EOF = master gone); stdout carries queue ids
+            # and, once a second, the worker's intake metrics (gateway.metrics.workers).
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=_LINE_LIMIT,
         )

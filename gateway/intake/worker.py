@@ -8,6 +8,8 @@ SO_REUSEPORT, so the kernel spreads connections across them; each stores what it
 shared spool's incoming/ through the same durable write path (the 250 still
 waits for the fsync), records the `accepted` events, and writes the queue id
 to its stdout, where the master reads it and schedules the message at once.
+Once a second (when they changed) it also writes its intake metrics there
+(gateway.metrics.workers), so the master's /metrics covers every process.
 The master alone owns the queue index and delivery.
 
 Lifeline: stdin is a pipe from the master. EOF — the master exited, even by
