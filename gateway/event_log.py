@@ -187,3 +187,8 @@ def setup_logging(level: str, config: LogConfig, data_dir: Path) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiosmtpd logs every client command at INFO ("mail.log"): a protocol trace of about
+    # 13 lines a message that repeats what the events say and cost a fifth of intake
+    # throughput (BENCHMARKS.md). It is kept for log_level debug.
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if level == "debug"
+                                           else max(logging.WARNING, root.level))

@@ -141,6 +141,7 @@ class IntakeServer:
             reuse_port=reuse_port or None,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        metrics.declare_listener(listener.name)
         log.info("listener %s (%s, tls %s) on %s:%d", listener.name, listener.kind,
                  listener.tls, listener.address, self.port)
 

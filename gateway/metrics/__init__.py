@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from gateway.metrics.families import (
     REGISTRY,
     WEBHOOK_RESULTS,
+    declare_listener,
     observe_delivery_latency,
     observe_intake_latency,
     record_attempt,
@@ -38,6 +39,7 @@ __all__ = [
     "RUNNING",
     "WEBHOOK_RESULTS",
     "WORKERS",
+    "declare_listener",
     "exposition",
     "observe_delivery_latency",
     "observe_intake_latency",

@@ -22,6 +22,7 @@ __all__ = [
     "INTAKE_FAMILIES",
     "REGISTRY",
     "WEBHOOK_RESULTS",
+    "declare_listener",
     "observe_intake_latency",
     "record_attempt",
     "record_bounce",
@@ -114,6 +115,14 @@ for _result in WEBHOOK_RESULTS:
 
 def reply_class(reply: Reply) -> str:
     return f"{min(max(reply.code // 100, 2), 5)}xx"
+
+
+def declare_listener(listener: str) -> None:
+    """A listener's received/accepted series exist at 0 from its start (rate() needs two
+    samples; a listener that got nothing yet still shows)."""
+    MESSAGES_RECEIVED.labels(listener)
+    MESSAGES_ACCEPTED.labels(listener)
+    INTAKE_LATENCY.labels(listener)
 
 
 def record_message_received(listener: str) -> None:

@@ -94,3 +94,4 @@ def test_text_format_keeps_addresses_unless_asked(tmp_path: Path) -> None:
     assert "delivered recipient=guest@example.net message_id=<" in delivered[0]
     assert 'route=sink host=sink reply="250 2.0.0 OK: sunk"' in delivered[0]
     assert BODY_MARKER not in log
+    assert "mail.log" not in log  # aiosmtpd's per-command trace is for log_level debug
