@@ -102,7 +102,9 @@ RELOADS = Counter(
 INTAKE_FAMILIES = frozenset(next(iter(f.describe())).name for f in (
     MESSAGES_RECEIVED, MESSAGES_ACCEPTED, MESSAGES_REJECTED, RECIPIENTS, INTAKE_LATENCY, DKIM))
 
-WEBHOOK_RESULTS = ("delivered", "failed", "retried", "dropped")
+# As gateway.webhooks.dispatcher reports a POST (its RESULTS).
+WEBHOOK_RESULTS = ("success", "client_error", "server_error", "timeout", "connection_error",
+                   "gone")
 _RELOAD_KINDS = ("config", "policy")
 
 # Series that alerts and dashboards compare exist from the start, at 0.

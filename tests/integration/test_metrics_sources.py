@@ -78,11 +78,11 @@ async def test_policy_reloads_by_result(tmp_path: Path) -> None:
 
 def test_webhook_results_stay_a_bounded_set() -> None:
     before = scrape()
-    metrics.record_webhook_delivery("delivered")
-    metrics.record_webhook_delivery("retried")
+    metrics.record_webhook_delivery("success")
+    metrics.record_webhook_delivery("timeout")
     metrics.record_webhook_delivery("<script>")  # a caller's mistake is not a new series
     after = scrape()
-    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="delivered") == 1
-    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="retried") == 1
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="success") == 1
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="timeout") == 1
     assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="other") == 1
     assert not after.has("smtp_gateway_webhook_deliveries_total", result="<script>")
