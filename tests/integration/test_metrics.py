@@ -25,6 +25,7 @@ from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.metrics import Scrape, promtool_check_metrics, scrape
 from tests.fixtures.policy import events_of_type, message, smtp_session, write_policy
 from tests.fixtures.sink import Sink
+from tests.integration.test_signals import worker_pids
 
 SUPPRESSION = """\
     entries:
@@ -211,7 +212,6 @@ async def test_worker_processes_report_to_the_master(tmp_path: Path) -> None:
     config = write_config(tmp_path, sink.port, extra="intake_workers: 2\n")
     try:
         async with master_with_workers(config) as gw:
-            assert gw.workers is not None
             before = scrape()
             port = gw.ports["relay"]
             for n in range(6):  # spread over the workers by the kernel (SO_REUSEPORT)
@@ -239,15 +239,15 @@ async def test_worker_processes_report_to_the_master(tmp_path: Path) -> None:
                                route="sink") == 6
             assert after.delta(before, "smtp_gateway_recipients_total", outcome="deferred",
                                route="sink") == 1
-            pids = [p.pid for p in gw.workers._procs.values()]
+            pids = worker_pids(config)
             assert len(pids) == 2
 
             # A worker killed outright: what it reported stays counted, and its
             # replacement's counts (from zero) add to it.
             os.kill(pids[0], signal.SIGKILL)
             for _ in range(300):
-                if len(gw.workers._procs) == 2 and pids[0] not in {
-                        p.pid for p in gw.workers._procs.values()}:
+                now = worker_pids(config)
+                if len(now) == 2 and pids[0] not in now:
                     break
                 await asyncio.sleep(0.05)
             assert received(scrape()) == 7
