@@ -1,4 +1,5 @@
-"""Gauges of the running gateway: queue depth, oldest queued message, circuit breakers.
+"""Gauges of the running gateway: queue depth, oldest queued message, circuit breakers
+(Postfix's qshape(1) and `postqueue -p`, as numbers; KumoMTA's ready-queue gauges).
 
 These are states, not events, so they are read rather than recorded. The
 queue figures need the index and a look at incoming/ and active/, which is
