@@ -100,6 +100,9 @@ class QueueIndex:
         columns = {row[1] for row in await self._db.fetchall("PRAGMA table_info(messages)")}
         if "category" not in columns:
             await self._db.db.execute("ALTER TABLE messages ADD COLUMN category TEXT")
+        # The oldest message per category is a few seeks on this, not a scan (metrics).
+        await self._db.db.execute("CREATE INDEX IF NOT EXISTS messages_age"
+                                  " ON messages(state, category, created_at)")
 
     async def close(self) -> None:
         await self._db.close()
@@ -193,30 +196,78 @@ class QueueIndex:
         return {QueueState(r[0]): int(r[1]) for r in rows}
 
     async def depth(self) -> list[tuple[QueueState, str | None, int]]:
-        """Deferred and held messages by the route of their pending recipients (metrics;
-        the other states are counted from their directories)."""
-        rows = await self._db.fetchall(
-            "SELECT m.state, r.route, COUNT(DISTINCT m.id) FROM messages m"
-            " JOIN recipients r ON r.queue_id = m.id WHERE m.state IN (?, ?)"
-            " AND r.state NOT IN (?, ?, ?) GROUP BY m.state, r.route",
-            (QueueState.DEFERRED.value, QueueState.HOLD.value,
-             *(s.value for s in RecipientState if s.is_final)))
-        return [(QueueState(r[0]), None if r[1] is None else str(r[1]), int(r[2])) for r in rows]
+        """Deferred and held messages by the route of their first pending recipient
+        (metrics; the other states are counted from their directories).
+
+        A count is a scan: it goes through the table in id order, DEPTH_CHUNK rows per
+        query, so that the scheduler's own queries on this connection wait for one
+        chunk (tens of milliseconds), never for the whole count.
+        """
+        counts: dict[tuple[str, str | None], int] = {}
+        after = ""
+        for _ in range(_MAX_DEPTH_CHUNKS):
+            rows = await self._db.fetchall(_DEPTH_CHUNK_SQL, (
+                *(s.value for s in RecipientState if s.is_final),
+                after, QueueState.DEFERRED.value, QueueState.HOLD.value, DEPTH_CHUNK))
+            if not rows:
+                break
+            for state, route, count, last in rows:
+                after = max(after, str(last))
+                if state is not None:
+                    key = (str(state), None if route is None else str(route))
+                    counts[key] = counts.get(key, 0) + int(count)
+            if sum(int(r[2]) for r in rows) < DEPTH_CHUNK:
+                break
+        return [(QueueState(state), route, n) for (state, route), n in counts.items()]
 
     async def oldest_by_category(self) -> list[tuple[str | None, float]]:
         """Arrival of the oldest message waiting for delivery, by category (metrics); held
-        messages wait for an operator, not for us, so they are left out."""
-        rows = await self._db.fetchall(
-            "SELECT category, MIN(created_at) FROM messages WHERE state IN (?, ?, ?)"
-            " GROUP BY category",
-            (QueueState.DEFERRED.value, QueueState.ACTIVE.value, QueueState.INCOMING.value))
-        return [(None if r[0] is None else str(r[0]), float(r[1])) for r in rows]
+        messages wait for an operator, not for us, so they are left out.
+
+        Index seeks on messages_age, never a scan: per state, the categories are walked
+        one MIN(category) > previous at a time, and each one's oldest is its first entry.
+        """
+        oldest: dict[str | None, float] = {}
+        for state in (QueueState.DEFERRED, QueueState.ACTIVE, QueueState.INCOMING):
+            for category in [None, *await self._categories(state)]:
+                rows = await self._db.fetchall(
+                    "SELECT MIN(created_at) FROM messages WHERE state = ? AND category IS ?",
+                    (state.value, category))
+                if rows and rows[0][0] is not None:
+                    at = float(rows[0][0])
+                    oldest[category] = min(at, oldest.get(category, at))
+        return list(oldest.items())
+
+    async def _categories(self, state: QueueState) -> list[str]:
+        out: list[str] = []
+        for _ in range(_MAX_CATEGORIES):  # categories come from consent.yaml: a handful
+            rows = await self._db.fetchall(
+                "SELECT MIN(category) FROM messages WHERE state = ? AND category > ?",
+                (state.value, out[-1] if out else ""))
+            if not rows or rows[0][0] is None:
+                break
+            out.append(str(rows[0][0]))
+        return out
 
     async def by_message_id(self, message_id: str) -> list[QueueId]:
         rows = await self._db.fetchall("SELECT id FROM messages WHERE message_id = ?",
                                        (message_id,))
         return [str(r[0]) for r in rows]
 
+
+_MAX_CATEGORIES = 1000
+DEPTH_CHUNK = 10_000  # messages per query when counting the queue (metrics)
+_MAX_DEPTH_CHUNKS = 100_000  # a billion messages: the loop is bounded, the queue is not that big
+# One chunk of messages in id order: (state, route, count, last id) per group, where
+# state and route are NULL for the messages not deferred or held, which are only counted
+# so that the chunk's last id is known.
+_DEPTH_CHUNK_SQL = (
+    "SELECT CASE WHEN state IN (?5, ?6) THEN state END AS s,"
+    " CASE WHEN state IN (?5, ?6) THEN (SELECT r.route FROM recipients r"
+    " WHERE r.queue_id = c.id AND r.state NOT IN (?1, ?2, ?3) LIMIT 1) END AS route,"
+    " COUNT(*), MAX(id) FROM (SELECT id, state FROM messages WHERE id > ?4 ORDER BY id"
+    " LIMIT ?7) AS c GROUP BY s, route"
+)
 
 _SELECT_MESSAGE = (
     "SELECT id, state, created_at, next_attempt_at, attempts, sender, message_id, size,"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gateway.model import Client, Envelope, QueuedMessage, QueueState, RecipientState, Reply
+from gateway.spool import index as index_module
 from gateway.spool.index import QueueIndex
 
 
@@ -57,5 +60,23 @@ async def test_an_index_from_before_categories_gets_the_column(tmp_path: Path) -
     try:
         index.add(message("NEW", 7.0, "marketing", "a@x.example"), QueueState.DEFERRED)
         assert dict(await index.oldest_by_category()) == {None: 5.0, "marketing": 7.0}
+    finally:
+        await index.close()
+
+
+async def test_depth_counts_across_chunks(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "DEPTH_CHUNK", 2)  # 9 messages: 5 queries
+    index = QueueIndex(tmp_path / "queue.db")
+    await index.open()
+    try:
+        states = [QueueState.DEFERRED, QueueState.HOLD, QueueState.INCOMING]
+        index.add_many((message(f"Q{i}", float(i), None, "a@x.example"), states[i % 3])
+                       for i in range(9))
+        for i in range(9):
+            index.set_recipients(f"Q{i}", [(0, RecipientState.DEFERRED, f"r{i % 2}", None)], 1.0)
+        depth = {(state, route): n for state, route, n in await index.depth()}
+        assert depth == {(QueueState.DEFERRED, "r0"): 2, (QueueState.DEFERRED, "r1"): 1,
+                         (QueueState.HOLD, "r1"): 2, (QueueState.HOLD, "r0"): 1}
     finally:
         await index.close()
