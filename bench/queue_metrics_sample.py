@@ -47,7 +47,7 @@ async def fill(spool: Spool, rows: int, now: float) -> None:
             spool.index.set_recipients(
                 qm.id, [(0, RecipientState.DEFERRED, ROUTES[int(qm.id[1:]) % 3], LATER)], now)
         await spool.index.flush()
-    for i in range(1000):
+    for _ in range(1000):
         env = Envelope("app@example.com", ("g@example.net",), Client("relay", "127.0.0.1"), now,
                        category="transactional")
         await spool.put(env, b"Subject: x\r\n\r\nx\r\n", queue_id=spool.new_id())
