@@ -63,7 +63,8 @@ def main() -> None:
     workers = WorkerMetrics()
     workers.update(1, snapshot())
     workers.update(2, snapshot())
-    print(f"exposition with two workers merged: {per_call(500, lambda: metrics.render(workers)):.0f} µs")
+    merged = per_call(500, lambda: metrics.render(workers))
+    print(f"exposition with two workers merged: {merged:.0f} µs")
 
 
 if __name__ == "__main__":
