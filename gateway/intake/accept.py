@@ -147,16 +147,10 @@ class Acceptor:
 
     async def rcpt(self, transaction: Transaction, recipient: str) -> Reply:
         listener = transaction.session.client.listener
-        if not transaction.smtputf8 and not recipient.isascii():
-            metrics.record_rcpt_refused(listener, replies.non_ascii_address(), "bad_address")
-            return replies.non_ascii_address()
-        problem = address_problem(recipient, smtputf8=transaction.smtputf8)
-        if problem is not None:
-            metrics.record_rcpt_refused(listener, replies.bad_recipient(problem), "bad_address")
-            return replies.bad_recipient(problem)
-        if not transaction.session.may_relay:
-            metrics.record_rcpt_refused(listener, replies.RELAY_DENIED, "relay_denied")
-            return replies.RELAY_DENIED
+        refusal, rule = self._rcpt_problem(transaction, recipient)
+        if refusal is not None:
+            metrics.record_rcpt_refused(listener, refusal, rule)
+            return refusal
         policies = self.policies
         if policies is not None:
             # The policy stage counts its own refusals: it knows the rule.
@@ -165,6 +159,18 @@ class Acceptor:
             if refusal is not None:
                 return refusal
         return replies.RECIPIENT_OK
+
+    @staticmethod
+    def _rcpt_problem(transaction: Transaction, recipient: str) -> tuple[Reply | None, str]:
+        """A refusal before any policy (and the rule it counts under), or (None, "")."""
+        if not transaction.smtputf8 and not recipient.isascii():
+            return replies.non_ascii_address(), "bad_address"
+        problem = address_problem(recipient, smtputf8=transaction.smtputf8)
+        if problem is not None:
+            return replies.bad_recipient(problem), "bad_address"
+        if not transaction.session.may_relay:
+            return replies.RELAY_DENIED, "relay_denied"
+        return None, ""
 
     async def data(self, envelope: Envelope, content: bytes, *, esmtp: bool = True) -> Reply:
         """Check, complete and store a message; `content` as received (dot-unstuffed).
@@ -242,8 +248,9 @@ class Acceptor:
             queued = await self._spool.put(envelope, message, queue_id=queue_id)
         except SpoolError as exc:
             log.error("cannot queue a message from %s: %s", envelope.client.address, exc)
-            return (replies.DISK_FULL, "disk_full") if exc.disk_full else (replies.SPOOL_FAILED,
-                                                                            "spool_failed")
+            if exc.disk_full:
+                return replies.DISK_FULL, "disk_full"
+            return replies.SPOOL_FAILED, "spool_failed"
         log.info(
             "%s: queued from=<%s> nrcpt=%d size=%d message-id=%s client=%s listener=%s",
             queued.id, envelope.mail_from, len(envelope.recipients), queued.size,
