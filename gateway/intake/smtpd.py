@@ -567,6 +567,8 @@ class _Hooks:
         address: str, rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= server.settings.limits.max_recipients:
+            metrics.record_rcpt_refused(server.settings.listener.name,
+                                        replies.TOO_MANY_RECIPIENTS, "too_many_recipients")
             return str(replies.TOO_MANY_RECIPIENTS)
         recipient = envelope_path(server.raw_argument, "TO:")
         if not recipient:

@@ -70,16 +70,19 @@ async def test_series_move_with_real_traffic(tmp_path: Path) -> None:
     sink.replies["later@example.net"] = "451 4.2.0 Mailbox busy, try later"
     sink.replies["gone@example.net"] = "550 5.1.1 No such user"
     clock = ManualClock()
-    config = write_config(tmp_path, sink.port, route=route(sink.port))
+    config = write_config(tmp_path, sink.port, route=route(sink.port),
+                          extra="limits: {max_recipients: 3}\n")
     try:
         async with running_gateway(config, clock) as gw:
             before = scrape()
             port = gw.ports["relay"]
             booking = await smtp_session(
-                port, ["blocked@example.net", "fine@example.net", "later@example.net",
-                       "gone@example.net", "bad..dots@example.net"], message("transactional"))
+                port, ["blocked@example.net", "bad..dots@example.net", "fine@example.net",
+                       "later@example.net", "gone@example.net", "fourth@example.net"],
+                message("transactional"))
             assert booking.rcpt["blocked@example.net"][0] == 550
             assert booking.rcpt["bad..dots@example.net"][0] == 553
+            assert booking.rcpt["fourth@example.net"][0] == 452  # max_recipients: 3
             queue_id = queue_id_of(booking.data)
             newsletter = await smtp_session(port, ["nogrant@example.net"],
                                             message("marketing"))
@@ -102,6 +105,8 @@ async def test_series_move_with_real_traffic(tmp_path: Path) -> None:
                          rule="suppression:manual", **relay) == 1
             assert moved("smtp_gateway_messages_rejected_total", stage="rcpt", reply_class="5xx",
                          rule="bad_address", **relay) == 1
+            assert moved("smtp_gateway_messages_rejected_total", stage="rcpt", reply_class="4xx",
+                         rule="too_many_recipients", **relay) == 1
             assert moved("smtp_gateway_messages_rejected_total", stage="data", reply_class="5xx",
                          rule="consent:marketing:none", **relay) == 1
             transactional = {"route": "sink", "category": "transactional"}
