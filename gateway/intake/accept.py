@@ -200,7 +200,8 @@ class Acceptor:
         policies = self.policies
         if policies is None:
             result = await self._store(envelope, body, header, esmtp)
-            return result if isinstance(result, tuple) else self._queued(result)
+            return (result, _store_rule(result)) if isinstance(result, Reply) else \
+                self._queued(result)
         decision = await policies.message(envelope, body)
         if decision.refusal is not None:
             return decision.refusal, (decision.refused[0][1].rule if decision.refused
@@ -213,15 +214,15 @@ class Acceptor:
             # The usual case: content unchanged (no category header, no List-Unsubscribe).
             copy_header = header if copy.content is body else _scan_header(copy.content)
             result = await self._store(copy_envelope, copy.content, copy_header, esmtp)
-            if isinstance(result, tuple):
+            if isinstance(result, Reply):
                 if first is None:
-                    return result
+                    return result, _store_rule(result)
                 # Earlier copies are stored and will be delivered; the client will
                 # resend the whole message, so a recipient may get it twice (the
                 # safe side of a failure that only a full disk causes).
                 log.error("%s: a later copy failed (%s); earlier copies stay queued",
-                          first.id, result[0])
-                return result
+                          first.id, result)
+                return result, _store_rule(result)
             first = first or result
             stored.append((copy, result))
         assert first is not None  # a decision without refusal has at least one copy
@@ -230,7 +231,7 @@ class Acceptor:
         return self._queued(first)
 
     async def _store(self, envelope: Envelope, body: bytes, header: _HeaderScan,
-                     esmtp: bool) -> QueuedMessage | tuple[Reply, str]:
+                     esmtp: bool) -> QueuedMessage | Reply:
         queue_id = self._spool.new_id()
         # The client's Message-ID is kept as it is (None if the field is empty).
         message_id = (header.message_id if header.has_message_id
@@ -242,15 +243,13 @@ class Acceptor:
         if signer is not None:  # after every change to the content, before the spool
             signed = await _sign(signer, message)
             if signed.outcome is SignOutcome.REFUSED:
-                return refusal_reply(signed), "dkim"
+                return refusal_reply(signed)
             message = signed.content
         try:
             queued = await self._spool.put(envelope, message, queue_id=queue_id)
         except SpoolError as exc:
             log.error("cannot queue a message from %s: %s", envelope.client.address, exc)
-            if exc.disk_full:
-                return replies.DISK_FULL, "disk_full"
-            return replies.SPOOL_FAILED, "spool_failed"
+            return replies.DISK_FULL if exc.disk_full else replies.SPOOL_FAILED
         log.info(
             "%s: queued from=<%s> nrcpt=%d size=%d message-id=%s client=%s listener=%s",
             queued.id, envelope.mail_from, len(envelope.recipients), queued.size,
@@ -286,6 +285,14 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"<Acceptor hostname={self._hostname!r}>"
+
+
+def _store_rule(refusal: Reply) -> str:
+    """The metrics rule of a refusal from _store(): the spool's, else DKIM's (the only
+    other refusal it makes)."""
+    if refusal == replies.DISK_FULL:
+        return "disk_full"
+    return "spool_failed" if refusal == replies.SPOOL_FAILED else "dkim"
 
 
 def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.errors import SpoolError
+from gateway.metrics import REGISTRY
 from gateway.intake.accept import (
     Acceptor,
     SessionInfo,
@@ -249,23 +250,27 @@ class BrokenSpool:
 
 
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("error", "expected", "rule"),
     [
-        (SpoolError("I/O error"), "451 4.3.0"),
-        (SpoolError("No space left on device", disk_full=True), "452 4.3.1"),
-        (RuntimeError("bug"), "451 4.3.0"),
+        (SpoolError("I/O error"), "451 4.3.0", "spool_failed"),
+        (SpoolError("No space left on device", disk_full=True), "452 4.3.1", "disk_full"),
+        (RuntimeError("bug"), "451 4.3.0", "internal_error"),
     ],
 )
 async def test_storage_failures_are_temporary(
-    error: BaseException, expected: str, caplog: pytest.LogCaptureFixture
+    error: BaseException, expected: str, rule: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     queued: list[QueuedMessage] = []
     acceptor = Acceptor(BrokenSpool(error), HOST, ManualClock(), queued.append)
+    labels = {"listener": envelope().client.listener, "reply_class": "4xx", "rule": rule,
+              "stage": "data"}
+    before = REGISTRY.get_sample_value("smtp_gateway_messages_rejected_total", labels) or 0.0
     with caplog.at_level(logging.ERROR, logger="gateway.intake.accept"):
         reply = await acceptor.data(envelope(), b"Subject: x\r\n\r\nbody\r\n")
     assert str(reply).startswith(expected)
     assert queued == []
     assert caplog.records, "the failure is logged"
+    assert REGISTRY.get_sample_value("smtp_gateway_messages_rejected_total", labels) == before + 1
 
 
 async def test_failing_on_queued_still_answers_250(spool: Spool) -> None:
