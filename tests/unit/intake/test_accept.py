@@ -12,7 +12,6 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.errors import SpoolError
-from gateway.metrics import REGISTRY
 from gateway.intake.accept import (
     Acceptor,
     SessionInfo,
@@ -21,6 +20,7 @@ from gateway.intake.accept import (
     normalize_line_endings,
     received_header,
 )
+from gateway.metrics import REGISTRY
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, QueueState
 from gateway.spool import Spool
 from gateway.spool.store import decode_header
