@@ -146,6 +146,7 @@ class ImapIngester:
         # Called between processing and the move (tests kill the process here).
         self.after_process = after_process
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one session at a time: a poll and a manual run
 
     def __repr__(self) -> str:
         s = self.settings
@@ -153,6 +154,10 @@ class ImapIngester:
 
     async def run_once(self) -> int:
         """One poll: process and move what is in the folder; return how many."""
+        async with self._lock:
+            return await self._poll()
+
+    async def _poll(self) -> int:
         box = ImapMailbox(self.settings, self._ca_file)
         try:
             await asyncio.to_thread(box.open)

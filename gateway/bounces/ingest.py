@@ -63,6 +63,9 @@ class BounceProcessor:
         msg = _parse_message(data)
         report = parse(msg, self.verp)
         outcome = await self._handle(msg, report, source, key)
+        # Events stored before the key is marked: a crash in between repeats the
+        # (idempotent) actions rather than losing their events.
+        await self.actions.state.events.flush()
         await self.store.mark(key, source, outcome, self.actions.clock.now())
         self.counters.processed += 1
         return outcome
