@@ -102,7 +102,7 @@ def _verp(sec: Section, base: Path) -> VerpSettings | None:
     if not prefix.isalnum():
         sec.error("prefix", f"'{prefix}': the prefix must be letters and digits")
     key = _secret(sec, base, "key")
-    if key is None and not sec.has("key_file") and not sec.has("key_env"):
+    if key is None and not any(sec.has(k) for k in ("key", "key_file", "key_env")):
         sec.error(None, "'bounces.verp' needs 'key_file' or 'key_env' (the HMAC key)")
     elif key is not None and len(key.value.encode()) < _MIN_KEY:
         sec.error("key_file" if sec.has("key_file") else "key_env",
@@ -121,7 +121,8 @@ def _imap(sec: Section, base: Path) -> ImapSettings | None:
     if not host or not user:
         sec.error(None, "'bounces.imap' needs 'host' and 'username'")
     password = _secret(sec, base, "password")
-    if password is None and not sec.has("password_file") and not sec.has("password_env"):
+    if password is None and not any(sec.has(k) for k in ("password", "password_file",
+                                                          "password_env")):
         sec.error(None, "'bounces.imap' needs 'password_file' or 'password_env'")
     out = ImapSettings(
         host=host,
