@@ -159,6 +159,8 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
     )
+    if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
+        root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()
     problems.raise_if_any()
     return cfg

@@ -125,3 +125,11 @@ def test_check_config_reports_bounces_yaml(tmp_path: Path,
     assert main(["check-config", "-c", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path}/policies/bounces.yaml:1:16: 'soft.window': 'never' is not a duration" in err
+
+
+def test_route_verp_true_needs_bounces_verp(tmp_path: Path) -> None:
+    path = _config(tmp_path, "routes:\n  - name: default\n    verp: true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:5:3: a route has 'verp: true' but 'bounces.verp' is not configured"]
