@@ -168,7 +168,13 @@ class ImapIngester:
                     continue
                 s = self.settings
                 key = f"imap:{s.username}@{s.host}/{s.folder}:{box.uidvalidity}:{uid}"
-                await self.processor.process(data, self.source, key)
+                try:
+                    await self.processor.process(data, self.source, key)
+                except Exception:
+                    # Left in the folder (tried again at the next poll); the rest go on.
+                    self.processor.counters.errors += 1
+                    log.exception("%r: processing UID %s failed", self, uid)
+                    continue
                 if self.after_process is not None:
                     self.after_process(key)
                 await asyncio.to_thread(box.finish, uid)

@@ -2,8 +2,8 @@
 
 Also the store behind SMTP ingestion: mail for the bounce domain is written
 into the gateway's own Maildir (`<data_dir>/bounces/`) before the 250, then
-processed from there, so a 250 means the bounce is on disk whatever happens
-next.
+processed from there (and removed: its outcome is in bounces.db and the
+events), so a 250 means the bounce is on disk whatever happens next.
 
 Writing follows the Maildir protocol (tmp/ → fsync → rename into new/ →
 fsync new/). Processing is keyed by the file's unique name (see
@@ -76,19 +76,25 @@ class Maildir:
     def read(self, name: str) -> bytes:
         return (self.path / "new" / name).read_bytes()
 
-    def done(self, name: str) -> None:
-        """Move to cur/, flagged seen (the ":2,S" info of the Maildir spec)."""
+    def done(self, name: str, *, keep: bool = True) -> None:
+        """Move to cur/, flagged seen (the ":2,S" info of the Maildir spec), or remove."""
         base = name.split(":2,", 1)[0]
         with contextlib.suppress(FileNotFoundError):  # another process got there first
-            os.replace(self.path / "new" / name, self.path / "cur" / f"{base}:2,S")
+            if keep:
+                os.replace(self.path / "new" / name, self.path / "cur" / f"{base}:2,S")
+            else:
+                os.unlink(self.path / "new" / name)
 
 
 class MaildirIngester:
     """Polls one Maildir (and runs at once when poked, after an SMTP delivery)."""
 
     def __init__(self, maildir: Maildir, processor: BounceProcessor, source: str,
-                 interval: float) -> None:
+                 interval: float, *, keep: bool = True) -> None:
         self.maildir = maildir
+        # False for the SMTP inbox: anyone may send to the bounce domain, so what it
+        # stored must not pile up; the outcome is in bounces.db and the events.
+        self.keep = keep
         self.processor = processor
         self.source = source
         self.interval = interval
@@ -118,7 +124,7 @@ class MaildirIngester:
                     self.processor.counters.errors += 1
                     log.exception("bounce %s in %s: processing failed", name, self.maildir)
                     continue
-                await asyncio.to_thread(self.maildir.done, name)
+                await asyncio.to_thread(self.maildir.done, name, keep=self.keep)
                 handled += 1
             return handled
 

@@ -38,6 +38,10 @@ __all__ = ["BounceService", "DsnSender", "inbox_for"]
 
 log = logging.getLogger(__name__)
 
+# Processed-message keys are kept this long: they guard against reprocessing a
+# message whose move (to cur/, to the processed folder) a crash interrupted.
+KEY_RETENTION = 90 * 86400.0
+
 Enqueue = Callable[[Envelope, bytes], Awaitable[QueuedMessage]]
 
 
@@ -124,7 +128,7 @@ class BounceService:
         self.inbox = inbox_for(config, self._poke_smtp)
         if self.inbox is not None:
             self.ingesters.append(MaildirIngester(self.inbox.maildir, self.processor, "smtp",
-                                                  interval))
+                                                  interval, keep=False))
         if config.bounces.maildir is not None:
             self.ingesters.append(MaildirIngester(Maildir(config.bounces.maildir),
                                                   self.processor, "maildir", interval))
@@ -161,6 +165,8 @@ class BounceService:
                 ingester.poke()
 
     async def start(self) -> None:
+        if self.ingesters:
+            await self.store.purge(self.actions.clock.now() - KEY_RETENTION)
         for ingester in self.ingesters:
             ingester.start()
 

@@ -56,6 +56,10 @@ class BounceStore:
         rows = await self._db.fetchall("SELECT key, source, outcome FROM ingested ORDER BY time")
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    async def purge(self, before: float) -> int:
+        """Forget processed keys older than `before` (they only guard against a retry)."""
+        return await self._db.execute("DELETE FROM ingested WHERE time < ?", (before,))
+
     async def add_soft(self, address: str, queue_id: str, now: float, window: float) -> int:
         """Record a soft bounce (once per message); return the address's count in `window`."""
         def run(c: sqlite3.Connection) -> int:

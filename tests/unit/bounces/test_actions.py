@@ -143,3 +143,16 @@ async def test_delivery_outcomes(parts: tuple[BounceActions, ManualClock], kind:
         assert await actions.state.suppressions.all() == []
     else:
         assert events == []
+
+
+async def test_store_purges_old_keys(tmp_path: Path) -> None:
+    store = BounceStore(tmp_path / "b.db")
+    try:
+        await store.mark("old", "imap", "processed", 100.0)
+        await store.mark("new", "imap", "processed", 200.0)
+        await store.mark("new", "imap", "forged", 300.0)  # a key is marked once
+        assert await store.purge(150.0) == 1
+        assert await store.ingested() == [("new", "imap", "processed")]
+        assert not await store.seen("old") and await store.seen("new")
+    finally:
+        await store.close()
