@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from gateway.model import EventType
 from tests.fixtures.bounces import bounce_config, dsn_text, wait_counter, wait_events
@@ -18,6 +21,7 @@ from tests.fixtures.dovecot import DovecotServer, running_dovecot
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.policy import smtp_session
 from tests.fixtures.sink import Sink
+from tests.fixtures.tls import make_certs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,5 +135,39 @@ async def test_crash_between_parse_and_move_counts_once(tmp_path: Path) -> None:
                 assert [e.type for e in events].count(EventType.BOUNCED) == 1
                 again = await smtp_session(gw.ports["relay"], ["full@example.net"])
                 assert again.rcpt["full@example.net"][0] == 550
+    finally:
+        sink.stop()
+
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+async def test_imap_over_tls_verifies_the_certificate(tmp_path: Path, tls: str) -> None:
+    certs = make_certs(tmp_path / "certs")
+    sink = Sink().start()
+    try:
+        with running_dovecot(certs) as imap:
+            config = _config(tmp_path, sink, imap, poll="1h")
+            port = imap.tls_port if tls == "implicit" else imap.port
+            text = config.read_text().replace("tls: none\n    username",
+                                              f"tls: {tls}\n    username")
+            assert f"tls: {tls}" in text
+            text = text.replace(f"port: {imap.port}\n", f"port: {port}\n")
+            config.write_text(text)
+            msg = b"From: someone@example.org\r\nSubject: hello\r\n\r\nNot a bounce.\r\n"
+            await asyncio.to_thread(imap.append, msg)
+            async with running_gateway(config) as gw:  # no trust anchor: refused
+                (ingester,) = [i for i in gw.bounces.ingesters if i.source == "imap"]
+                with pytest.raises(ssl.SSLCertVerificationError):
+                    await ingester.run_once()
+            config.write_text(text.replace("delivery:\n  helo_name",
+                                           f"delivery:\n  ca_file: {certs.ca_file}\n"
+                                           "  helo_name"))
+            async with running_gateway(config) as gw:
+                (ingester,) = [i for i in gw.bounces.ingesters if i.source == "imap"]
+                for _ in range(200):  # the first poll runs at start
+                    if gw.bounces.counters.not_bounces:
+                        break
+                    await asyncio.sleep(0.02)
+                assert gw.bounces.counters.not_bounces == 1
+                assert await asyncio.to_thread(imap.count, "Processed") == 1
     finally:
         sink.stop()
