@@ -14,7 +14,8 @@ acting on a member's bounce score. Two ways in, one set of rules:
 - `act(finding)`: an asynchronous bounce or complaint, matched to its message
   and recipient by gateway.bounces.ingest.
 
-Rules (BounceRules; none without bounces.yaml, when only events are written):
+Rules (BounceRules; without bounces.yaml asynchronous bounces are only
+recorded as events, and delivery replies only by the scheduler's own events):
 hard → suppress permanently (hard_bounce, scope all); complaint → suppress
 `complaint.scope` (default marketing); soft → once an address has
 `soft.count` soft bounces (one per message) within `soft.window`, suppress
@@ -131,7 +132,10 @@ class BounceActions:
 
     # -- synchronous failures (the scheduler's hook) --------------------------------------
     def filed(self, qm: QueuedMessage, events: Iterable[Event]) -> None:
-        """Called by the scheduler with one attempt's events; never raises, never blocks."""
+        """Called by the scheduler with one attempt's events; never raises, never blocks.
+        Without bounces.yaml nothing happens: the scheduler's own events tell it all."""
+        if self.rules is None:
+            return
         findings = [f for e in events if (f := _from_delivery(qm, e)) is not None]
         if findings:
             self.spawn(self._act_all(findings))

@@ -156,3 +156,16 @@ async def test_store_purges_old_keys(tmp_path: Path) -> None:
         assert not await store.seen("old") and await store.seen("new")
     finally:
         await store.close()
+
+
+async def test_without_bounces_yaml_delivery_replies_add_nothing(
+        parts: tuple[BounceActions, ManualClock]) -> None:
+    actions, _ = parts
+    actions.policies = None
+    actions.filed(QM, [_event(EventType.BOUNCED, Reply(550, "5.1.1", "no such user"))])
+    await actions.drain()
+    assert await actions.state.events.by_queue_id(QM.id) == []
+    await actions.act(_finding("hard"))  # an asynchronous bounce: recorded, not acted on
+    assert [e.type for e in await actions.state.events.by_queue_id(QM.id)] == [
+        EventType.BOUNCED]
+    assert await actions.state.suppressions.all() == []
