@@ -177,6 +177,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("data_dir")
     if old.policies_dir != new.policies_dir:
         out.append("policies_dir")
+    if old.bounces != new.bounces:
+        out.append("bounces")
     return out
 
 

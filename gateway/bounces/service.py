@@ -152,11 +152,9 @@ class BounceService:
         self.actions.policies = policies
 
     def reconfigure(self, config: Config) -> None:
-        """SIGHUP: routes (per-route DSN and VERP) and the VERP key; pollers keep going."""
-        self.config = config
-        codec = codec_for(config)
-        self.return_paths.codec = codec
-        self.processor.verp = codec
+        """SIGHUP: per-route DSN settings (per-route VERP comes with the routes). The
+        `bounces:` section itself changes only on restart: a new domain or key applied to
+        return paths before the inbox and pollers follow would let bounces slip by."""
         self.dsn.routes = {r.name: r for r in config.routes}
 
     def _poke_smtp(self) -> None:

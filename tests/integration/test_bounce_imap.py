@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -130,6 +131,8 @@ async def test_crash_between_parse_and_move_counts_once(tmp_path: Path) -> None:
                 assert gw.bounces.counters.processed == 0  # nothing processed again
                 ingested = await gw.bounces.store.ingested()
                 assert [(src, out) for _, src, out in ingested] == [("imap", "processed")]
+                assert re.fullmatch(r"imap:bounces@127\.0\.0\.1/INBOX:[1-9]\d*:1",
+                                    ingested[0][0]), ingested  # UIDVALIDITY:UID
                 events = await gw.state.events.by_queue_id(queue_id)
                 assert [e.type for e in events].count(EventType.SUPPRESSED) == 1
                 assert [e.type for e in events].count(EventType.BOUNCED) == 1
