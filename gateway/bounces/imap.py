@@ -52,6 +52,7 @@ class ImapMailbox:
         self._ca_file = ca_file
         self._conn: imaplib.IMAP4 | None = None
         self.uidvalidity = ""
+        self.capabilities: frozenset[str] = frozenset()  # as announced after LOGIN
 
     def __repr__(self) -> str:
         s = self.settings
@@ -75,6 +76,11 @@ class ImapMailbox:
                 conn.starttls(self._context())
         self._conn = conn
         _ok(conn.login(s.username, s.password.value), "LOGIN")
+        # Servers announce more after login (Dovecot: MOVE, UIDPLUS); imaplib keeps the
+        # greeting's list, so ask again.
+        typ, caps = conn.capability()
+        _ok((typ, caps), "CAPABILITY")
+        self.capabilities = frozenset(caps[0].decode().upper().split()) if caps[0] else frozenset()
         typ, data = conn.select(_quote(s.folder))
         _ok((typ, data), f"SELECT {s.folder}")
         typ, data = conn.response("UIDVALIDITY")
@@ -103,12 +109,12 @@ class ImapMailbox:
             _ok(conn.uid("STORE", uid, "+FLAGS", f"({KEYWORD} \\Seen)"), "UID STORE")
             return
         conn.create(_quote(folder))  # NO when it exists: fine
-        if "MOVE" in conn.capabilities:
+        if "MOVE" in self.capabilities:
             _ok(conn.uid("MOVE", uid, _quote(folder)), "UID MOVE")
             return
         _ok(conn.uid("COPY", uid, _quote(folder)), "UID COPY")
         _ok(conn.uid("STORE", uid, "+FLAGS", "(\\Deleted)"), "UID STORE")
-        if "UIDPLUS" in conn.capabilities:
+        if "UIDPLUS" in self.capabilities:
             _ok(conn.uid("EXPUNGE", uid), "UID EXPUNGE")
         else:
             _ok(conn.expunge(), "EXPUNGE")
