@@ -36,6 +36,7 @@ __all__ = ["ImapIngester", "ImapMailbox"]
 log = logging.getLogger(__name__)
 
 BATCH = 200  # messages per poll
+STOP_TIMEOUT = 10.0  # seconds a poll in progress may take to finish at shutdown
 KEYWORD = "$GatewayProcessed"
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 
@@ -152,6 +153,7 @@ class ImapIngester:
         # Called between processing and the move (tests kill the process here).
         self.after_process = after_process
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._lock = asyncio.Lock()  # one session at a time: a poll and a manual run
 
     def __repr__(self) -> str:
@@ -169,6 +171,8 @@ class ImapIngester:
             await asyncio.to_thread(box.open)
             handled = 0
             for uid in await asyncio.to_thread(box.new_uids):
+                if self._stop.is_set():
+                    break  # shutting down: the rest wait for the next start
                 data = await asyncio.to_thread(box.fetch, uid)
                 if data is None:
                     continue
@@ -191,22 +195,31 @@ class ImapIngester:
 
     def start(self) -> None:
         if self._task is None:
+            self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """Let a poll in progress finish (its session runs in a thread, which a
+        cancellation would leave holding its socket); cancel only if it hangs."""
+        if self._task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     async def _run(self) -> None:
         # Real time: this polls a mailbox, it schedules no mail.
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.run_once()
             except (OSError, imaplib.IMAP4.error, ImapError) as exc:
                 log.warning("%r: poll failed: %s", self, exc)
             except Exception:
                 log.exception("%r: poll failed", self)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
