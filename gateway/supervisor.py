@@ -56,7 +56,7 @@ class Gateway:
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
         self.bounces = BounceService(config, self.state, self.spool, self.clock, self._enqueue)
-        self.scheduler.on_filed = self.bounces
+        self.scheduler.on_filed = self.bounces.filed
         self.delivery.return_paths = self.bounces.return_paths
         self.acceptor.bounce_inbox = self.bounces.inbox
         # Policy files are read now, so a bad one stops the start like a bad config.

@@ -174,7 +174,10 @@ class BounceActions:
         expires: float | None = None
         address = self._normalized(finding.recipient)
         if decision.count_soft and rules is not None:
-            count = await self.store.add_soft(address, finding.queue_id, now, rules.soft_window)
+            count, new = await self.store.add_soft(address, finding.queue_id, now,
+                                                   rules.soft_window)
+            if not new:  # this message's soft bounce was reported before
+                events = [e for e in events if e.type is not EventType.SOFT_BOUNCED]
             if count >= rules.soft_count:
                 scope, expires = "all", now + rules.soft_suppress_for
         if scope is not None and decision.reason is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,7 +44,7 @@ from gateway.spool import Spool
 from gateway.spool.store import CorruptQueueFile
 from gateway.state.events import EventStore
 
-__all__ = ["Deliverer", "OutcomeHook", "RouterPort", "Scheduler"]
+__all__ = ["Deliverer", "RouterPort", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ INCOMING_SCAN_EVERY = 10.0  # seconds between directory scans of incoming/
 
 class Deliverer(Protocol):
     async def deliver(self, job: DeliveryJob, content: bytes) -> Attempt: ...
-
-
-class OutcomeHook(Protocol):
-    """Told of each attempt's recipient outcomes once filed (gateway.bounces.actions)."""
-
-    def filed(self, qm: QueuedMessage, events: Sequence[Event]) -> None: ...
 
 
 class RouterPort(Protocol):
@@ -105,7 +99,9 @@ class Scheduler:
         self._due_at = 0.0  # when to look at deferred/ next
         self._due_checked_at = 0.0
         self._loop_task: asyncio.Task[None] | None = None
-        self.on_filed: OutcomeHook | None = None  # bounce actions; must not block or raise
+        # Told of each attempt's recipient outcomes once filed (gateway.bounces); it must
+        # neither block nor raise.
+        self.on_filed: Callable[[QueuedMessage, Sequence[Event]], None] | None = None
 
     def __repr__(self) -> str:
         return (f"<Scheduler active={len(self._active)} incoming={len(self._incoming)}"
@@ -331,7 +327,7 @@ class Scheduler:
             self._file_recipient(qm, idx, route, attempt, result, attempt_no, now, outcome)
         self.events.record(outcome.events)
         if self.on_filed is not None:
-            self.on_filed.filed(qm, outcome.events)
+            self.on_filed(qm, outcome.events)
         if outcome.next_attempts:
             when = min(outcome.next_attempts)
             self._due_at = min(self._due_at, when)

@@ -60,16 +60,18 @@ class BounceStore:
         """Forget processed keys older than `before` (they only guard against a retry)."""
         return await self._db.execute("DELETE FROM ingested WHERE time < ?", (before,))
 
-    async def add_soft(self, address: str, queue_id: str, now: float, window: float) -> int:
-        """Record a soft bounce (once per message); return the address's count in `window`."""
-        def run(c: sqlite3.Connection) -> int:
-            c.execute("INSERT OR IGNORE INTO soft_bounces (address, queue_id, time)"
-                      " VALUES (?, ?, ?)", (address, queue_id, now))
+    async def add_soft(self, address: str, queue_id: str, now: float, window: float
+                       ) -> tuple[int, bool]:
+        """Record a soft bounce (once per message); return the address's count in
+        `window` and whether this one was new."""
+        def run(c: sqlite3.Connection) -> tuple[int, bool]:
+            new = c.execute("INSERT OR IGNORE INTO soft_bounces (address, queue_id, time)"
+                            " VALUES (?, ?, ?)", (address, queue_id, now)).rowcount == 1
             c.execute("DELETE FROM soft_bounces WHERE address = ? AND time <= ?",
                       (address, now - window))
             row = c.execute("SELECT count(*) FROM soft_bounces WHERE address = ?",
                             (address,)).fetchone()
-            return int(row[0])
+            return int(row[0]), new
         return await self._db.call(run, write=True)
 
     async def clear_soft(self, address: str) -> None:

@@ -174,3 +174,37 @@ async def test_bounce_domain_and_relay_recipients_do_not_mix(tmp_path: Path) -> 
                 452, "4.5.3 Send mail for the bounce domain in its own transaction")
     finally:
         sink.stop()
+
+
+async def test_three_soft_bounces_by_dsn_suppress_for_a_while(tmp_path: Path) -> None:
+    sink = Sink().start()
+    try:
+        async with running_gateway(bounce_config(tmp_path, sink.port)) as gw:
+            relay, mx = gw.ports["relay"], gw.ports["mx"]
+            queue_ids = []
+            for n in range(3):
+                queue_ids.append(_queue_id((await smtp_session(relay, ["full@example.net"]))
+                                           .data))
+                got = await sink.await_for(n + 1)
+                verp = got[n].mail_from
+                dsn = dsn_text(verp, "full@example.net", "4.2.2", "<x@example.com>",
+                               action="delayed")
+                # Reported twice: still one soft bounce for this message.
+                for _ in range(2):
+                    assert (await smtp_session(mx, [verp], dsn, sender="")).data == (
+                        250, "2.0.0 Ok: bounce received")
+                assert await wait_counter(gw, "processed", 2 * (n + 1)) == 2 * (n + 1)
+                if n < 2:
+                    assert await gw.state.suppressions.all() == []
+            (soft,) = await wait_events(gw, queue_ids[0], EventType.SOFT_BOUNCED)
+            assert "status=4.2.2 reason=mailbox_full" in (soft.detail or "")
+            (suppressed,) = await wait_events(gw, queue_ids[2], EventType.SUPPRESSED)
+            assert "reason=soft_bounce scope=all until=" in (suppressed.detail or "")
+            (entry,) = await gw.state.suppressions.all()
+            assert entry.expires is not None
+            assert 7 * 86400 - 60 < entry.expires - entry.created <= 7 * 86400
+            again = await smtp_session(relay, ["full@example.net"])
+            assert again.rcpt["full@example.net"] == (
+                550, "5.7.1 Recipient address is suppressed (soft_bounce)")
+    finally:
+        sink.stop()
