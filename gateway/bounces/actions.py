@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.bounces.classify import ReplyKind, classify_reply
 from gateway.bounces.rules import BounceRules
@@ -114,14 +114,16 @@ def decide(finding: Finding, rules: BounceRules | None) -> Decision:
                     count_soft=rules is not None and rules.soft_suppress)
 
 
-@dataclass
 class BounceActions:
-    state: StateStore
-    store: BounceStore
-    clock: Clock
-    counters: BounceCounters = field(default_factory=BounceCounters)
-    policies: PolicySet | None = None  # swapped on policy reload
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    def __init__(self, state: StateStore, store: BounceStore, clock: Clock,
+                 counters: BounceCounters | None = None,
+                 policies: PolicySet | None = None) -> None:
+        self.state = state
+        self.store = store
+        self.clock = clock
+        self.counters = counters or BounceCounters()
+        self.policies = policies  # swapped on policy reload (Gateway._apply_policies)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def rules(self) -> BounceRules | None:
