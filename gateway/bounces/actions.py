@@ -182,6 +182,8 @@ class BounceActions:
                 events = [e for e in events if e.type is not EventType.SOFT_BOUNCED]
             if count >= rules.soft_count:
                 scope, expires = "all", now + rules.soft_suppress_for
+        if scope is not None and await self._covered(address, scope, expires, now):
+            scope = None  # suppressed already, at least as long: keep that entry as it is
         if scope is not None and decision.reason is not None:
             note = (f"{finding.kind} {finding.status or '-'} {finding.reason} "
                     f"queue id {finding.queue_id} via {finding.source}")
@@ -197,6 +199,16 @@ class BounceActions:
             log.info("%s: suppressed %s (%s, scope %s) after %s %s", finding.queue_id,
                      address, decision.reason.value, scope, finding.kind, finding.source)
         self.state.events.record(events)
+
+    async def _covered(self, address: str, scope: str, expires: float | None,
+                       now: float) -> bool:
+        """True when an entry of this scope already lasts as long: a soft bounce must not
+        turn a permanent (hard, manual) suppression into one that expires."""
+        for entry in await self.state.suppressions.lookup((address,), now):
+            if entry.scope == scope and (entry.expires is None or (
+                    expires is not None and entry.expires >= expires)):
+                return True
+        return False
 
     def _normalized(self, address: str) -> str:
         policies = self.policies

@@ -169,3 +169,19 @@ async def test_without_bounces_yaml_delivery_replies_add_nothing(
     assert [e.type for e in await actions.state.events.by_queue_id(QM.id)] == [
         EventType.BOUNCED]
     assert await actions.state.suppressions.all() == []
+
+
+async def test_soft_never_shortens_a_permanent_suppression(
+        tmp_path: Path, parts: tuple[BounceActions, ManualClock]) -> None:
+    actions, clock = parts
+    actions.policies = _policies(tmp_path, "soft: {count: 1}\n")
+    await actions.act(_finding("hard"))
+    await actions.act(_finding("soft", "01HF7YAT00GHXCJX9B"))
+    (entry,) = await actions.state.suppressions.lookup(("a@example.net",), clock.now())
+    assert (entry.reason, entry.expires) == (SuppressionReason.HARD_BOUNCE, None)
+    assert actions.counters.suppressed == 1
+    # The other way round, the hard bounce makes an expiring entry permanent.
+    await actions.act(_finding("soft", recipient="b@example.net"))
+    await actions.act(_finding("hard", recipient="b@example.net"))
+    (entry,) = await actions.state.suppressions.lookup(("b@example.net",), clock.now())
+    assert (entry.reason, entry.expires) == (SuppressionReason.HARD_BOUNCE, None)
