@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.bounces.maildir import Maildir
 from gateway.bounces.verp import VerpCodec
 from gateway.model import EventType
 from tests.fixtures.bounces import (
@@ -206,5 +207,28 @@ async def test_three_soft_bounces_by_dsn_suppress_for_a_while(tmp_path: Path) ->
             again = await smtp_session(relay, ["full@example.net"])
             assert again.rcpt["full@example.net"] == (
                 550, "5.7.1 Recipient address is suppressed (soft_bounce)")
+    finally:
+        sink.stop()
+
+
+async def test_bounce_stored_before_a_crash_is_processed_at_start(tmp_path: Path) -> None:
+    sink = Sink().start()
+    try:
+        config = bounce_config(tmp_path, sink.port)
+        async with running_gateway(config) as gw:
+            queue_id = _queue_id((await smtp_session(gw.ports["relay"], ["gone@example.net"]))
+                                 .data)
+            (got,) = await sink.await_for(1)
+            data_dir = gw.config.data_dir
+        # What the SMTP inbox wrote before its 250, with the process killed before
+        # processing it.
+        dsn = dsn_text(got.mail_from, "gone@example.net", "5.1.1", "<x@example.com>")
+        Maildir(data_dir / "bounces").deliver(
+            f"Delivered-To: {got.mail_from}\r\n{dsn}".encode())
+        async with running_gateway(config) as gw:
+            assert await wait_counter(gw, "processed", 1) == 1
+            (suppressed,) = await wait_events(gw, queue_id, EventType.SUPPRESSED)
+            assert "source=smtp" in (suppressed.detail or "")
+            assert list((data_dir / "bounces" / "new").iterdir()) == []
     finally:
         sink.stop()
