@@ -65,6 +65,7 @@ class BounceCounters:
     forged: int = 0  # VERP address that does not verify: ignored
     unmatched: int = 0  # no message of ours found for a reported recipient
     not_bounces: int = 0  # plain mail, auto-replies
+    unclassified: int = 0  # bounces of unknown kind (neither hard nor soft): no action
     errors: int = 0  # could not be processed (left for the next try)
     hard: int = 0
     soft: int = 0

@@ -56,7 +56,7 @@ class BounceProcessor:
 
     async def process(self, data: bytes, source: str, key: str) -> str:
         """Process one message unless `key` was processed before; return the outcome
-        (processed, unmatched, forged, not_bounce, duplicate)."""
+        (processed, unmatched, forged, unclassified, not_bounce, duplicate)."""
         if await self.store.seen(key):
             self.counters.duplicates += 1
             return "duplicate"
@@ -78,6 +78,10 @@ class BounceProcessor:
                         key, source)
             return "forged"
         acted = [r for r in report.recipients if r.kind in _ACTED]
+        if not acted and report.is_bounce:  # a bounce that says neither hard nor soft
+            self.counters.unclassified += 1
+            log.info("bounce %s (%s): %r is of unknown kind; no action", key, source, report)
+            return "unclassified"
         if not acted:
             self.counters.not_bounces += 1
             return "not_bounce"
