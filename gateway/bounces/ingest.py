@@ -41,6 +41,7 @@ __all__ = ["BounceProcessor"]
 log = logging.getLogger(__name__)
 
 _ACTED = (Kind.HARD, Kind.SOFT, Kind.COMPLAINT)
+SOFT_REASONS = frozenset({"mailbox_full"})
 
 
 class BounceProcessor:
@@ -156,6 +157,11 @@ def _finding(event: Event, line: BounceRecipient, report: BounceReport, source: 
         detail += f" diagnostic={line.diagnostic[:200]!r}"
     if line.feedback_type:
         detail += f" feedback_type={line.feedback_type}"
-    return Finding(queue_id=event.queue_id, recipient=event.recipient, kind=str(line.kind),
+    kind = str(line.kind)
+    if line.reason in SOFT_REASONS:
+        # A full mailbox is "persistent transient" (RFC 3463 X.2.2) even when the report
+        # calls the failure final: counted as soft, like `552 5.2.2` during delivery.
+        kind = "soft"
+    return Finding(queue_id=event.queue_id, recipient=event.recipient, kind=kind,
                    status=line.status, reason=line.reason, source=source,
                    message_id=event.message_id, detail=detail)

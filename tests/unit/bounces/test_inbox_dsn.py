@@ -39,3 +39,25 @@ def test_dsn_allowed() -> None:
                                b"\r\n" + plain)
     null = QueuedMessage(QM.id, Envelope("", ("a@example.net",), QM.envelope.client, 1.0), 10)
     assert not dsn_allowed(null, plain)
+
+
+def test_dsn_blocks_parse_back() -> None:
+    from gateway.bounces import parse_bytes
+    from gateway.bounces.dsn import Failure, build_dsn
+    from gateway.model import Reply
+
+    header = b"From: app@example.com\r\nMessage-ID: <m@example.com>\r\n\r\n"
+    msg = build_dsn(QM, header, [
+        Failure("a@example.net", Reply(550, "5.1.1", "no such user"), "mx.example.net"),
+        Failure("b@example.net", Reply(452, "4.2.2", "mailbox full"), expired=True),
+        Failure("c@example.net", Reply(554, "", "go away")),
+    ], "gw.example", 2.0)
+    data = msg.as_bytes()
+    assert msg["Auto-Submitted"] == "auto-replied" and msg["To"] == "app@example.com"
+    assert b"Remote-MTA: dns; mx.example.net" in data
+    assert b"Final-Recipient: rfc822; b@example.net\nAction: failed\nStatus: 5.2.2" in (
+        data.replace(b"\r\n", b"\n"))  # expired: final, so 5.x.x
+    report = parse_bytes(data)
+    assert [(r.address, r.status, str(r.kind)) for r in report.recipients] == [
+        ("a@example.net", "5.1.1", "hard"), ("b@example.net", "5.2.2", "hard"),  # ingest counts it as soft
+        ("c@example.net", "5.0.0", "hard")]
