@@ -73,9 +73,9 @@ class ImapMailbox:
                                                     timeout=30)
         else:
             conn = imaplib.IMAP4(s.host, s.port, timeout=30)
-            if s.tls == "starttls":
-                conn.starttls(self._context())
-        self._conn = conn
+        self._conn = conn  # from here on close() releases the socket, whatever fails
+        if s.tls == "starttls":
+            conn.starttls(self._context())
         _ok(conn.login(s.username, s.password.value), "LOGIN")
         # Servers announce more after login (Dovecot: MOVE, UIDPLUS); imaplib keeps the
         # greeting's list, so ask again.
