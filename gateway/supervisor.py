@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from gateway import metrics
+from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery import Delivery
@@ -23,7 +24,7 @@ from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
 from gateway.metrics.queue import BreakerCollector, QueueSampler
-from gateway.model import QueuedMessage
+from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.scheduler import Scheduler
@@ -60,6 +61,10 @@ class Gateway:
                                           config.metrics_sample_interval)
         self._collectors = (self.queue_metrics,
                             BreakerCollector(lambda: self.config.routes, self.delivery.breakers))
+        self.bounces = BounceService(config, self.state, self.spool, self.clock, self._enqueue)
+        self.scheduler.on_filed = self.bounces.filed
+        self.delivery.return_paths = self.bounces.return_paths
+        self.acceptor.bounce_inbox = self.bounces.inbox
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)
@@ -85,6 +90,7 @@ class Gateway:
         self.scheduler.start()
         self.queue_metrics.start()
         metrics.RUNNING.attach(self._collectors)
+        await self.bounces.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -126,6 +132,7 @@ class Gateway:
         await self.scheduler.stop(self.config.shutdown_timeout)
         await self.queue_metrics.stop()
         metrics.RUNNING.detach(self._collectors)
+        await self.bounces.stop()
         await self.delivery.close()
         await self.spool.close()
         await self.policy.stop()
@@ -152,6 +159,7 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
+        self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)
         log.info("configuration reloaded from %s", new.path)
@@ -160,6 +168,13 @@ class Gateway:
 
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage
+        self.bounces.apply_policies(stage.policies if stage is not None else None)
+
+    async def _enqueue(self, envelope: Envelope, content: bytes) -> QueuedMessage:
+        """Queue mail the gateway writes itself (DSNs) like any accepted message."""
+        qm = await self.spool.put(envelope, content)
+        self._on_queued(qm)
+        return qm
 
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record(accepted_events(qm, self.clock.now()))
@@ -174,6 +189,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("data_dir")
     if old.policies_dir != new.policies_dir:
         out.append("policies_dir")
+    if old.bounces != new.bounces:
+        out.append("bounces")
     return out
 
 

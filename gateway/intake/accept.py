@@ -58,6 +58,7 @@ from typing import Protocol
 from email_validator import EmailNotValidError, validate_email
 
 from gateway import metrics
+from gateway.bounces.inbox import BounceInbox
 from gateway.clock import Clock
 from gateway.errors import SpoolError
 from gateway.intake import replies
@@ -134,6 +135,8 @@ class Acceptor:
         self._hostname = hostname
         self._clock = clock  # for the policy checks to come (rate windows)
         self._on_queued = on_queued
+        # Mail for the bounce domain (gateway.bounces.inbox); None: no bounce domain.
+        self.bounce_inbox: BounceInbox | None = None
 
     async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
         if sender == "":
@@ -147,10 +150,18 @@ class Acceptor:
 
     async def rcpt(self, transaction: Transaction, recipient: str) -> Reply:
         listener = transaction.session.client.listener
-        refusal, rule = self._rcpt_problem(transaction, recipient)
+        refusal = _address_refusal(transaction, recipient)
         if refusal is not None:
-            metrics.record_rcpt_refused(listener, refusal, rule)
+            metrics.record_rcpt_refused(listener, refusal, "bad_address")
             return refusal
+        inbox = self.bounce_inbox
+        if inbox is not None:  # before the relay check: bounces come from anyone
+            reply = inbox.check_rcpt(listener, recipient, transaction.recipients)
+            if reply is not None:
+                return reply
+        if not transaction.session.may_relay:
+            metrics.record_rcpt_refused(listener, replies.RELAY_DENIED, "relay_denied")
+            return replies.RELAY_DENIED
         policies = self.policies
         if policies is not None:
             # The policy stage counts its own refusals: it knows the rule.
@@ -160,17 +171,6 @@ class Acceptor:
                 return refusal
         return replies.RECIPIENT_OK
 
-    @staticmethod
-    def _rcpt_problem(transaction: Transaction, recipient: str) -> tuple[Reply | None, str]:
-        """A refusal before any policy (and the rule it counts under), or (None, "")."""
-        if not transaction.smtputf8 and not recipient.isascii():
-            return replies.non_ascii_address(), "bad_address"
-        problem = address_problem(recipient, smtputf8=transaction.smtputf8)
-        if problem is not None:
-            return replies.bad_recipient(problem), "bad_address"
-        if not transaction.session.may_relay:
-            return replies.RELAY_DENIED, "relay_denied"
-        return None, ""
 
     async def data(self, envelope: Envelope, content: bytes, *, esmtp: bool = True) -> Reply:
         """Check, complete and store a message; `content` as received (dot-unstuffed).
@@ -178,6 +178,9 @@ class Acceptor:
         `esmtp` says whether the client greeted with EHLO (for the Received: header).
         Never raises: every failure becomes a 4xx/5xx reply for the client.
         """
+        inbox = self.bounce_inbox
+        if inbox is not None and inbox.takes(envelope):
+            return await inbox.receive(envelope, content)
         metrics.record_message_received(envelope.client.listener)
         try:
             reply, rule = await self._data(envelope, content, esmtp)
@@ -285,6 +288,13 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"<Acceptor hostname={self._hostname!r}>"
+
+
+def _address_refusal(transaction: Transaction, recipient: str) -> Reply | None:
+    if not transaction.smtputf8 and not recipient.isascii():
+        return replies.non_ascii_address()
+    problem = address_problem(recipient, smtputf8=transaction.smtputf8)
+    return replies.bad_recipient(problem) if problem is not None else None
 
 
 def _store_rule(refusal: Reply) -> str:

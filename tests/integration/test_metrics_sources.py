@@ -1,5 +1,6 @@
-"""The other metric sources: DKIM signing at intake, `bounce ingest`, policy reloads,
-webhook deliveries (recorded through the function the webhook outbox calls)."""
+"""The other metric sources: DKIM signing at intake, bounces (`bounce ingest`, and
+over SMTP to the bounce domain, forged VERP tokens too), policy reloads, webhook
+deliveries (recorded through the function the webhook outbox calls)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 
 from gateway import metrics
 from gateway.cli import main
+from tests.fixtures.bounces import bounce_config, dsn_text, wait_counter
 from tests.fixtures.dkim import KeySet, dkim_section, send_raw
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.metrics import promtool_check_metrics, scrape
-from tests.fixtures.policy import write_policy
+from tests.fixtures.policy import smtp_session, write_policy
 from tests.fixtures.sink import Sink
 
 BOUNCES = Path(__file__).resolve().parents[1] / "data" / "bounces"
@@ -86,3 +88,28 @@ def test_webhook_results_stay_a_bounded_set() -> None:
     assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="timeout") == 1
     assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="other") == 1
     assert not after.has("smtp_gateway_webhook_deliveries_total", result="<script>")
+
+
+async def test_bounces_over_smtp_by_kind_and_forged_tokens(tmp_path: Path) -> None:
+    """Returned mail to the bounce domain: a DSN with a valid VERP token is a hard
+    bounce from source smtp; one whose token was tampered with is counted as forged."""
+    sink = Sink().start()
+    try:
+        async with running_gateway(bounce_config(tmp_path, sink.port)) as gw:
+            before = scrape()
+            relay, mx = gw.ports["relay"], gw.ports["mx"]
+            await smtp_session(relay, ["gone@example.net"])
+            (got,) = await sink.await_for(1)
+            verp = got.mail_from
+            dsn = dsn_text(verp, "gone@example.net", "5.1.1", "<x@example.com>")
+            assert (await smtp_session(mx, [verp], dsn, sender="")).data is not None
+            forged = verp[: verp.index("@") - 4] + "aaaa" + verp[verp.index("@"):]
+            dsn = dsn_text(forged, "gone@example.net", "5.1.1", "<x@example.com>")
+            assert (await smtp_session(mx, [forged], dsn, sender="")).data is not None
+            assert await wait_counter(gw, "processed", 2) == 2
+            after = scrape()
+    finally:
+        sink.stop()
+    assert after.delta(before, "smtp_gateway_bounces_parsed_total", kind="hard",
+                       source="smtp") == 1
+    assert after.delta(before, "smtp_gateway_verp_forged_total", source="smtp") == 1
