@@ -19,7 +19,7 @@ from gateway.config import Config, load_config
 from gateway.delivery import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor
+from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
@@ -51,6 +51,7 @@ class Gateway:
         self.signing_counters = SigningCounters()  # survive reloads: they only grow
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.signing_counters))
+        configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
@@ -141,6 +142,7 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
+        configure_intake(self.acceptor, new, self.state, self.clock)
         for listener in self.listeners:
             listener.reconfigure(new)
         log.info("configuration reloaded from %s", new.path)

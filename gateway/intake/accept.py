@@ -58,11 +58,15 @@ from typing import Protocol
 from email_validator import EmailNotValidError, validate_email
 
 from gateway.clock import Clock
+from gateway.config import Config
 from gateway.errors import SpoolError
 from gateway.intake import replies
+from gateway.intake.idempotency import IdempotencyGuard, Ticket
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
 from gateway.policy.stage import MessageDecision, PolicyStage
+from gateway.priority_config import PriorityConfig
 from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
+from gateway.state import STATE_ERRORS, StateStore
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -71,6 +75,7 @@ __all__ = [
     "SpoolLike",
     "Transaction",
     "address_problem",
+    "configure_intake",
     "envelope_path",
     "has_long_line",
     "normalize_line_endings",
@@ -130,6 +135,10 @@ class Acceptor:
         # Gateway.reload() swaps it; each message reads it once, so it is signed
         # with the old keys or the new ones, never with none.
         self.signer = signer
+        # Category → priority (config `priorities:`), swapped on reload like the signer.
+        self.priorities = PriorityConfig()
+        # Resubmissions answered with the original queue id (config `idempotency:`).
+        self.idempotency: IdempotencyGuard | None = None
         self._hostname = hostname
         self._clock = clock  # for the policy checks to come (rate windows)
         self._on_queued = on_queued
@@ -154,8 +163,11 @@ class Acceptor:
             return replies.RELAY_DENIED
         policies = self.policies
         if policies is not None:
-            refusal = await policies.rcpt(transaction.session.client, transaction.mail_from,
-                                          recipient)
+            try:
+                refusal = await policies.rcpt(transaction.session.client,
+                                              transaction.mail_from, recipient)
+            except STATE_ERRORS as exc:
+                return _state_unavailable("RCPT", exc)
             if refusal is not None:
                 return refusal
         return replies.RECIPIENT_OK
@@ -180,13 +192,37 @@ class Acceptor:
         if prepared is None:
             return replies.LINE_TOO_LONG
         body, header = prepared
+        guard = self.idempotency
+        if guard is None:
+            return await self._checked_data(envelope, body, header, esmtp, None)
+        client_id = header.message_id if header.has_message_id else None
+        checked = await guard.check(envelope, body, client_id, self._spool.new_id())
+        if not isinstance(checked, Ticket):
+            return checked or await self._checked_data(envelope, body, header, esmtp, None)
+        reply = replies.INTERNAL_ERROR
+        try:
+            reply = await self._checked_data(envelope, body, header, esmtp, checked.queue_id)
+        finally:
+            # Stored under the ticket's id: resends get it. Otherwise the client keeps the
+            # message and retries, and that retry must be taken, so the key is let go.
+            await (guard.stored(checked) if reply.is_success else guard.release(checked))
+        return reply
+
+    async def _checked_data(self, envelope: Envelope, body: bytes, header: _HeaderScan,
+                            esmtp: bool, queue_id: QueueId | None) -> Reply:
+        """Policies, then the spool; the first copy stored gets `queue_id` if given."""
         policies = self.policies
         if policies is None:
-            result = await self._store(envelope, body, header, esmtp)
+            result = await self._store(envelope, body, header, esmtp, queue_id)
             return result if isinstance(result, Reply) else self._queued(result)
-        decision = await policies.message(envelope, body)
+        try:
+            decision = await policies.message(envelope, body)
+        except STATE_ERRORS as exc:
+            return _state_unavailable("DATA", exc)
         if decision.refusal is not None:
             return decision.refusal
+        envelope = replace(envelope, category=decision.category,
+                           priority=self.priorities.of(decision.category))
         first: QueuedMessage | None = None
         stored = []
         for copy in decision.copies:
@@ -197,7 +233,8 @@ class Acceptor:
                 copy_envelope = envelope
             # The usual case: content unchanged (no category header, no List-Unsubscribe).
             copy_header = header if copy.content is body else _scan_header(copy.content)
-            result = await self._store(copy_envelope, copy.content, copy_header, esmtp)
+            result = await self._store(copy_envelope, copy.content, copy_header, esmtp,
+                                       queue_id if first is None else None)
             if isinstance(result, Reply):
                 if first is None:
                     return result
@@ -215,8 +252,8 @@ class Acceptor:
         return self._queued(first)
 
     async def _store(self, envelope: Envelope, body: bytes, header: _HeaderScan,
-                     esmtp: bool) -> QueuedMessage | Reply:
-        queue_id = self._spool.new_id()
+                     esmtp: bool, queue_id: QueueId | None = None) -> QueuedMessage | Reply:
+        queue_id = queue_id or self._spool.new_id()
         # The client's Message-ID is kept as it is (None if the field is empty).
         message_id = (header.message_id if header.has_message_id
                       else f"<{secrets.token_hex(16)}@{self._hostname}>")
@@ -269,6 +306,23 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"<Acceptor hostname={self._hostname!r}>"
+
+
+def configure_intake(acceptor: Acceptor, config: Config, state: StateStore,
+                     clock: Clock) -> None:
+    """Apply the `priorities:` and `idempotency:` sections (at start and on reload)."""
+    acceptor.priorities = config.priorities
+    idem = config.idempotency
+    acceptor.idempotency = (IdempotencyGuard(state.idempotency, state.events, idem, clock)
+                            if idem.enabled else None)
+
+
+def _state_unavailable(stage: str, exc: Exception) -> Reply:
+    # One clear line, no traceback: the operator needs the file and the reason (a
+    # lock held by another process, a file made unreadable), and clients retry.
+    log.error("policy check at %s failed, state store unavailable (%s): answering %s",
+              stage, exc, replies.STATE_UNAVAILABLE)
+    return replies.STATE_UNAVAILABLE
 
 
 def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:

@@ -1,20 +1,27 @@
 """The state store: what the gateway remembers beyond the queue — events,
-suppressions, consent, rate counters and the audit log of policy changes.
+suppressions, consent, rate counters, idempotency keys and the audit log of
+policy changes.
 
 Stages talk to the narrow interfaces here (EventStore, SuppressionStore,
-ConsentStore, RateCounters, AuditLog), never to SQL, so a PostgreSQL or Redis
+ConsentStore, RateCounters, IdempotencyStore, AuditLog), never to SQL, so a PostgreSQL or Redis
 backend can replace the embedded SQLite one without touching them.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 from gateway.state.audit import AUDIT_SCHEMA, AuditLog, SqliteAuditLog
 from gateway.state.consent import CONSENT_SCHEMA, ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
+from gateway.state.idempotency import (
+    IDEMPOTENCY_SCHEMA,
+    IdempotencyStore,
+    SqliteIdempotencyStore,
+)
 from gateway.state.ratelimits import RATE_SCHEMA, RateCounters, SqliteRateCounters
 from gateway.state.suppressions import (
     SUPPRESSION_SCHEMA,
@@ -22,10 +29,14 @@ from gateway.state.suppressions import (
     SuppressionStore,
 )
 
-__all__ = ["AuditLog", "ConsentStore", "EventStore", "RateCounters", "SqliteEventStore",
-           "StateStore", "SuppressionStore"]
+__all__ = ["STATE_ERRORS", "AuditLog", "ConsentStore", "EventStore", "IdempotencyStore",
+           "RateCounters", "SqliteEventStore", "StateStore", "SuppressionStore"]
 
 log = logging.getLogger(__name__)
+
+# What a store raises when its file is locked by another process past the busy
+# timeout, unreadable or not a database: callers answer with a temporary failure.
+STATE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
 
 
 class StateStore:
@@ -35,7 +46,8 @@ class StateStore:
     - `state.db`: events, written in batches every few milliseconds (gateway.sqlite);
     - `policy.db`: suppressions, consent and the audit log — read for every
       recipient, written rarely (CLI, unsubscribes, bounces);
-    - `ratelimits.db`: rate counters, written for every recipient.
+    - `ratelimits.db`: rate counters, written for every recipient;
+    - `idempotency.db`: idempotency keys, written twice for every message.
 
     Apart because of how they are written. Policy state is read and written in
     small transactions on the event loop that must not wait (gateway.state.db):
@@ -50,6 +62,7 @@ class StateStore:
         self.path = path
         self.policy_path = path.with_name("policy.db")
         self.ratelimits_path = path.with_name("ratelimits.db")
+        self.idempotency_path = path.with_name("idempotency.db")
         self.events: EventStore = SqliteEventStore(path)
         self._policy_db = StateDb(self.policy_path,
                                   SUPPRESSION_SCHEMA + CONSENT_SCHEMA + AUDIT_SCHEMA)
@@ -58,6 +71,9 @@ class StateStore:
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
         self.rate_counters: RateCounters = SqliteRateCounters(self._rate_db)
         self.audit: AuditLog = SqliteAuditLog(self._policy_db)
+        # Opens on first use, like the policy files: idempotency off, never created.
+        self._idempotency_db = StateDb(self.idempotency_path, IDEMPOTENCY_SCHEMA)
+        self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
 
     async def open(self) -> None:
         # policy.db and ratelimits.db open on first use: without policy files,
@@ -66,6 +82,7 @@ class StateStore:
 
     async def close(self) -> None:
         log.debug("policy state: %r %r", self._policy_db, self._rate_db)
+        await self._idempotency_db.close()
         await self._rate_db.close()
         await self._policy_db.close()
         await self.events.close()
