@@ -2,9 +2,10 @@
 timeout gets that 250 again — with the original queue id — instead of a second
 delivery.
 
-The key is the `Idempotency-Key:` header field if the message has one, else
-its Message-ID (one the client wrote; a message without gets ours, and is
-never a duplicate). It counts per client: the authenticated user, else the
+The key is the `Idempotency-Key:` header field if the message has one (the
+app says what a resend is), else its Message-ID together with the envelope
+sender and recipients (a Message-ID the client wrote; a message without one
+gets ours and is never a duplicate). It counts per client: the authenticated user, else the
 client's IP address, so two apps cannot collide on each other's ids. Keys are
 remembered for `idempotency.window` (24 h by default) in the state store,
 shared by every intake process.
@@ -29,6 +30,7 @@ interpreted, and capped at MAX_KEY octets.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -78,7 +80,11 @@ class IdempotencyGuard:
         if header:
             key = "key:" + header
         elif message_id:
-            key = "mid:" + message_id
+            # With the envelope: apps that send one message to each recipient in turn
+            # may reuse its Message-ID, and those are not resends.
+            digest = hashlib.sha256("\0".join(
+                (envelope.mail_from, *sorted(envelope.recipients))).encode()).hexdigest()
+            key = f"mid:{digest[:32]}:{message_id}"
         else:
             return None
         client = envelope.client
