@@ -1,0 +1,82 @@
+"""The state store locked by another process: a clear error, 451 4.3.0, no crash, and
+recovery once the lock is gone; everything answered 250 is delivered.
+
+The lock is real: a separate `python -c` process opens the database file and holds
+its write lock (BEGIN IMMEDIATE), as an operator's forgotten sqlite3 shell would.
+Each refused command waits out the store's 10 s busy timeout first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.gateway import running_gateway, write_config
+from tests.fixtures.policy import write_policy
+from tests.fixtures.sink import Sink
+from tests.integration.test_idempotency import asubmit
+
+_LOCKER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()  # hold it until the test closes our stdin
+"""
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    proc = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"locked\n"
+        yield
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+@pytest.mark.slow
+async def test_locked_state_files_give_451_then_recover(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    sink = Sink().start()
+    write_policy(tmp_path, "ratelimits.yaml", """\
+        limits:
+          - {name: per-guest, key: [recipient], rate: 100/s, burst: 100, action: tempfail}
+    """)
+    try:
+        async with running_gateway(write_config(tmp_path, sink.port)) as gw:
+            port = gw.ports["relay"]
+            code, before = await asubmit(port)  # opens both files
+            assert code == 250
+            data = tmp_path / "var"
+            with locked(data / "ratelimits.db"), locked(data / "idempotency.db"):
+                with pytest.raises(AssertionError):  # RCPT refused: submit() asserts 250
+                    await asubmit(port, rcpts=("second@example.net",))
+            assert "state store unavailable (database is locked)" in caplog.text
+            with locked(data / "idempotency.db"):
+                code, text = await asubmit(port, rcpts=("third@example.net",))
+            assert code == 451 and "4.3.0" in text and "state store unavailable" in text
+            # The lock is gone: the same clients are served again, by the same process.
+            code, after = await asubmit(port, rcpts=("third@example.net",))
+            assert code == 250
+            got = await sink.await_for(2)
+            await asyncio.sleep(0.2)
+            assert sorted(r for m in got for r in m.rcpt_tos) == [
+                "guest@example.net", "third@example.net"]
+            assert sink.count() == 2 and before != after
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert all(r.exc_info is None for r in errors), "a clear line, not a traceback"
+    finally:
+        sink.stop()
