@@ -43,7 +43,8 @@ from gateway.model import (
     Reply,
     Route,
 )
-from gateway.scheduler.lanes import IncomingLanes, PriorityGate, RateBucket
+from gateway.scheduler.incoming import IncomingQueue
+from gateway.scheduler.lanes import PriorityGate, RateBucket
 from gateway.scheduler.retry import next_attempt_at
 from gateway.spool import Spool
 from gateway.spool.store import CorruptQueueFile
@@ -94,7 +95,7 @@ class Scheduler:
         self.events = events
         self.clock = clock
         self.config = config
-        self._incoming = IncomingLanes(config.max_active)
+        self._incoming = IncomingQueue(spool, config.max_active)
         self._active: dict[QueueId, asyncio.Task[None]] = {}
         self._active_by = dict.fromkeys(Priority, 0)
         self._global = PriorityGate(config.max_concurrency, config.priority_lanes)
@@ -114,22 +115,14 @@ class Scheduler:
     # -- inputs ----------------------------------------------------------------------------
     def notify(self, qm: QueuedMessage) -> None:
         """Intake's fast path: a message just landed in incoming/."""
-        if not self._incoming.add(qm.id, qm.envelope.priority, qm):
-            self._scan_incoming_at = 0.0  # too many to hold in memory; find it on disk later
+        self._incoming.add(qm)
         self._wake.set()
 
     def notify_id(self, queue_id: QueueId) -> None:
         """An intake worker process stored this message in incoming/ (not indexed yet)."""
-        if not self._incoming.add(queue_id, self._priority_on_disk(queue_id), None):
+        if not self._incoming.add_id(queue_id):
             self._scan_incoming_at = 0.0
         self._wake.set()
-
-    def _priority_on_disk(self, queue_id: QueueId) -> Priority:
-        """A worker's message: its priority is in the queue file's header (a small read)."""
-        try:
-            return self.spool.files.read_header(queue_id, QueueState.INCOMING).envelope.priority
-        except (CorruptQueueFile, OSError):
-            return Priority.NORMAL  # moved or bad: activation will find out and say so
 
     def reconfigure(self, router: RouterPort, config: DeliveryConfig) -> None:
         self.router = router
@@ -196,12 +189,13 @@ class Scheduler:
         now = self.clock.now()
         if now >= self._scan_incoming_at or now < self._scan_incoming_at - INCOMING_SCAN_EVERY:
             # (the second test catches a clock stepped backwards)
-            self._scan_incoming()
+            await self._incoming.scan(self._active)
             self._scan_incoming_at = now + INCOMING_SCAN_EVERY
-        for priority in list(self._incoming.priorities()):
-            while self._incoming.waiting(priority) and self._room(priority):
-                queue_id, hint = self._incoming.pop(priority)
-                self._activate(queue_id, QueueState.INCOMING, hint, priority)
+        for priority in Priority:  # highest first
+            room = self._room_for(priority)
+            if room > 0:
+                for queue_id, hint in await self._incoming.take(priority, room, self._active):
+                    self._activate(queue_id, QueueState.INCOMING, hint, priority)
         if self._room() and (now >= self._due_at or now < self._due_checked_at):
             await self._take_due(now)
 
@@ -228,17 +222,6 @@ class Scheduler:
         lane = self.config.priority_lanes.get(priority)
         cap = lane.cap(limit) if lane is not None else limit
         return max(0, min(limit - len(self._active), cap - self._active_by[priority]))
-
-    def _scan_incoming(self) -> None:
-        """Find files in incoming/ nobody told us about (a crash, or a full lane).
-        Their priority is in the header: read only for files not already known."""
-        for queue_id in sorted(self.spool.files.ids(QueueState.INCOMING)):
-            if len(self._incoming) >= self._incoming.limit * len(Priority):
-                break
-            if queue_id in self._incoming or queue_id in self._active:
-                continue
-            priority = self._priority_on_disk(queue_id)
-            self._incoming.add(queue_id, priority, None)  # a full lane: the next scan
 
     def _activate(self, queue_id: QueueId, src: QueueState, hint: QueuedMessage | None,
                   priority: Priority) -> None:

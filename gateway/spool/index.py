@@ -159,12 +159,14 @@ class QueueIndex:
         )
         return [str(r[0]) for r in rows]
 
-    async def due_by_priority(self, now: float, limits: dict[Priority, int]
+    async def due_by_priority(self, now: float, limits: dict[Priority, int],
+                              state: QueueState = QueueState.DEFERRED
                               ) -> list[tuple[QueueId, Priority]]:
         """What is due now, highest priority first, at most limits[p] of priority p.
 
         One range query per priority on (state, priority, next_attempt_at): a
         million deferred messages of one priority never slow the look at another.
+        (`state` incoming: mail the scheduler parked, gateway.scheduler.incoming.)
         """
         out: list[tuple[QueueId, Priority]] = []
         for priority in sorted(limits):
@@ -173,10 +175,14 @@ class QueueIndex:
             rows = await self._db.fetchall(
                 "SELECT id FROM messages WHERE state = ? AND priority = ?"
                 " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-                (QueueState.DEFERRED.value, int(priority), now, limits[priority]),
+                (state.value, int(priority), now, limits[priority]),
             )
             out.extend((str(r[0]), priority) for r in rows)
         return out
+
+    async def ids_in_state(self, state: QueueState) -> set[QueueId]:
+        rows = await self._db.fetchall("SELECT id FROM messages WHERE state = ?", (state.value,))
+        return {str(r[0]) for r in rows}
 
     async def next_due_time(self) -> float | None:
         rows = await self._db.fetchall(

@@ -76,7 +76,7 @@ async def test_idempotency_key_header_wins_over_message_id(tmp_path: Path) -> No
     try:
         async with running_gateway(write_config(tmp_path, sink.port)) as gw:
             port = gw.ports["relay"]
-            code, first = await asubmit(port, keyed)
+            _, first = await asubmit(port, keyed)
             # A resend that got a fresh Message-ID (the app rebuilt the message) ...
             rebuilt = keyed.replace("<booking-42@", "<booking-42-retry@")
             # ... to a different recipient list even: the app said what a resend is.
@@ -138,8 +138,11 @@ def test_racing_submissions_in_two_intake_processes_are_delivered_once(tmp_path:
             msg = MESSAGE.replace("booking-42", f"race-{i}")
             barrier = threading.Barrier(2)
             out: list[tuple[int, str]] = []
-            threads = [threading.Thread(target=lambda: out.append(
-                submit(gw.port, msg, barrier=barrier))) for _ in range(2)]
+
+            def one(msg: str = msg, barrier: threading.Barrier = barrier,
+                    out: list[tuple[int, str]] = out) -> None:
+                out.append(submit(gw.port, msg, barrier=barrier))
+            threads = [threading.Thread(target=one) for _ in range(2)]
             for t in threads:
                 t.start()
             for t in threads:

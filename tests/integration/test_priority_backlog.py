@@ -8,7 +8,6 @@ Order at the sink is what counts, never wall-clock time.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from gateway.clock import SystemClock

@@ -61,9 +61,9 @@ async def test_locked_state_files_give_451_then_recover(tmp_path: Path,
             code, before = await asubmit(port)  # opens both files
             assert code == 250
             data = tmp_path / "var"
-            with locked(data / "ratelimits.db"), locked(data / "idempotency.db"):
-                with pytest.raises(AssertionError):  # RCPT refused: submit() asserts 250
-                    await asubmit(port, rcpts=("second@example.net",))
+            with (locked(data / "ratelimits.db"), locked(data / "idempotency.db"),
+                  pytest.raises(AssertionError)):  # RCPT refused: submit() asserts 250
+                await asubmit(port, rcpts=("second@example.net",))
             assert "state store unavailable (database is locked)" in caplog.text
             with locked(data / "idempotency.db"):
                 code, text = await asubmit(port, rcpts=("third@example.net",))

@@ -111,7 +111,7 @@ class GatedDelivery:
 
 class Lanes:
     def __init__(self, tmp: Path, first: dict[str, object], concurrency: int,
-                 lanes: dict[Priority, Lane] | None = None) -> None:
+                 lanes: dict[Priority, Lane] | None = None, max_active: int = 20000) -> None:
         self.clock = ManualClock()
         self.spool = Spool(tmp / "spool", self.clock, fsync=False)
         self.events = SqliteEventStore(tmp / "state.db")
@@ -119,6 +119,7 @@ class Lanes:
         route = Route("default", "mx", retry=RetrySchedule(delays=(60.0,), repeat=60.0),
                       max_connections_per_destination=100)
         config = DeliveryConfig(helo_name="gw.test", max_concurrency=concurrency,
+                                max_active=max_active,
                                 priority_lanes=lanes or dict(DEFAULT_LANES))
         self.scheduler = Scheduler(self.spool, self.delivery, OneRoute(route), self.events,
                                    self.clock, config)
@@ -229,3 +230,41 @@ async def test_priority_and_category_survive_in_the_queue_file_and_index(tmp_pat
         assert row is not None and row.priority is CRITICAL
         header = h.spool.files.read_header(qm.id, QueueState.DEFERRED)
         assert (header.envelope.category, header.envelope.priority) == ("critical", CRITICAL)
+
+
+async def test_a_full_lane_parks_mail_in_the_index_and_loses_none(tmp_path: Path) -> None:
+    """max_active 4: each lane holds 4 in memory; the rest are parked, in order."""
+    async with Lanes(tmp_path, {}, concurrency=2, max_active=4) as h:
+        h.delivery.open.clear()
+        h.scheduler.start()
+        for i in range(30):
+            h.scheduler.notify(await h.put(f"low{i:02}@example.net", LOW))
+            h.clock.advance(0.001)  # distinct arrival times: FIFO is by arrival
+        await h.until(lambda: len(h.delivery.calls) == 1)
+        await h.spool.index.flush()
+        parked = await h.spool.index.ids_in_state(QueueState.INCOMING)
+        assert len(parked) >= 20
+        h.scheduler.notify(await h.put("crit@example.net", CRITICAL))
+        await h.until(lambda: ("crit@example.net", 1) in h.delivery.calls)
+        h.delivery.open.set()
+        await h.until(lambda: len(h.delivery.calls) == 31 and h.scheduler.active_count == 0)
+        lows = [c[0] for c in h.delivery.calls if c[0].startswith("low")]
+        assert lows == [f"low{i:02}@example.net" for i in range(30)]  # FIFO within a lane
+        await h.spool.index.flush()
+        assert await h.spool.index.ids_in_state(QueueState.INCOMING) == set()
+        assert not h.spool.files.ids(QueueState.INCOMING)
+
+
+async def test_parked_mail_is_found_after_a_restart(tmp_path: Path) -> None:
+    async with Lanes(tmp_path, {}, concurrency=1, max_active=2) as h:
+        h.delivery.open.clear()
+        h.scheduler.start()
+        for i in range(10):
+            h.scheduler.notify(await h.put(f"low{i}@example.net", LOW))
+        await h.until(lambda: len(h.delivery.calls) == 1)
+        await h.scheduler.stop(0)  # interrupted: one in active/, the rest waiting
+    async with Lanes(tmp_path, {}, concurrency=4) as h2:
+        h2.scheduler.start()
+        await h2.until(lambda: len(h2.delivery.calls) == 10 and h2.scheduler.active_count == 0)
+        assert sorted(c[0] for c in h2.delivery.calls) == sorted(
+            f"low{i}@example.net" for i in range(10))
