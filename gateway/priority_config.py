@@ -101,6 +101,7 @@ def parse_priorities(sec: Section) -> PriorityConfig:
     lanes_sec = sec.section("lanes")
     for name in lanes_sec.keys():  # noqa: SIM118 (Section is not a dict)
         if name not in _PRIORITY_NAMES:
+            lanes_sec.value_node(name)  # reported here, not again as an unknown key
             lanes_sec.error(name, f"unknown priority '{name}'"
                                   f" (one of {', '.join(_PRIORITY_NAMES)})")
             continue
