@@ -25,15 +25,24 @@ DATA, in order:
    Then, when DKIM is on, the finished message is signed (gateway/signing.py):
    DKIM-Signature fields are prepended and nothing changes after that; a
    sender domain the configuration refuses to send unsigned gets 550 5.7.1.
-4. `spool.put()` stores it durably; only then is `250 2.0.0 Ok: queued as <id>`
-   returned. Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and
+4. `spool.put()` stores it durably — with its category and priority in the
+   queue file — and only then is `250 2.0.0 Ok: queued as <id>` returned. Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and
    any unexpected error 451 4.3.0: the client keeps the message and retries.
+
+Idempotency (gateway.intake.idempotency; config `idempotency:`), after step 2
+and before the policy checks: a resend of a message already queued gets the
+original's 250 and is not stored again; the first submission is stored under
+the queue id its claim reserved.
+
+A state file that is locked or unreadable makes the check that needs it answer
+451 4.3.0 (replies.STATE_UNAVAILABLE) with one clear log line.
 
 Policy checks (gateway.policy.stage; off when policies/ holds no policy file):
 at RCPT, suppression of all mail and rate limits (550 5.7.1 / 451 4.7.1); at
 DATA, after step 2, the message's category, scoped suppression and consent.
 Recipients the DATA checks refuse are dropped (a `dropped` event each) and
-the rest accepted; if none is left the message gets the first refusal. A
+the rest accepted; if none is left the message gets the first refusal. The
+category decided there maps to the message's priority (config `priorities:`). A
 message in a consent category may be stored as one copy per recipient, each
 with its own List-Unsubscribe token; the 250 names the first copy's id.
 
