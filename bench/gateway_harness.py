@@ -83,7 +83,8 @@ class TimingSink:
 
 
 def write_config(directory: Path, port: int, sink_port: int, *, extra: str = "",
-                 consent: str | None = None, sink_connections: int = 20) -> Path:
+                 consent: str | None = None, sink_connections: int = 20,
+                 breaker_failures: int = 3) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     if consent is not None:
         (directory / "policies").mkdir(exist_ok=True)
@@ -111,6 +112,7 @@ def write_config(directory: Path, port: int, sink_port: int, *, extra: str = "",
             retry:
               delays: [5s, 10s]
               repeat: 10s
+            circuit_breaker: {{failures: {breaker_failures}}}
         """) + textwrap.dedent(extra))
     return path
 

@@ -26,8 +26,9 @@ DATA, in order:
    DKIM-Signature fields are prepended and nothing changes after that; a
    sender domain the configuration refuses to send unsigned gets 550 5.7.1.
 4. `spool.put()` stores it durably — with its category and priority in the
-   queue file — and only then is `250 2.0.0 Ok: queued as <id>` returned. Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and
-   any unexpected error 451 4.3.0: the client keeps the message and retries.
+   queue file — and only then is `250 2.0.0 Ok: queued as <id>` returned.
+   Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and any
+   unexpected error 451 4.3.0: the client keeps the message and retries.
 
 Idempotency (gateway.intake.idempotency; config `idempotency:`), after step 2
 and before the policy checks: a resend of a message already queued gets the

@@ -80,3 +80,33 @@ async def test_locked_state_files_give_451_then_recover(tmp_path: Path,
             assert all(r.exc_info is None for r in errors), "a clear line, not a traceback"
     finally:
         sink.stop()
+
+
+async def test_unreadable_state_files_give_451_then_recover(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    sink = Sink().start()
+    write_policy(tmp_path, "suppression.yaml", "entries: []\n")
+    data = tmp_path / "var"
+    data.mkdir()
+    for name in ("policy.db", "idempotency.db"):  # e.g. overwritten by a bad restore
+        (data / name).write_bytes(b"this is not a database\n" * 100)
+    try:
+        async with running_gateway(write_config(tmp_path, sink.port)) as gw:
+            port = gw.ports["relay"]
+            with pytest.raises(AssertionError):  # RCPT: the suppression lookup fails
+                await asubmit(port)
+            assert "state store unavailable (file is not a database)" in caplog.text
+            (data / "policy.db").unlink()
+            code, text = await asubmit(port)  # DATA: the idempotency claim fails
+            assert (code, text.split(" ")[0]) == (451, "4.3.0")
+            assert "idempotency.db unavailable (file is not a database)" in caplog.text
+            (data / "idempotency.db").unlink()
+            code, queue_id = await asubmit(port)
+            assert code == 250
+            (got,) = await sink.await_for(1)
+            assert queue_id.encode() in got.data
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert all(r.exc_info is None for r in errors), "a clear line, not a traceback"
+    finally:
+        sink.stop()
