@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.net import free_port, wait_listening  # noqa: E402
 
-__all__ = ["TimingSink", "free_port", "percentile", "rss_kib", "send", "start_gateway",
+__all__ = ["TimingSink", "children", "free_port", "percentile", "rss_kib", "send", "start_gateway",
            "stop_gateway", "write_config"]
 
 

@@ -209,10 +209,8 @@ class Scheduler:
         next_due = await self.spool.index.next_due_time()
         self._due_at = min(now + TICK, next_due if next_due is not None else now + TICK)
 
-    def _room(self, priority: Priority | None = None) -> bool:
-        if priority is None:
-            return any(self._room_for(p) > 0 for p in Priority)
-        return self._room_for(priority) > 0
+    def _room(self) -> bool:
+        return any(self._room_for(p) > 0 for p in Priority)
 
     def _room_for(self, priority: Priority) -> int:
         """How many more messages of `priority` the active set may take now."""
