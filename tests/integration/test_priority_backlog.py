@@ -74,3 +74,23 @@ routes:
             assert readers == sorted(f"reader{i}@example.net" for i in range(BACKLOG))
     finally:
         sink.stop()
+
+
+async def test_reload_applies_new_priorities_and_idempotency_settings(tmp_path: Path) -> None:
+    sink = Sink().start()
+    config = write_config(tmp_path, sink.port)
+    try:
+        async with running_gateway(config) as gw:
+            assert gw.acceptor.priorities.of("marketing") is Priority.LOW
+            assert gw.acceptor.idempotency is not None
+            config.write_text(config.read_text() + (
+                "priorities:\n  categories: {marketing: normal}\n"
+                "  lanes: {low: {share: 30%, rate: 10/s}}\n"
+                "idempotency: {enabled: false}\n"))
+            assert gw.reload()
+            assert gw.acceptor.priorities.of("marketing") is Priority.NORMAL
+            assert gw.acceptor.idempotency is None
+            lanes = gw.scheduler.config.priority_lanes
+            assert (lanes[Priority.LOW].share, lanes[Priority.LOW].rate) == (0.3, 10.0)
+    finally:
+        sink.stop()
