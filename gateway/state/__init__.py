@@ -9,6 +9,7 @@ backend can replace the embedded SQLite one without touching them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from pathlib import Path
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 # What a store raises when its file is locked by another process past the busy
 # timeout, unreadable or not a database: callers answer with a temporary failure.
 STATE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+OPEN_ATTEMPTS = 30  # at start-up: about 6 minutes with SQLite's 10 s busy timeout
+OPEN_RETRY = 2.0  # seconds between attempts (real time: start-up, not scheduling)
 
 
 class StateStore:
@@ -76,9 +79,21 @@ class StateStore:
         self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
 
     async def open(self) -> None:
+        """Open state.db, waiting (bounded) while another process holds it locked or
+        it is unreadable: a clear error every try, rather than an exit that a service
+        manager turns into a restart loop."""
         # policy.db and ratelimits.db open on first use: without policy files,
         # nothing reads them, and a gateway that has none never creates them.
-        await self.events.open()
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                await self.events.open()
+                return
+            except STATE_ERRORS as exc:
+                if attempt == OPEN_ATTEMPTS:
+                    raise
+                log.error("state store %s unavailable (%s); trying again in %.0fs"
+                          " (%d/%d)", self.path, exc, OPEN_RETRY, attempt, OPEN_ATTEMPTS)
+                await asyncio.sleep(OPEN_RETRY)
 
     async def close(self) -> None:
         log.debug("policy state: %r %r", self._policy_db, self._rate_db)

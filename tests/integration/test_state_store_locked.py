@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load_config
+from gateway.supervisor import Gateway
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.policy import write_policy
 from tests.fixtures.sink import Sink
@@ -109,4 +111,30 @@ async def test_unreadable_state_files_give_451_then_recover(tmp_path: Path,
             errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
             assert all(r.exc_info is None for r in errors), "a clear line, not a traceback"
     finally:
+        sink.stop()
+
+
+@pytest.mark.slow
+async def test_state_db_locked_at_start_the_gateway_waits_instead_of_exiting(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink().start()
+    config = write_config(tmp_path, sink.port)
+    data = tmp_path / "var"
+    data.mkdir()
+    gw = Gateway(load_config(config))
+    try:
+        with locked(data / "state.db"):
+            start = asyncio.create_task(gw.start())
+            for _ in range(600):  # the first try waits out SQLite's busy timeout
+                if "state store" in caplog.text and "trying again" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert "database is locked" in caplog.text and not start.done()
+        await asyncio.wait_for(start, 60)  # the lock is gone: it starts
+        code, queue_id = await asubmit(gw.ports["relay"])
+        assert code == 250
+        (got,) = await sink.await_for(1)
+        assert queue_id.encode() in got.data
+    finally:
+        await gw.stop()
         sink.stop()
