@@ -52,6 +52,11 @@ class PriorityGate:
     def held(self, priority: Priority) -> int:
         return self._held[priority]
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held and nobody waiting: the gate can be forgotten."""
+        return self._total == 0 and not any(self._waiters.values())
+
     def _free_for(self, priority: Priority) -> bool:
         return self._total < self.capacity and self._held[priority] < self._caps[priority]
 

@@ -323,10 +323,17 @@ class Scheduler:
         rate = self._rates.get(priority)
         if rate is not None:
             await rate.take()  # before the slots: a rate-limited lane holds none meanwhile
-        async with self._destination(job).slot(priority), self._global.slot(priority):
-            yield
+        key, gate = self._destination(job)
+        try:
+            async with gate.slot(priority), self._global.slot(priority):
+                yield
+        finally:
+            # One gate per recipient domain on mx routes: drop idle ones, or a queue
+            # that has mailed 100,000 domains keeps 100,000 gates.
+            if gate.idle and self._destinations.get(key) is gate:
+                del self._destinations[key]
 
-    def _destination(self, job: DeliveryJob) -> PriorityGate:
+    def _destination(self, job: DeliveryJob) -> tuple[tuple[str, str], PriorityGate]:
         route = job.route
         key = (route.name, job.domain if route.kind == "mx" else "")
         gate = self._destinations.get(key)
@@ -334,7 +341,7 @@ class Scheduler:
             limit = (route.max_connections_per_destination if route.kind == "mx"
                      else sum(s.max_connections for s in route.smarthosts))
             gate = self._destinations[key] = PriorityGate(limit, self.config.priority_lanes)
-        return gate
+        return key, gate
 
     # -- filing the outcome ------------------------------------------------------------------
     def _file(self, pending: _Pending,

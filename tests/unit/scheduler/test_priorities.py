@@ -268,3 +268,12 @@ async def test_parked_mail_is_found_after_a_restart(tmp_path: Path) -> None:
         await h2.until(lambda: len(h2.delivery.calls) == 10 and h2.scheduler.active_count == 0)
         assert sorted(c[0] for c in h2.delivery.calls) == sorted(
             f"low{i}@example.net" for i in range(10))
+
+
+async def test_idle_destination_gates_are_dropped(tmp_path: Path) -> None:
+    async with Lanes(tmp_path, {}, concurrency=4) as h:
+        h.scheduler.start()
+        for i in range(5):
+            h.scheduler.notify(await h.put(f"r{i}@example.net", NORMAL))
+        await h.until(lambda: len(h.delivery.calls) == 5 and h.scheduler.active_count == 0)
+        assert h.scheduler._destinations == {}
