@@ -15,7 +15,7 @@ from gateway.state.audit import AUDIT_SCHEMA, AuditLog, SqliteAuditLog
 from gateway.state.consent import CONSENT_SCHEMA, ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
-from gateway.state.ratelimits import RATE_SCHEMA, RateCounters, SqliteRateCounters
+from gateway.state.ratelimits import RateCounters, SharedRateCounters
 from gateway.state.suppressions import (
     SUPPRESSION_SCHEMA,
     SqliteSuppressionStore,
@@ -30,42 +30,39 @@ log = logging.getLogger(__name__)
 
 class StateStore:
     """Everything the gateway remembers, opened and closed together, in three
-    SQLite files of the data directory:
+    files of the data directory:
 
     - `state.db`: events, written in batches every few milliseconds (gateway.sqlite);
     - `policy.db`: suppressions, consent and the audit log — read for every
       recipient, written rarely (CLI, unsubscribes, bounces);
-    - `ratelimits.db`: rate counters, written for every recipient.
+    - `ratelimits.table`: rate counters, updated for every recipient, in a
+      memory-mapped table shared by the node's processes (gateway.state.ratelimits).
 
-    Apart because of how they are written. Policy state is read and written in
-    small transactions on the event loop that must not wait (gateway.state.db):
-    in one file with the events, each event batch would hold the write lock the
-    rate counters need; and a reader of a file that other processes write all
-    the time loses its page cache at every commit and meets their WAL
-    checkpoints, which made each suppression lookup cost more than the counter
-    updates (measured; BENCHMARKS.md).
+    Apart because of how they are written. Policy state is read in small
+    statements on the event loop that must not wait (gateway.state.db); a reader
+    of a file that other processes write all the time loses its page cache at
+    every commit and meets their WAL checkpoints (measured; BENCHMARKS.md).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.policy_path = path.with_name("policy.db")
-        self.ratelimits_path = path.with_name("ratelimits.db")
+        self.ratelimits_path = path.with_name("ratelimits.table")
         self.events: EventStore = SqliteEventStore(path)
         self._policy_db = StateDb(self.policy_path,
                                   SUPPRESSION_SCHEMA + CONSENT_SCHEMA + AUDIT_SCHEMA)
-        self._rate_db = StateDb(self.ratelimits_path, RATE_SCHEMA)
         self.suppressions: SuppressionStore = SqliteSuppressionStore(self._policy_db)
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
-        self.rate_counters: RateCounters = SqliteRateCounters(self._rate_db)
+        self.rate_counters: RateCounters = SharedRateCounters(self.ratelimits_path)
         self.audit: AuditLog = SqliteAuditLog(self._policy_db)
 
     async def open(self) -> None:
-        # policy.db and ratelimits.db open on first use: without policy files,
+        # policy.db and ratelimits.table open on first use: without policy files,
         # nothing reads them, and a gateway that has none never creates them.
         await self.events.open()
 
     async def close(self) -> None:
-        log.debug("policy state: %r %r", self._policy_db, self._rate_db)
-        await self._rate_db.close()
+        log.debug("policy state: %r %r", self._policy_db, self.rate_counters)
+        await self.rate_counters.close()
         await self._policy_db.close()
         await self.events.close()
