@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gateway.state.audit import AUDIT_SCHEMA, AuditLog, SqliteAuditLog
-from gateway.state.consent import CONSENT_SCHEMA, ConsentStore, SqliteConsentStore
+from gateway.state.audit import AuditLog, SqliteAuditLog
+from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
+from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.ratelimits import RateCounters, SharedRateCounters
-from gateway.state.suppressions import (
-    SUPPRESSION_SCHEMA,
-    SqliteSuppressionStore,
-    SuppressionStore,
-)
+from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
 
 __all__ = ["AuditLog", "ConsentStore", "EventStore", "RateCounters", "SqliteEventStore",
            "StateStore", "SuppressionStore"]
@@ -49,8 +46,7 @@ class StateStore:
         self.policy_path = path.with_name("policy.db")
         self.ratelimits_path = path.with_name("ratelimits.table")
         self.events: EventStore = SqliteEventStore(path)
-        self._policy_db = StateDb(self.policy_path,
-                                  SUPPRESSION_SCHEMA + CONSENT_SCHEMA + AUDIT_SCHEMA)
+        self._policy_db = StateDb(self.policy_path, sqlite_migrations.POLICY)
         self.suppressions: SuppressionStore = SqliteSuppressionStore(self._policy_db)
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
         self.rate_counters: RateCounters = SharedRateCounters(self.ratelimits_path)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.sqlite import Row
+from gateway.state.migrations import Migration, migrate_sqlite
 
 __all__ = ["StateDb"]
 
@@ -47,9 +48,9 @@ _Request = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]
 
 
 class StateDb:
-    def __init__(self, path: Path, schema: Sequence[str]) -> None:
+    def __init__(self, path: Path, migrations: Sequence[Migration]) -> None:
         self.path = path
-        self._schema = schema
+        self._migrations = migrations
         self._conn: sqlite3.Connection | None = None  # the thread's; waits for locks
         self._quick: sqlite3.Connection | None = None  # the event loop's; never waits
         self.handed_over = 0  # quick requests that met a lock and went to the thread
@@ -83,10 +84,11 @@ class StateDb:
                                check_same_thread=False)
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
             conn.execute(f"PRAGMA {pragma}")
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in self._schema:
-            conn.execute(statement)
-        conn.execute("COMMIT")
+        try:
+            migrate_sqlite(conn, str(self.path), self._migrations)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False,

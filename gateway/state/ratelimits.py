@@ -3,7 +3,7 @@ process of the node maps into memory (Postfix's anvil, without the daemon).
 
 One 16-byte slot per limit key: a 64-bit hash of the key and its theoretical
 arrival time (TAT). A request at `now` is allowed if
-max(tat, now) + interval - now <= window (window = burst × interval); an
+max(tat, now) + interval - now <= window (window = burst * interval); an
 allowed request moves tat on by one interval. A slot whose tat has passed is
 a full bucket — the same as no slot — so it is free for any key: the table
 needs no purge.
