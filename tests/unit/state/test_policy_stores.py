@@ -14,6 +14,7 @@ import pytest
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
 from gateway.state import StateStore
 from gateway.state.db import StateDb
+from gateway.state.migrations import Migration
 from gateway.state.ratelimits import PROBE, SharedRateCounters
 
 
@@ -142,7 +143,8 @@ async def test_rate_table_laid_out_otherwise_starts_over(tmp_path: Path) -> None
 
 
 async def test_wal_stays_small_under_constant_writes(tmp_path: Path) -> None:
-    db = StateDb(tmp_path / "policy.db", ("CREATE TABLE t (k TEXT PRIMARY KEY, v REAL)",))
+    db = StateDb(tmp_path / "policy.db",
+                 (Migration(1, "t", ("CREATE TABLE t (k TEXT PRIMARY KEY, v REAL)",)),))
     for i in range(20000):
         await db.fetchone("INSERT OR REPLACE INTO t VALUES (?, ?) RETURNING v",
                           (f"k{i % 10}", float(i)), write=True, quick=True)
@@ -157,7 +159,7 @@ async def test_wal_stays_small_under_constant_writes(tmp_path: Path) -> None:
 
 
 async def test_a_held_write_lock_hands_quick_writes_to_the_thread(tmp_path: Path) -> None:
-    db = StateDb(tmp_path / "policy.db", ("CREATE TABLE t (k TEXT PRIMARY KEY)",))
+    db = StateDb(tmp_path / "policy.db", (Migration(1, "t", ("CREATE TABLE t (k TEXT PRIMARY KEY)",)),))
     await db.open()
     other = sqlite3.connect(db.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock ...
