@@ -21,6 +21,7 @@ from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, par
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
 from gateway.passwords import is_valid_hash
+from gateway.state_config import StateConfig, parse_state
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
@@ -110,6 +111,8 @@ class Config:
     # Suppression, consent and rate-limit files (gateway.policy.rules_file);
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
+    # Where policy state lives: SQLite / this node's table, or PostgreSQL / Redis.
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def spool_dir(self) -> Path:
@@ -152,6 +155,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         intake_workers=_workers(root),
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
+        state=parse_state(root, base),
     )
     root.done()
     problems.raise_if_any()

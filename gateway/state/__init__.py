@@ -2,25 +2,49 @@
 suppressions, consent, rate counters and the audit log of policy changes.
 
 Stages talk to the narrow interfaces here (EventStore, SuppressionStore,
-ConsentStore, RateCounters, AuditLog), never to SQL, so a PostgreSQL or Redis
-backend can replace the embedded SQLite one without touching them.
+ConsentStore, RateCounters, AuditLog), never to SQL. Two backends implement
+them (`open_state()` picks by config):
+
+- embedded, one node (default): SQLite files and a shared memory-mapped rate
+  table in the data directory; the policy reads run on the event loop (a few
+  microseconds; gateway.state.db), so the async methods return at once;
+- shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
+  consent, audit and events, and Redis (gateway.state.redis_limits) for rate
+  counters — each chosen on its own (`state:`, `rate_limits:`).
+
+A backend that cannot answer raises StateUnavailable; the policy stage turns
+it into 451 4.3.0 (gateway.policy.stage).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
+from gateway.config import Config
+from gateway.model import Secret
 from gateway.state.audit import AuditLog, SqliteAuditLog
 from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
+from gateway.state.migrations import Migration, migrate_sqlite, sqlite_version
 from gateway.state.migrations import sqlite as sqlite_migrations
+from gateway.state.postgres import PostgresPool
+from gateway.state.postgres_stores import (
+    PostgresAuditLog,
+    PostgresConsentStore,
+    PostgresEventStore,
+    PostgresSuppressionStore,
+)
 from gateway.state.ratelimits import RateCounters, SharedRateCounters
+from gateway.state.redis_limits import RedisRateCounters
 from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
+from gateway.state_config import StateConfig
 
 __all__ = ["AuditLog", "ConsentStore", "EventStore", "RateCounters", "SqliteEventStore",
-           "StateStore", "SuppressionStore"]
+           "StateStore", "SuppressionStore", "open_state"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +65,8 @@ class StateStore:
     every commit and meets their WAL checkpoints (measured; BENCHMARKS.md).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, config: StateConfig | None = None) -> None:
+        config = config or StateConfig()
         self.path = path
         self.policy_path = path.with_name("policy.db")
         self.ratelimits_path = path.with_name("ratelimits.table")
@@ -51,14 +76,70 @@ class StateStore:
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
         self.rate_counters: RateCounters = SharedRateCounters(self.ratelimits_path)
         self.audit: AuditLog = SqliteAuditLog(self._policy_db)
+        self.postgres: PostgresPool | None = None
+        if config.dsn is not None:
+            self._use_postgres(config.dsn)
+        if config.rate_limits_url is not None:
+            self.rate_counters = RedisRateCounters(
+                config.rate_limits_url, prefix=config.rate_limits_prefix,
+                fail_open=config.rate_limits_fail_open)
+
+    def _use_postgres(self, dsn: Secret) -> None:
+        pool = self.postgres = PostgresPool(dsn)
+        self.events = PostgresEventStore(pool)
+        self.suppressions = PostgresSuppressionStore(pool)
+        self.consent = PostgresConsentStore(pool)
+        self.audit = PostgresAuditLog(pool)
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.postgres is not None else "sqlite"
 
     async def open(self) -> None:
+        """Open, and check the schema versions: SchemaError (refuse to start) if a
+        database has a newer one, or (PostgreSQL) an older one."""
+        if self.postgres is not None:
+            await self.postgres.open()
+            await self.postgres.check_schema_now()
+            return
         # policy.db and ratelimits.table open on first use: without policy files,
-        # nothing reads them, and a gateway that has none never creates them.
+        # nothing reads them, and a gateway that has none never creates them. An
+        # existing policy.db is opened now, so a wrong schema stops the start.
         await self.events.open()
+        if self.policy_path.exists():
+            await self._policy_db.open()
+
+    async def migrate(self) -> list[tuple[str, int, list[Migration]]]:
+        """Bring every database to this gateway's schema: (where, version before, applied)."""
+        if self.postgres is not None:
+            found, applied = await self.postgres.migrate()
+            return [(self.postgres.where, found, applied)]
+        out = []
+        for path, migrations in ((self.path, sqlite_migrations.EVENTS),
+                                 (self.policy_path, sqlite_migrations.POLICY)):
+            out.append((str(path), *await asyncio.to_thread(_migrate_file, path, migrations)))
+        return out
 
     async def close(self) -> None:
-        log.debug("policy state: %r %r", self._policy_db, self.rate_counters)
+        log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)
         await self.rate_counters.close()
         await self._policy_db.close()
         await self.events.close()
+        if self.postgres is not None:
+            await self.postgres.close()
+
+
+def open_state(config: Config) -> StateStore:
+    """The state store that `config` selects (not opened yet)."""
+    return StateStore(config.state_path, config.state)
+
+
+def _migrate_file(path: Path, migrations: tuple[Migration, ...]) -> tuple[int, list[Migration]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        found = sqlite_version(conn)
+        return found, migrate_sqlite(conn, str(path), migrations)
+    finally:
+        conn.close()

@@ -113,7 +113,7 @@ class SharedRateCounters:
 
     @property
     def evictions(self) -> int:
-        return _HEADER.unpack_from(self._open(), 0)[3]
+        return int(_HEADER.unpack_from(self._open(), 0)[3])
 
     def _locked(self) -> _Locked:
         return _Locked(self._open(), self._fd, self._slots)
