@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 
 from gateway.model import EventType, Suppression, SuppressionReason
 from gateway.supervisor import Gateway
-from tests.fixtures.backends import pg_database, pg_dsn  # noqa: F401  (fixtures)
+from tests.fixtures.backends import pg_database, pg_dsn
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.net import free_port
 from tests.fixtures.policy import message, smtp_session, write_policy
 from tests.fixtures.sink import Sink
 from tests.fixtures.tcp_proxy import TcpProxy
+
+__all__ = ["pg_database", "pg_dsn"]  # the fixtures, imported for pytest
 
 UNAVAILABLE = (451, "4.3.0 Policy state temporarily unavailable, try again later")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.model import EventType, Secret
 from gateway.state import StateStore
 from gateway.state_config import StateConfig
-from tests.fixtures.backends import (  # noqa: F401  (fixtures)
+from tests.fixtures.backends import (
     REDIS_URL,
     pg_database,
     pg_dsn,
@@ -23,6 +23,8 @@ from tests.fixtures.backends import (  # noqa: F401  (fixtures)
 from tests.fixtures.gateway import GatewayProcess, write_config
 from tests.fixtures.policy import message, write_policy
 from tests.fixtures.sink import Sink
+
+__all__ = ["pg_database", "pg_dsn", "redis_prefix"]  # the fixtures, imported for pytest
 
 LIMITS = """\
     limits:

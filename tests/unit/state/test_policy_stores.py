@@ -159,7 +159,8 @@ async def test_wal_stays_small_under_constant_writes(tmp_path: Path) -> None:
 
 
 async def test_a_held_write_lock_hands_quick_writes_to_the_thread(tmp_path: Path) -> None:
-    db = StateDb(tmp_path / "policy.db", (Migration(1, "t", ("CREATE TABLE t (k TEXT PRIMARY KEY)",)),))
+    db = StateDb(tmp_path / "policy.db",
+                 (Migration(1, "t", ("CREATE TABLE t (k TEXT PRIMARY KEY)",)),))
     await db.open()
     other = sqlite3.connect(db.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock ...

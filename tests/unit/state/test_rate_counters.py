@@ -14,9 +14,10 @@ from gateway.errors import StateUnavailable
 from gateway.model import Secret
 from gateway.state.ratelimits import RateCounters, SharedRateCounters
 from gateway.state.redis_limits import RedisRateCounters, redact_url
-from tests.fixtures.backends import REDIS_URL, redis_prefix  # noqa: F401  (fixture)
+from tests.fixtures.backends import REDIS_URL, redis_prefix
 from tests.fixtures.net import free_port
 
+__all__ = ["redis_prefix"]  # the fixtures, imported for pytest
 
 @pytest.fixture(params=["table", "redis"])
 async def counters(request: pytest.FixtureRequest, tmp_path: Path

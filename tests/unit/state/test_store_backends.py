@@ -16,11 +16,13 @@ from gateway.state import StateStore
 from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.migrations.postgresql import POSTGRESQL
-from tests.fixtures.backends import (  # noqa: F401  (fixtures)
+from tests.fixtures.backends import (
     pg_database,
     pg_dsn,
     sqlite_or_pg_state_config,
 )
+
+__all__ = ["pg_database", "pg_dsn"]  # the fixtures, imported for pytest
 
 BACKENDS = ["sqlite", "postgresql"]
 
