@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.db_cli import add_db_parsers
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StateUnavailable
 from gateway.passwords import hash_password
 from gateway.policy.rules_file import load_policies
 from gateway.policy_cli import add_policy_parsers
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, StateUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
