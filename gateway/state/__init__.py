@@ -91,6 +91,16 @@ class StateStore:
         self.consent = PostgresConsentStore(pool)
         self.audit = PostgresAuditLog(pool)
 
+    def health(self) -> dict[str, bool]:
+        """Shared backends and whether they answered last time (for a readiness check:
+        False while backing off after a failure). Empty for the embedded ones."""
+        out = {}
+        if self.postgres is not None:
+            out["postgresql"] = self.postgres.available
+        if isinstance(self.rate_counters, RedisRateCounters):
+            out["redis"] = self.rate_counters.available
+        return out
+
     @property
     def backend(self) -> str:
         return "postgresql" if self.postgres is not None else "sqlite"

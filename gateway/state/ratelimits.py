@@ -12,8 +12,17 @@ Why not a database row per key (the first version, ratelimits.db): every RCPT
 was a SQLite write transaction on rows the other intake processes had just
 written — file locks, a WAL frame, lock waits — and that was most of what the
 policies cost intake (BENCHMARKS.md). Here an RCPT costs a flock/unlock pair
-and a few struct reads on a shared mapping; the lock keeps each update atomic
-across the node's processes, so the limit holds for the node, not per process.
+(~1 µs) and a few struct reads on a shared mapping; the lock keeps each update
+atomic across the node's processes, so the limit holds for the node, not per
+process. The other ways weighed: the master owning the counters (a pipe round
+trip per RCPT, tens of µs, and the master's loop in every RCPT's path);
+workers leasing batches of tokens from a shared counter (one write per lease,
+but leased tokens a worker does not use are unavailable to the others until
+the lease ends, so a burst of 4 could refuse a guest's second message — a
+change of semantics — and it saves nothing when every RCPT has a new key,
+as per-recipient limits mostly do). The shared table keeps exact GCRA
+semantics at the lowest cost; it serves one machine, which is what Redis is
+for beyond that.
 
 What survives a restart: the file is a shared mapping, so every update is in
 the page cache at once and the next process (a restarted worker or gateway)

@@ -53,12 +53,14 @@ async def test_database_cut_mid_run_then_back(tmp_path: Path, pg_dsn: str) -> No
             await sink.await_for(1)
             assert await rcpt_reply(gw, "blocked@example.net") == UNAVAILABLE
             assert await rcpt_reply(gw, "guest@example.net") == UNAVAILABLE
+            assert gw.state.health() == {"postgresql": False}  # what readiness reports
             proxy.start()  # back: the first RCPT after the backoff reconnects
             deadline = time.monotonic() + 30
             while (reply := await rcpt_reply(gw, "guest@example.net"))[0] != 250:
                 assert reply == UNAVAILABLE and time.monotonic() < deadline
                 await asyncio.sleep(0.1)
             assert (await rcpt_reply(gw, "blocked@example.net"))[0] == 550
+            assert gw.state.health() == {"postgresql": True}
             # The events of the outage (the delivery, the refusals) were kept and written.
             trace = await gw.state.events.by_message_id("<before-cut@example.com>")
             assert {EventType.ACCEPTED, EventType.DELIVERED} <= {e.type for e in trace}
