@@ -1,14 +1,11 @@
-"""The policy state files (policy.db, ratelimits.db): quick questions inline, the rest
-batched on one thread.
+"""The policy state file (policy.db): quick questions inline, the rest batched on
+one thread.
 
 Policy reads must see the latest rows at once — a suppression the CLI added a
-second ago, a rate counter another intake process just bumped — and each
-rate-counter update must be atomic across processes. Intake asks such
-questions for every RCPT. Measured (BENCHMARKS.md), the SQL is the small part:
-an indexed lookup takes ~5 µs and a two-counter write transaction ~16 µs, but
-a round trip to a database thread (as aiosqlite makes one per statement) costs
-far more CPU than that, and with a write transaction per RCPT the policies
-cost a third of intake's throughput.
+second ago. Intake asks for every RCPT. Measured (BENCHMARKS.md), the SQL is
+the small part: an indexed lookup takes ~5 µs, but a round trip to a database
+thread (as aiosqlite makes one per statement) costs far more CPU than that.
+(Rate counters, once written here per RCPT, are in gateway.state.ratelimits.)
 
 So a `quick` request runs right on the event loop, on a connection that never
 waits for a lock (busy timeout 0). It checkpoints the WAL itself, as SQLite

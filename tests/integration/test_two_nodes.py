@@ -35,12 +35,12 @@ LIMITS = """\
     """
 
 
-def node_config(directory: Path, sink_port: int, dsn: str, prefix: str) -> Path:
+def node_config(directory: Path, sink_port: int, dsn: str, prefix: str, workers: int) -> Path:
     directory.mkdir()
     write_policy(directory, "ratelimits.yaml", LIMITS)
     write_policy(directory, "suppression.yaml", "entries: []\n")
     extra = (f"state: {dsn}\nrate_limits: {REDIS_URL}\n"
-             f"rate_limits_prefix: \"{prefix}\"\n")
+             f"rate_limits_prefix: \"{prefix}\"\nintake_workers: {workers}\n")
     return write_config(directory, sink_port, extra=extra)
 
 
@@ -88,8 +88,9 @@ async def trace(dsn: str, message_id: str, queue_ids: int) -> list[tuple[str, Ev
 async def test_two_nodes_share_suppressions_limits_and_events(
         tmp_path: Path, pg_dsn: str, redis_prefix: str) -> None:
     sink = Sink().start()
-    a_config = node_config(tmp_path / "a", sink.port, pg_dsn, redis_prefix)
-    b_config = node_config(tmp_path / "b", sink.port, pg_dsn, redis_prefix)
+    # Node A serves SMTP from two intake worker processes, node B from its main process.
+    a_config = node_config(tmp_path / "a", sink.port, pg_dsn, redis_prefix, workers=2)
+    b_config = node_config(tmp_path / "b", sink.port, pg_dsn, redis_prefix, workers=1)
     assert "up to date" in cli("db", "migrate", "-c", str(a_config))
     assert "version 1 (this gateway: 1) up to date" in cli("db", "status", "-c", str(b_config))
     a = GatewayProcess(a_config).start()
