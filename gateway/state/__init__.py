@@ -108,16 +108,20 @@ class StateStore:
     async def open(self) -> None:
         """Open, and check the schema versions: SchemaError (refuse to start) if a
         database has a newer one, or (PostgreSQL) an older one."""
-        if self.postgres is not None:
-            await self.postgres.open()
-            await self.postgres.check_schema_now()
-            return
-        # policy.db and ratelimits.table open on first use: without policy files,
-        # nothing reads them, and a gateway that has none never creates them. An
-        # existing policy.db is opened now, so a wrong schema stops the start.
-        await self.events.open()
-        if self.policy_path.exists():
-            await self._policy_db.open()
+        try:
+            if self.postgres is not None:
+                await self.postgres.open()
+                await self.postgres.check_schema_now()
+                return
+            # policy.db and ratelimits.table open on first use: without policy files,
+            # nothing reads them, and a gateway that has none never creates them. An
+            # existing policy.db is opened now, so a wrong schema stops the start.
+            await self.events.open()
+            if self.policy_path.exists():
+                await self._policy_db.open()
+        except BaseException:
+            await self.close()  # no connection thread may keep the refused process alive
+            raise
 
     async def migrate(self) -> list[tuple[str, int, list[Migration]]]:
         """Bring every database to this gateway's schema: (where, version before, applied)."""
