@@ -12,7 +12,7 @@ Failure semantics (issue 8): any error that says "the server cannot answer
 now" — refused or dropped connection, timeout, server shutting down, too many
 connections — becomes StateUnavailable, and the policy stage answers 451 4.3.0
 (fail closed: never mail a possibly suppressed address). After a failure the
-pool is not asked again until a backoff has passed (0.25 s doubling to 30 s),
+pool is not asked again until a backoff has passed (gateway.state.backoff),
 so a dead server costs an RCPT nothing but the 451, and the first request
 after the backoff reconnects. Already queued mail does not depend on it.
 
@@ -33,6 +33,7 @@ import asyncpg
 
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
+from gateway.state.backoff import Backoff
 from gateway.state.migrations import MIGRATIONS_TABLE, Migration, check_version, latest
 from gateway.state.migrations.postgresql import POSTGRESQL
 
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Conn = Any  # asyncpg.Connection / pool proxy (asyncpg ships no type hints)
 
-BACKOFF_FIRST = 0.25  # seconds without a try after the first failure
-BACKOFF_MAX = 30.0
 CONNECT_TIMEOUT = 2.0  # an RCPT should not wait long for a server that is gone
 COMMAND_TIMEOUT = 5.0
 # SQLSTATE classes that say "the server cannot answer now", not "the query is wrong":
@@ -87,14 +86,13 @@ class PostgresPool:
         self._migrations = migrations
         self._pool: Any = None
         self._schema_ok = False
-        self._failures = 0
-        self._retry_at = 0.0
+        self._backoff = Backoff()
         self._schema_problem: str | None = None
 
     @property
     def available(self) -> bool:
         """False while backing off after a failure (for readiness)."""
-        return self._failures == 0 and self._schema_problem is None
+        return self._backoff.failures == 0 and self._schema_problem is None
 
     async def open(self) -> None:
         """Create the pool and check the schema if the server answers. A server that is
@@ -122,7 +120,7 @@ class PostgresPool:
         there (now, or within the backoff after a failure)."""
         if self._pool is None:
             raise StateUnavailable(f"state database {self.where} is not open")
-        wait = self._retry_at - time.monotonic()
+        wait = self._backoff.wait()
         if wait > 0:
             raise StateUnavailable(f"state database {self.where} unavailable "
                                    f"(next try in {wait:.1f}s)")
@@ -141,19 +139,17 @@ class PostgresPool:
             self._failed(exc)
             raise StateUnavailable(f"state database {self.where} unavailable: "
                                    f"{type(exc).__name__}") from None
-        if self._failures:
-            log.warning("state database %s is back after %d failed tries", self.where,
-                        self._failures)
-            self._failures = 0
+        ended = self._backoff.succeeded()
+        if ended:
+            log.warning("state database %s is back after %d failed tries", self.where, ended)
         return result
 
     def _failed(self, exc: BaseException) -> None:
-        self._failures += 1
-        backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(self._failures - 1, 16))
-        self._retry_at = time.monotonic() + backoff
-        if self._failures == 1 or self._failures % 10 == 0:
+        pause = self._backoff.failed()
+        tries = self._backoff.failures
+        if tries == 1 or tries % 10 == 0:
             log.error("state database %s unavailable (%s: %s); try %d, next in %.2fs",
-                      self.where, type(exc).__name__, exc, self._failures, backoff)
+                      self.where, type(exc).__name__, exc, tries, pause)
 
     async def _check_schema(self, conn: Conn) -> None:
         found = await schema_version(conn)
@@ -214,8 +210,8 @@ class PostgresPool:
 
     def __repr__(self) -> str:
         state = "open" if self._pool is not None else "closed"
-        if self._failures:
-            state += f" unavailable failures={self._failures}"
+        if self._backoff.failures:
+            state += f" unavailable {self._backoff!r}"
         return f"<PostgresPool {self.where} {state}>"
 
 

@@ -24,7 +24,7 @@ from gateway.errors import StateUnavailable
 from gateway.model import ConsentRecord, Event, EventType, QueueId, Reply, Suppression
 from gateway.model import SuppressionReason as Reason
 from gateway.state.audit import AuditEntry
-from gateway.state.postgres import BACKOFF_FIRST, Conn, PostgresPool
+from gateway.state.postgres import Conn, PostgresPool
 
 __all__ = ["PostgresAuditLog", "PostgresConsentStore", "PostgresEventStore",
            "PostgresSuppressionStore"]
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.02  # seconds events wait to be written together
 MAX_PENDING_EVENTS = 100_000  # kept in memory while the server is away
+RETRY_INTERVAL = 0.25  # seconds between flush tries then (the pool's backoff paces real tries)
 _AUDIT = "INSERT INTO audit (time, actor, action, detail) VALUES ($1, $2, $3, $4)"
 
 
@@ -215,7 +216,7 @@ class PostgresEventStore:
         except StateUnavailable:
             if self._timer is None:  # kept; tried again after the pool's backoff
                 loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(max(BACKOFF_FIRST, FLUSH_INTERVAL), self._start)
+                self._timer = loop.call_later(RETRY_INTERVAL, self._start)
 
     async def flush(self) -> None:
         async with self._lock:

@@ -14,7 +14,7 @@ by d seconds counts as if its requests came d seconds early or late.
 Redis unavailable (refused, timeout, dropped): with `fail_open`, the request
 passes unlimited and the event is counted (`failed_open`); without it,
 StateUnavailable, and the policy stage answers 451 4.3.0. After a failure
-Redis is not asked again for a backoff (0.25 s doubling to 30 s).
+Redis is not asked again for a while (gateway.state.backoff).
 
 Single Redis (or a primary with replicas), not Redis Cluster: the keys of one
 script call may hash to different cluster slots.
@@ -26,7 +26,6 @@ never script text. The URL may carry a password: it stays in a Secret.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
-from gateway.state.postgres import BACKOFF_FIRST, BACKOFF_MAX
+from gateway.state.backoff import Backoff
 
 __all__ = ["GCRA_SCRIPT", "RedisRateCounters", "redact_url"]
 
@@ -87,12 +86,11 @@ class RedisRateCounters:
         self._prefix = prefix
         self.fail_open = fail_open
         self.failed_open = 0  # requests let through while Redis was away
-        self._failures = 0
-        self._retry_at = 0.0
+        self._backoff = Backoff()
 
     @property
     def available(self) -> bool:
-        return self._failures == 0
+        return self._backoff.failures == 0
 
     async def acquire(self, key: str, interval: float, burst: int, now: float
                       ) -> tuple[bool, float]:
@@ -115,7 +113,7 @@ class RedisRateCounters:
 
     async def _call(self, requests: list[tuple[str, float, int]], now: float, *,
                     reserve: bool) -> list[tuple[bool, float]] | None:
-        wait = self._retry_at - time.monotonic()
+        wait = self._backoff.wait()
         if wait > 0:
             self._unavailable(f"next try in {wait:.1f}s")
             return None
@@ -129,10 +127,9 @@ class RedisRateCounters:
             self._failed(exc)
             self._unavailable(type(exc).__name__)
             return None
-        if self._failures:
-            log.warning("rate-limit store %s is back after %d failed tries", self.where,
-                        self._failures)
-            self._failures = 0
+        ended = self._backoff.succeeded()
+        if ended:
+            log.warning("rate-limit store %s is back after %d failed tries", self.where, ended)
         return [(bool(int(flat[i])), float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def _unavailable(self, why: str) -> None:
@@ -143,17 +140,16 @@ class RedisRateCounters:
         raise StateUnavailable(f"rate-limit store {self.where} unavailable ({why})")
 
     def _failed(self, exc: BaseException) -> None:
-        self._failures += 1
-        backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(self._failures - 1, 16))
-        self._retry_at = time.monotonic() + backoff
-        if self._failures == 1 or self._failures % 10 == 0:
+        pause = self._backoff.failed()
+        tries = self._backoff.failures
+        if tries == 1 or tries % 10 == 0:
             log.error("rate-limit store %s unavailable (%s); %s; try %d, next in %.2fs",
                       self.where, exc, "failing open" if self.fail_open else "answering 451",
-                      self._failures, backoff)
+                      tries, pause)
 
     async def close(self) -> None:
         await self._client.aclose()
 
     def __repr__(self) -> str:
-        state = "available" if self.available else f"unavailable failures={self._failures}"
+        state = "available" if self.available else f"unavailable {self._backoff!r}"
         return f"<RedisRateCounters {self.where} {state} fail_open={self.fail_open}>"

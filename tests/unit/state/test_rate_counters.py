@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
+from gateway.state.backoff import Backoff
 from gateway.state.ratelimits import RateCounters, SharedRateCounters
 from gateway.state.redis_limits import RedisRateCounters, redact_url
 from tests.fixtures.backends import REDIS_URL, redis_prefix
@@ -106,3 +107,14 @@ def test_redis_url_password_is_never_shown() -> None:
     assert redact_url("redis://:s3cret@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
     store = RedisRateCounters(Secret("redis://user:s3cret@10.0.0.5:6379/0"))
     assert "s3cret" not in repr(store)
+
+
+def test_backoff_doubles_to_a_ceiling_and_resets() -> None:
+    now = [100.0]
+    backoff = Backoff(first=0.25, maximum=1.0, clock=lambda: now[0])
+    assert backoff.wait() <= 0  # never failed: try now
+    assert [backoff.failed() for _ in range(5)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert backoff.wait() == 1.0
+    now[0] += 1.0
+    assert backoff.wait() == 0.0  # due: the next request is the reconnection attempt
+    assert backoff.succeeded() == 5 and backoff.failures == 0
