@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.migrations.postgresql import POSTGRESQL
 from tests.fixtures.backends import (
+    PG_ADMIN_DSN,
     pg_database,
     pg_dsn,
     sqlite_or_pg_state_config,
@@ -158,9 +160,16 @@ async def test_a_newer_schema_stops_the_start(tmp_path: Path,
 
 
 async def test_postgresql_without_migrations_asks_for_db_migrate(tmp_path: Path) -> None:
-    from tests.fixtures.backends import PG_ADMIN_DSN
-    # The admin database has no schema_migrations table: version 0.
-    pg = StateStore(tmp_path / "x.db", sqlite_or_pg_state_config("postgresql", PG_ADMIN_DSN))
-    with pytest.raises(ConfigError, match=r"run `smtp-gateway db migrate`"):
-        await pg.open()
-    await pg.close()
+    # A node never migrates the shared database by itself (rolling upgrades).
+    name = f"gwtest_empty_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+        pg = StateStore(tmp_path / "x.db", sqlite_or_pg_state_config("postgresql", dsn))
+        with pytest.raises(ConfigError, match=r"schema version 0, this gateway needs 1: "
+                                              r"run `smtp-gateway db migrate`"):
+            await pg.open()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
