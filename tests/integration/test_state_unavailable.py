@@ -20,7 +20,8 @@ from tests.fixtures.policy import message, smtp_session, write_policy
 from tests.fixtures.sink import Sink
 from tests.fixtures.tcp_proxy import TcpProxy
 
-__all__ = ["pg_database", "pg_dsn"]  # the fixtures, imported for pytest
+__all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
+
 
 UNAVAILABLE = (451, "4.3.0 Policy state temporarily unavailable, try again later")
 

@@ -24,7 +24,8 @@ from tests.fixtures.gateway import GatewayProcess, write_config
 from tests.fixtures.policy import message, write_policy
 from tests.fixtures.sink import Sink
 
-__all__ = ["pg_database", "pg_dsn", "redis_prefix"]  # the fixtures, imported for pytest
+__all__ = ["pg_database", "pg_dsn", "redis_prefix"]  # fixtures, imported for pytest
+
 
 LIMITS = """\
     limits:

@@ -18,7 +18,8 @@ from gateway.state.redis_limits import RedisRateCounters, redact_url
 from tests.fixtures.backends import REDIS_URL, redis_prefix
 from tests.fixtures.net import free_port
 
-__all__ = ["redis_prefix"]  # the fixtures, imported for pytest
+__all__ = ["redis_prefix"]  # fixtures, imported for pytest
+
 
 @pytest.fixture(params=["table", "redis"])
 async def counters(request: pytest.FixtureRequest, tmp_path: Path

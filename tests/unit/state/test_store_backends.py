@@ -24,7 +24,8 @@ from tests.fixtures.backends import (
     sqlite_or_pg_state_config,
 )
 
-__all__ = ["pg_database", "pg_dsn"]  # the fixtures, imported for pytest
+__all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
+
 
 BACKENDS = ["sqlite", "postgresql"]
 
