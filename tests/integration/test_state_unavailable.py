@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.model import EventType, Suppression, SuppressionReason
+from gateway.clock import ManualClock
+from gateway.model import EventType, QueueState, Suppression, SuppressionReason
 from gateway.supervisor import Gateway
 from tests.fixtures.backends import pg_database, pg_dsn
 from tests.fixtures.gateway import running_gateway, write_config
@@ -35,27 +36,45 @@ async def rcpt_reply(gw: Gateway, address: str) -> tuple[int, str]:
     return (await smtp_session(gw.ports["relay"], [address])).rcpt[address]
 
 
+async def deferred(gw: Gateway) -> int:
+    for _ in range(300):
+        if count := len(gw.spool.files.ids(QueueState.DEFERRED)):
+            return count
+        await asyncio.sleep(0.01)
+    return 0
+
+
 async def test_database_cut_mid_run_then_back(tmp_path: Path, pg_dsn: str) -> None:
     write_policy(tmp_path, "suppression.yaml", "entries: []\n")
-    proxy = TcpProxy(5432).start()
+    database = TcpProxy(5432).start()
     sink = Sink().start()
-    config = write_config(tmp_path, sink.port, extra=f"state: {through(pg_dsn, proxy.port)}\n")
+    next_hop = TcpProxy(sink.port)  # not listening yet: the first attempt fails
+    next_hop.start()
+    next_hop.cut()
+    clock = ManualClock()
+    config = write_config(tmp_path, next_hop.port,
+                          extra=f"state: {through(pg_dsn, database.port)}\n")
     try:
-        async with running_gateway(config) as gw:
+        async with running_gateway(config, clock) as gw:
             await gw.state.suppressions.add([Suppression(
                 "blocked@example.net", SuppressionReason.HARD_BOUNCE, "all", 1.0, "t")], "t", 1.0)
             assert (await rcpt_reply(gw, "blocked@example.net"))[0] == 550
-            # A message accepted just before the cut ...
+            # A message accepted before the cut waits in deferred/ (next hop down) ...
             msg = message(extra="Message-ID: <before-cut@example.com>\r\n")
             sent = await smtp_session(gw.ports["relay"], ["guest@example.net"], msg)
             assert sent.data is not None and sent.data[0] == 250
-            proxy.cut()
-            # ... is delivered while the database is away: delivery never needs it.
-            await sink.await_for(1)
+            assert await deferred(gw) == 1
+            database.cut()
             assert await rcpt_reply(gw, "blocked@example.net") == UNAVAILABLE
             assert await rcpt_reply(gw, "guest@example.net") == UNAVAILABLE
             assert gw.state.health() == {"postgresql": False}  # what readiness reports
-            proxy.start()  # back: the first RCPT after the backoff reconnects
+            # ... and is delivered at its retry while the database is away: delivery
+            # never needs it.
+            next_hop.start()
+            clock.advance(2.0)
+            await sink.await_for(1)
+            assert await rcpt_reply(gw, "guest@example.net") == UNAVAILABLE  # still away
+            database.start()  # back: the first RCPT after the backoff reconnects
             deadline = time.monotonic() + 30
             while (reply := await rcpt_reply(gw, "guest@example.net"))[0] != 250:
                 assert reply == UNAVAILABLE and time.monotonic() < deadline
@@ -63,12 +82,15 @@ async def test_database_cut_mid_run_then_back(tmp_path: Path, pg_dsn: str) -> No
             assert (await rcpt_reply(gw, "blocked@example.net"))[0] == 550
             assert gw.state.health() == {"postgresql": True}
             # The events of the outage (the delivery, the refusals) were kept and written.
-            trace = await gw.state.events.by_message_id("<before-cut@example.com>")
-            assert {EventType.ACCEPTED, EventType.DELIVERED} <= {e.type for e in trace}
+            trace = [e.type for e in await gw.state.events.by_message_id(
+                "<before-cut@example.com>")]
+            assert trace[0] is EventType.ACCEPTED and trace[-1] is EventType.DELIVERED
+            assert EventType.DEFERRED in trace
             refused = await gw.state.events.by_queue_id("")
-            assert sum("rule=state-unavailable" in (e.detail or "") for e in refused) >= 2
+            assert sum("rule=state-unavailable" in (e.detail or "") for e in refused) >= 3
     finally:
-        proxy.cut()
+        database.cut()
+        next_hop.cut()
         sink.stop()
 
 
