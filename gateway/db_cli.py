@@ -19,7 +19,6 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.state import open_state
 from gateway.state.migrations import latest, sqlite_version
-from gateway.state.migrations import sqlite as sqlite_migrations
 
 __all__ = ["add_db_parsers"]
 
@@ -69,8 +68,7 @@ def _status(args: argparse.Namespace) -> int:
                 rows = [(state.postgres.where, found, known)]
             else:
                 rows = [(str(path), await asyncio.to_thread(_sqlite_version, path), latest(m))
-                        for path, m in ((state.path, sqlite_migrations.EVENTS),
-                                        (state.policy_path, sqlite_migrations.POLICY))]
+                        for path, m in state.sqlite_files()]
         finally:
             if state.postgres is not None:
                 await state.postgres.close()

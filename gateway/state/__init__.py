@@ -129,10 +129,16 @@ class StateStore:
             found, applied = await self.postgres.migrate()
             return [(self.postgres.where, found, applied)]
         out = []
-        for path, migrations in ((self.path, sqlite_migrations.EVENTS),
-                                 (self.policy_path, sqlite_migrations.POLICY)):
+        for path, migrations in self.sqlite_files():
             out.append((str(path), *await asyncio.to_thread(_migrate_file, path, migrations)))
         return out
+
+    def sqlite_files(self) -> tuple[tuple[Path, tuple[Migration, ...]], ...]:
+        """The embedded databases and their migration lists (bounces.db is opened by
+        gateway.bounces, and migrated there, too)."""
+        return ((self.path, sqlite_migrations.EVENTS),
+                (self.policy_path, sqlite_migrations.POLICY),
+                (self.path.with_name("bounces.db"), sqlite_migrations.BOUNCES))
 
     async def close(self) -> None:
         log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)

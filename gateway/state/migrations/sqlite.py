@@ -1,6 +1,7 @@
 """Schema migrations of the embedded SQLite state files (see gateway.state.migrations).
 
-Two lists because two files: state.db holds the events (written in batches
+One list per file: bounces.db holds what bounce handling remembers
+(gateway.state.bounces); state.db holds the events (written in batches
 all the time), policy.db the suppressions, consent and audit log (read for
 every recipient) — gateway.state.StateStore says why they are apart.
 Append only: a change is a new Migration at the end of its list.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from gateway.state.migrations import Migration
 
-__all__ = ["EVENTS", "POLICY"]
+__all__ = ["BOUNCES", "EVENTS", "POLICY"]
 
 EVENTS: tuple[Migration, ...] = (
     Migration(1, "events", (
@@ -63,5 +64,22 @@ POLICY: tuple[Migration, ...] = (
             action TEXT NOT NULL,
             detail TEXT NOT NULL
         )""",
+    )),
+)
+
+BOUNCES: tuple[Migration, ...] = (
+    Migration(1, "ingested, soft_bounces", (
+        """CREATE TABLE IF NOT EXISTS ingested (
+            key TEXT PRIMARY KEY,
+            time REAL NOT NULL,
+            source TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS soft_bounces (
+            address TEXT NOT NULL,
+            queue_id TEXT NOT NULL,
+            time REAL NOT NULL,
+            PRIMARY KEY (address, queue_id)
+        ) WITHOUT ROWID""",
     )),
 )
