@@ -14,6 +14,13 @@ them (`open_state()` picks by config):
 
 A backend that cannot answer raises StateUnavailable; the policy stage turns
 it into 451 4.3.0 (gateway.policy.stage).
+
+Adding a store (idempotency keys, a webhook outbox, breaker state …): a
+Protocol with async methods; a SQLite class on a StateDb (a file of its own
+if its write pattern differs, with its Migration list in migrations/sqlite.py)
+and a PostgreSQL class on PostgresPool (a new Migration appended to
+migrations/postgresql.py); both built here; and its tests added to
+tests/unit/state/test_store_backends.py, which runs them on both backends.
 """
 
 from __future__ import annotations
