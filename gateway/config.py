@@ -38,6 +38,7 @@ from gateway.priority_config import (
     parse_idempotency,
     parse_priorities,
 )
+from gateway.state_config import StateConfig, parse_state
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
@@ -134,6 +135,8 @@ class Config:
     idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     # Return paths (VERP) and bounce ingestion (gateway.bounces.settings).
     bounces: BounceConfig = field(default_factory=BounceConfig)
+    # Where policy state lives: SQLite / this node's table, or PostgreSQL / Redis.
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def spool_dir(self) -> Path:
@@ -183,6 +186,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         idempotency=parse_idempotency(root.section("idempotency")),
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
+        state=parse_state(root, base),
     )
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")

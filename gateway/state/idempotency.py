@@ -12,6 +12,7 @@ older than `stale_after` belongs to a process that died between the two and
 may be taken over; that message was never answered 250, so nothing is lost.
 
 Expired rows are purged by `claim()` itself, at most once per PURGE_EVERY.
+The table: gateway/state/migrations/sqlite.py (IDEMPOTENCY).
 """
 
 from __future__ import annotations
@@ -23,23 +24,9 @@ from typing import Protocol
 from gateway.model import QueueId
 from gateway.state.db import StateDb
 
-__all__ = ["IDEMPOTENCY_SCHEMA", "Claim", "IdempotencyStore", "SqliteIdempotencyStore"]
+__all__ = ["Claim", "IdempotencyStore", "SqliteIdempotencyStore"]
 
 PURGE_EVERY = 3600.0  # seconds between purges of expired keys
-
-IDEMPOTENCY_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS idempotency_keys (
-        scope TEXT NOT NULL,
-        key TEXT NOT NULL,
-        queue_id TEXT NOT NULL,
-        stored INTEGER NOT NULL,
-        created REAL NOT NULL,
-        expires REAL NOT NULL,
-        PRIMARY KEY (scope, key)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency_keys(expires)",
-)
-
 
 @dataclass(frozen=True)
 class Claim:

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from gateway.state.db import StateDb
-from gateway.state.idempotency import IDEMPOTENCY_SCHEMA, Claim, SqliteIdempotencyStore
+from gateway.state.idempotency import Claim, SqliteIdempotencyStore
+from gateway.state.migrations.sqlite import IDEMPOTENCY
 
 DAY = 86400.0
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteIdempotencyStore]:
-    db = StateDb(tmp_path / "idempotency.db", IDEMPOTENCY_SCHEMA)
+    db = StateDb(tmp_path / "idempotency.db", IDEMPOTENCY)
     yield SqliteIdempotencyStore(db)
     await db.close()
 
