@@ -21,7 +21,7 @@ from gateway.config import Config, load_config
 from gateway.delivery import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor
+from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.metrics.queue import BreakerCollector, QueueSampler
 from gateway.model import Envelope, QueuedMessage
@@ -30,7 +30,7 @@ from gateway.policy.stage import PolicyStage
 from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state import open_state
 from gateway.state.events import accepted_events
 from gateway.workers import IntakeWorkers
 
@@ -45,7 +45,7 @@ class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.state = StateStore(config.state_path)
+        self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
         self.delivery = Delivery(config.delivery, self.clock)
         self.router = Router(config.routes)
@@ -54,6 +54,7 @@ class Gateway:
         self.signing_counters = SigningCounters()  # survive reloads: they only grow
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.signing_counters))
+        configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
@@ -159,6 +160,7 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
+        configure_intake(self.acceptor, new, self.state, self.clock)
         self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)
@@ -191,6 +193,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("policies_dir")
     if old.bounces != new.bounces:
         out.append("bounces")
+    if old.state != new.state:
+        out.append("state")
     return out
 
 

@@ -32,7 +32,7 @@ from gateway.bounces.service import inbox_for
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor
+from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.metrics.workers import METRICS_PREFIX, snapshot
 from gateway.model import QueuedMessage
@@ -40,7 +40,7 @@ from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state import open_state
 from gateway.state.events import accepted_events
 
 __all__ = ["READY", "parse_ports", "run_worker"]
@@ -64,11 +64,12 @@ class _Worker:
     def __init__(self, config: Config, ports: dict[str, int]) -> None:
         self.config = config
         self.clock = SystemClock()
-        self.state = StateStore(config.state_path)
+        self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
         self.counters = SigningCounters()
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.counters))
+        configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [
             IntakeServer(replace(lst, port=ports.get(lst.name, lst.port)), config,
                          self.acceptor, self.clock)
@@ -138,6 +139,7 @@ class _Worker:
             return
         self.config = new
         self.acceptor.signer = signer_for(new.dkim, self.counters)
+        configure_intake(self.acceptor, new, self.state, self.clock)
         for listener in self.listeners:
             listener.reconfigure(new)
 
