@@ -8,6 +8,8 @@
     suppress add|remove|list|import|export   the suppression list (gateway.policy_cli)
     consent grant|withdraw|show|import       consent records
     bounce parse|ingest        classify returned mail (DSN, ARF, MTA texts, auto-replies)
+    erase ADDRESS              remove an address from events, consent, audit (GDPR); its
+                               suppressions stay in force under a keyed hash
 
 Queue commands work on the spool directly, like postsuper: a state change is
 a rename, which the running gateway notices (it trusts the directory).
@@ -32,6 +34,8 @@ from gateway.errors import ConfigError
 from gateway.passwords import hash_password
 from gateway.policy.rules_file import load_policies
 from gateway.policy_cli import add_policy_parsers
+from gateway.retention import ErasureReport, erase_address
+from gateway.state import StateStore
 
 __all__ = ["main"]
 
@@ -93,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     _dkim_parser(sub, with_config)
     add_policy_parsers(sub, with_config)
     _bounce_parser(sub)
+    er = with_config(sub.add_parser(
+        "erase", help="remove an address from events, consent and audit (GDPR erasure); "
+        "its suppressions stay in force under a keyed hash"))
+    er.add_argument("address")
+    er.add_argument("--by", help="who asks, for the audit log (default: cli:<login name>)")
+    er.add_argument("--json", action="store_true")
+    er.set_defaults(func=_erase)
     return p
 
 
@@ -385,6 +396,37 @@ def _bounce_ingest(args: argparse.Namespace) -> int:
             print(f"smtp-gateway bounce ingest: {exc}", file=sys.stderr)
             code = 1
     return code
+
+
+# -- erase ------------------------------------------------------------------------------------
+
+
+def _erase(args: argparse.Namespace) -> int:
+    config = load_config(args.config, read_keys=False)
+    actor = args.by or f"cli:{getpass.getuser()}"
+
+    async def go() -> ErasureReport:
+        state = StateStore(config.state_path, config.erasure_key_path)
+        await state.open()
+        try:
+            return await erase_address(state, args.address, actor)
+        finally:
+            await state.close()
+
+    try:
+        report = asyncio.run(go())
+    except ValueError as exc:
+        print(f"erase: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+        return 0
+    print(f"erased; the address is now {report.token}")
+    for table, count in sorted(report.changed.items()):
+        print(f"  {table}: {count} rows")
+    if not report.checkpointed:
+        print("  (a database was busy: the old bytes go at its next checkpoint)")
+    return 0
 
 
 # -- passwd -----------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, par
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
 from gateway.passwords import is_valid_hash
+from gateway.retention import RetentionConfig, parse_retention
+from gateway.webhooks.settings import WebhookConfig, parse_webhooks
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
@@ -110,6 +112,8 @@ class Config:
     # Suppression, consent and rate-limit files (gateway.policy.rules_file);
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.retention
 
     @property
     def spool_dir(self) -> Path:
@@ -118,6 +122,11 @@ class Config:
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def erasure_key_path(self) -> Path:
+        """The key of erased addresses' hashes (gateway.state.address_hash)."""
+        return self.retention.erasure_key_file or self.data_dir / "erasure.key"
 
     @property
     def policy_snapshot_path(self) -> Path:
@@ -152,6 +161,8 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         intake_workers=_workers(root),
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
+        webhooks=parse_webhooks(root, base),
+        retention=parse_retention(root.section("retention"), base),
     )
     root.done()
     problems.raise_if_any()

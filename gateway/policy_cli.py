@@ -108,7 +108,7 @@ def _sync(fn: Callable[[argparse.Namespace, Config, StateStore], Coroutine[Any, 
         config = load_config(args.config, read_keys=False)
 
         async def go() -> int:
-            state = StateStore(config.state_path)
+            state = StateStore(config.state_path, config.erasure_key_path)
             await state.open()
             try:
                 return await fn(args, config, state)

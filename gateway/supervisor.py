@@ -24,11 +24,13 @@ from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
+from gateway.retention import RetentionJob
 from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import StateStore
 from gateway.state.events import accepted_events
+from gateway.webhooks import Outbox, WebhookDispatcher
 from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
@@ -42,7 +44,7 @@ class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.state = StateStore(config.state_path)
+        self.state = StateStore(config.state_path, config.erasure_key_path)
         self.spool = Spool(config.spool_dir, self.clock)
         self.delivery = Delivery(config.delivery, self.clock)
         self.router = Router(config.routes)
@@ -54,6 +56,10 @@ class Gateway:
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
+        self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.state.events_db),
+                                          self.clock)
+        self.retention = RetentionJob(self.state, config.retention, self.clock)
+        self._reconfiguring: asyncio.Task[None] | None = None
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)
@@ -73,10 +79,14 @@ class Gateway:
         reserve the ports (see _reserve_ports) until they listen."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.state.open()
+        # Made now, before intake workers start, so every process hashes with it.
+        self.state.hasher.ensure_key()
         self.policy.start()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
+        await self.webhooks.start()
+        self.retention.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -117,6 +127,10 @@ class Gateway:
             await listener.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
         await self.delivery.close()
+        if self._reconfiguring is not None:
+            await self._reconfiguring
+        await self.webhooks.stop()  # after delivery: its last events may still go out next start
+        await self.retention.stop()
         await self.spool.close()
         await self.policy.stop()
         await self.state.close()
@@ -143,6 +157,11 @@ class Gateway:
         self.acceptor.signer = signer
         for listener in self.listeners:
             listener.reconfigure(new)
+        self.retention.config = new.retention
+        if new.webhooks != self.webhooks.configs or any(
+                s.paused for s in self.webhooks.senders.values()):
+            self._reconfiguring = asyncio.get_running_loop().create_task(
+                self.webhooks.reconfigure(new.webhooks))
         log.info("configuration reloaded from %s", new.path)
         return True
 

@@ -59,7 +59,7 @@ class _Worker:
     def __init__(self, config: Config, ports: dict[str, int]) -> None:
         self.config = config
         self.clock = SystemClock()
-        self.state = StateStore(config.state_path)
+        self.state = StateStore(config.state_path, config.erasure_key_path)
         self.spool = Spool(config.spool_dir, self.clock)
         self.counters = SigningCounters()
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,

@@ -1,0 +1,140 @@
+"""Retention and erasure: old events are purged; an address can be erased (GDPR art. 17).
+
+- `RetentionJob` deletes events older than `retention.events` (default 90
+  days) at start and then every `retention.purge_interval`, on the injected
+  clock. Events a webhook has not sent yet are purged too once that old: a
+  receiver down for 90 days cannot hold personal data past its time.
+- `erase_address()` (the `smtp-gateway erase` command and the admin API)
+  replaces the address by its keyed hash in events, suppressions, consent
+  records and the audit log (gateway.state.erasure), so a suppression of the
+  address still holds; the erasure is audited under the hash, never the
+  address. The spool is not touched: a message still queued to the address
+  keeps it until it is delivered or deleted (`queue delete`).
+
+Security: the address is untrusted input (API); it is normalized and only used
+as a bound parameter or escaped pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.clock import Clock, SystemClock
+from gateway.policy.addresses import normalize_address
+from gateway.state import StateStore
+from gateway.state.erasure import AddressMatcher
+from gateway.yamlnodes import Section
+
+__all__ = ["ErasureReport", "RetentionConfig", "RetentionJob", "erase_address",
+           "parse_retention"]
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    events: float = 90 * DAY  # events older than this are purged
+    purge_interval: float = 3600.0  # how often the purge runs
+    erasure_key_file: Path | None = None  # None: <data_dir>/erasure.key
+
+
+def parse_retention(sec: Section, base: Path) -> RetentionConfig:
+    d = RetentionConfig()
+    key_file = sec.opt_str("erasure_key_file")
+    out = RetentionConfig(
+        events=sec.duration("events", d.events),
+        purge_interval=sec.duration("purge_interval", d.purge_interval),
+        erasure_key_file=base / key_file if key_file else None,
+    )
+    if out.events < 3600:
+        sec.error("events", "'retention.events' must be at least 1h")
+    if out.purge_interval < 1:
+        sec.error("purge_interval", "'retention.purge_interval' must be at least 1s")
+    sec.done()
+    return out
+
+
+class RetentionJob:
+    """The periodic purge. `run_once()` is the job; `start()` runs it on the clock."""
+
+    def __init__(self, state: StateStore, config: RetentionConfig, clock: Clock) -> None:
+        self._state = state
+        self.config = config
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.purged = 0  # events deleted since start
+        self.runs = 0
+
+    async def run_once(self) -> int:
+        before = self._clock.now() - self.config.events
+        count = await self._state.purge_events(before)
+        self.purged += count
+        self.runs += 1
+        if count:
+            log.info("retention: purged %d events older than %.0f days", count,
+                     self.config.events / DAY)
+        return count
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # a locked or full disk: try again next time
+                log.exception("retention: purge failed")
+            await self._clock.sleep(self.config.purge_interval)
+
+    def __repr__(self) -> str:
+        return (f"<RetentionJob events={self.config.events / DAY:.0f}d runs={self.runs}"
+                f" purged={self.purged}>")
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    token: str  # the keyed hash now standing for the address
+    changed: dict[str, int] = field(default_factory=dict)  # rows rewritten, per table
+    checkpointed: bool = True  # False: a WAL could not be emptied yet (see the log)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"token": self.token, "changed": dict(self.changed),
+                "checkpointed": self.checkpointed}
+
+
+async def erase_address(state: StateStore, address: str, actor: str,
+                        now: float | None = None) -> ErasureReport:
+    """Remove `address` (and its +tag variants) from the state files, keeping its keyed
+    hash; audited as `erase` under the hash. Raises ValueError for a non-address."""
+    normalized = normalize_address(address)
+    local, at, domain = normalized.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in normalized):
+        raise ValueError(f"not an address: {address!r}")
+    hasher = state.hasher
+    matcher = AddressMatcher(normalized, hasher.token)
+    token = hasher.token(normalized)
+    flush = getattr(state.events, "flush", None)
+    if flush is not None:
+        await flush()  # our own process's events still in memory go to the file first
+    when = SystemClock().now() if now is None else now
+    changed = await state.erase(matcher, actor, when)
+    checkpointed = await state.checkpoint()
+    if not checkpointed:
+        log.warning("erase: a WAL file stayed busy; the address leaves the file bytes at the"
+                    " next checkpoint")
+    log.info("erased an address (now %s): %s", token, changed)
+    return ErasureReport(token, changed, checkpointed)
