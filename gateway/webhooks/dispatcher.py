@@ -118,16 +118,17 @@ class WebhookSender:
         self.cursor = await self._outbox.cursor(self.config.name, self._clock.now())
         while not self.paused:
             try:
-                busy = await self.step()
+                wait = await self.step()
             except Exception:  # the state file is locked or broken: try again later
                 log.exception("webhook %s: cannot read the outbox", self.config.name)
-                busy = False
-            if not busy:
-                await self._clock.sleep(self.config.poll_interval)
+                wait = self.config.poll_interval
+            if wait > 0:
+                await self._clock.sleep(wait)
 
-    async def step(self) -> bool:
-        """One read and (if anything is wanted) one POST. True when more is waiting, so
-        the next step should come at once."""
+    async def step(self) -> float:
+        """One read and (if anything is wanted) one POST; return how long to wait before
+        the next step: 0 when more is waiting, the retry delay after a failure, else the
+        poll interval."""
         cfg = self.config
         read = await self._outbox.read(self.cursor, cfg.events, self.batch_limit)
         wanted = [e for e in read.events if cfg.wants(e.type, e.category)]
@@ -135,14 +136,13 @@ class WebhookSender:
             outcome = await self.post(wanted)
             self._report(outcome.result, len(wanted))
             if not outcome.ok:
-                await self._failed(outcome)
-                return False
+                return self._failed(outcome)
             self.failures = 0
             self.sent += len(wanted)
         if read.scanned_to > self.cursor:
             await self._outbox.advance(cfg.name, read.scanned_to, self._clock.now())
             self.cursor = read.scanned_to
-        return len(read.events) >= self.batch_limit
+        return 0.0 if len(read.events) >= self.batch_limit else cfg.poll_interval
 
     async def post(self, events: Sequence[OutboxEvent]) -> PostResult:
         cfg = self.config
@@ -162,18 +162,19 @@ class WebhookSender:
             log.debug("webhook %s: %s", cfg.name, exc)
             return PostResult("connection_error")
 
-    async def _failed(self, outcome: PostResult) -> None:
+    def _failed(self, outcome: PostResult) -> float:
+        """Decide what a failed POST means; return the wait before the next try."""
         cfg = self.config
         if outcome.result == "gone":
             self.paused = True
             log.error("webhook %s: the receiver answered 410 Gone; paused until reload or "
                       "restart (events wait from cursor %d)", cfg.name, self.cursor)
-            return
+            return 0.0
         if outcome.status == 413 and self.batch_limit > 1:
             self.batch_limit = max(1, self.batch_limit // 2)
             log.warning("webhook %s: 413 Payload Too Large; batches of %d now", cfg.name,
                         self.batch_limit)
-            return
+            return 0.0
         self.failures += 1
         delay = next_delay(self.failures, cfg.retry_initial, cfg.retry_max)
         if outcome.retry_after is not None:
@@ -182,8 +183,7 @@ class WebhookSender:
             log.warning("webhook %s: %s%s (failure %d); next try in %.0fs", cfg.name,
                         outcome.result, f" {outcome.status}" if outcome.status else "",
                         self.failures, delay)
-        # The poll wait follows this one; together they stay within the schedule's spirit.
-        await self._clock.sleep(max(0.0, delay - cfg.poll_interval))
+        return delay
 
 
 def _classify(status: int, retry_after: str | None) -> PostResult:

@@ -130,11 +130,7 @@ def _opt(value: object) -> str | None:
 
 def _with_categories(c: sqlite3.Connection, events: list[OutboxEvent]) -> list[OutboxEvent]:
     found: dict[str, str] = {}
-    for e in events:
-        m = _CATEGORY_IN_DETAIL.search(e.detail or "")
-        if m and e.queue_id:
-            found.setdefault(e.queue_id, m.group(1))
-    wanted = sorted({e.queue_id for e in events if e.queue_id and e.queue_id not in found})
+    wanted = sorted({e.queue_id for e in events if e.queue_id})
     if wanted and _has_tags(c):
         for start in range(0, len(wanted), 500):  # SQLite's bound on host parameters
             chunk = wanted[start:start + 500]
