@@ -29,8 +29,9 @@ from gateway.policy.addresses import normalize_address
 __all__ = ["AddressMatcher", "checkpoint", "purge_events", "scrub_policy", "scrub_rates",
            "scrub_state"]
 
-# Characters that may precede an address without being part of its local part.
-_LOCAL_CHARS = r"A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-"
+# Characters that, just before a match, make it the tail of a longer local part. "=" is
+# left out on purpose: it separates a key from its value (rate counters, `to=` in logs).
+_LOCAL_CHARS = r"A-Za-z0-9.!#$%&'*+/?^_`{|}~\-"
 
 
 @dataclass(frozen=True)
