@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.clock import SystemClock  # noqa: E402
-from gateway.model import Event, EventType, Reply, Secret, Suppression, SuppressionReason  # noqa: E402
-from gateway.retention import erase_address  # noqa: E402
-from gateway.state import StateStore  # noqa: E402
-from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher  # noqa: E402
-from tests.fixtures.webhook_receiver import Receiver  # noqa: E402
+from gateway.clock import SystemClock
+from gateway.model import Event, EventType, Reply, Secret, Suppression, SuppressionReason
+from gateway.retention import erase_address
+from gateway.state import StateStore
+from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher
+from tests.fixtures.webhook_receiver import Receiver
 
 SECRET = "bench-secret-0123456789"
 
