@@ -129,7 +129,8 @@ class Gateway:
         await self.delivery.close()
         if self._reconfiguring is not None:
             await self._reconfiguring
-        await self.webhooks.stop()  # after delivery: its last events may still go out next start
+        # Whatever the senders had not sent waits in state.db for the next start.
+        await self.webhooks.stop()
         await self.retention.stop()
         await self.spool.close()
         await self.policy.stop()
@@ -161,9 +162,18 @@ class Gateway:
         if new.webhooks != self.webhooks.configs or any(
                 s.paused for s in self.webhooks.senders.values()):
             self._reconfiguring = asyncio.get_running_loop().create_task(
-                self.webhooks.reconfigure(new.webhooks))
+                self._reconfigure_webhooks(self._reconfiguring, new))
         log.info("configuration reloaded from %s", new.path)
         return True
+
+    async def _reconfigure_webhooks(self, previous: asyncio.Task[None] | None,
+                                    new: Config) -> None:
+        if previous is not None:
+            await previous  # reloads in quick succession apply in order
+        try:
+            await self.webhooks.reconfigure(new.webhooks)
+        except Exception:
+            log.exception("reload: webhooks could not be restarted")
 
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage

@@ -115,9 +115,12 @@ class WebhookSender:
                 f" failures={self.failures} sent={self.sent}>")
 
     async def run(self) -> None:
-        self.cursor = await self._outbox.cursor(self.config.name, self._clock.now())
+        started = False
         while not self.paused:
             try:
+                if not started:
+                    self.cursor = await self._outbox.cursor(self.config.name, self._clock.now())
+                    started = True
                 wait = await self.step()
             except Exception:  # the state file is locked or broken: try again later
                 log.exception("webhook %s: cannot read the outbox", self.config.name)

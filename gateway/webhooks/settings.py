@@ -28,7 +28,7 @@ MIN_SECRET_LENGTH = 16
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    name: str  # the outbox cursor is kept under this name: renaming starts afresh
+    name: str  # the outbox cursor's key (renaming starts afresh); default: the URL's host+path
     url: str
     secret: Secret
     events: tuple[str, ...] = DEFAULT_EVENTS  # event types sent
@@ -62,7 +62,8 @@ def _webhook(sec: Section, base: Path) -> WebhookConfig:
     events = _names(sec, "events", EVENT_NAMES) or DEFAULT_EVENTS
     retry_initial = sec.duration("retry_initial", 1.0)
     out = WebhookConfig(
-        name=sec.get_str("name", url),
+        # Not the whole URL: a token in its query string must not reach logs and headers.
+        name=sec.get_str("name", f"{parts.hostname or ''}{parts.path}"),
         url=url,
         secret=_secret(sec, base),
         events=events,

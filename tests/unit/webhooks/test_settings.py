@@ -52,7 +52,7 @@ def test_a_webhook_with_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (booking.timeout, booking.batch_size, booking.poll_interval) == (5.0, 50, 0.5)
     assert (booking.retry_initial, booking.retry_max) == (2.0, 3600.0)
     assert booking.secret.value == SECRET and SECRET not in repr(booking)
-    assert local.name == "http://127.0.0.1:8080/hooks" and local.categories == ()
+    assert local.name == "127.0.0.1/hooks" and local.categories == ()
     assert "dropped" in local.events and "accepted" not in local.events
     assert (cfg.retention.events, cfg.retention.purge_interval) == (30 * 86400, 600)
     assert cfg.erasure_key_path == tmp_path / "keys" / "erasure.key"
