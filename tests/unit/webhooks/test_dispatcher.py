@@ -171,8 +171,8 @@ async def test_filters_by_event_type_and_category(
         "INSERT INTO message_tags (queue_id, name, value) VALUES (?, ':category', ?)",
         [("QM", "marketing"), ("QT", "transactional")]), write=True)
     other = Receiver(SECRET, now=clock.now).start()
-    marketing = hook(receiver.url, name="marketing-bounces", events=("bounced", "dropped", "complained"),
-                     categories=("marketing",))
+    marketing = hook(receiver.url, name="marketing-problems",
+                     events=("bounced", "dropped", "complained"), categories=("marketing",))
     everything = hook(other.url, name="everything")
     d = await started(state, clock, marketing, everything)
     try:
