@@ -1,16 +1,20 @@
 """Webhooks over real SMTP traffic: the gateway relays to the sink, and a receiver that
 checks every signature hears delivered, deferred, bounced and dropped — each
-webhook only the types and categories it asked for."""
+webhook only the types and categories it asked for; a 410 pauses a webhook
+until SIGHUP; the retention job purges on the gateway's clock."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
-from gateway.model import ConsentRecord
+from gateway.clock import ManualClock
+from gateway.model import ConsentRecord, EventType
 from tests.fixtures.gateway import running_gateway, write_config
-from tests.fixtures.policy import message, smtp_session, write_policy
+from tests.fixtures.policy import events_of_type, message, smtp_session, write_policy
 from tests.fixtures.sink import Sink
 from tests.fixtures.webhook_receiver import Receiver
 
@@ -85,3 +89,59 @@ async def test_relay_outcomes_reach_the_webhooks_signed_and_filtered(tmp_path: P
         sink.stop()
         everything.stop()
         marketing.stop()
+
+
+async def test_gone_pauses_a_webhook_and_sighup_resumes_it(tmp_path: Path) -> None:
+    receiver = Receiver(SECRET).start()
+    receiver.statuses = [410]
+    sink = Sink().start()
+    (tmp_path / "hook.secret").write_text(SECRET)
+    config = write_config(tmp_path, sink.port, extra=textwrap.dedent(f"""\
+        webhooks:
+          - name: app
+            url: {receiver.url}
+            secret_file: hook.secret
+            poll_interval: 50ms
+        """))
+    try:
+        async with running_gateway(config) as gw:
+            first = await smtp_session(gw.ports["relay"], ["one@example.net"], message())
+            assert first.data is not None and first.data[0] == 250
+            for _ in range(500):  # bounded: 10 s
+                if gw.webhooks.senders["app"].paused:
+                    break
+                await asyncio.sleep(0.02)
+            assert gw.webhooks.senders["app"].paused and receiver.events() == []
+            await smtp_session(gw.ports["relay"], ["two@example.net"], message())
+            assert gw.reload()  # what SIGHUP does
+            got = await receiver.await_events(lambda ev: len(ev) == 2)
+        assert [(e["type"], e["recipient"]) for e in got] == [
+            ("delivered", "one@example.net"), ("delivered", "two@example.net")]
+        assert sorted(receiver.ids().values()) == [1, 1]
+    finally:
+        sink.stop()
+        receiver.stop()
+
+
+async def test_the_gateway_purges_old_events_on_its_clock(tmp_path: Path) -> None:
+    clock = ManualClock(start=time.time())
+    sink = Sink().start()
+    config = write_config(tmp_path, sink.port,
+                          extra="retention:\n  events: 2d\n  purge_interval: 1h\n")
+    try:
+        async with running_gateway(config, clock) as gw:
+            sent = await smtp_session(gw.ports["relay"], ["old@example.net"], message())
+            assert sent.data is not None and sent.data[0] == 250
+            queue_id = sent.data[1].rsplit(" ", 1)[1]
+            await sink.await_for(1)
+            assert len(await events_of_type(gw, queue_id, EventType.DELIVERED, 1)) == 1
+            runs = gw.retention.runs
+            clock.advance(2 * 86400 + 3600)  # the hourly job wakes past the 2-day age
+            for _ in range(500):  # bounded: 10 s
+                if gw.retention.runs > runs:
+                    break
+                await asyncio.sleep(0.02)
+            assert await gw.state.events.by_queue_id(queue_id) == []
+            assert gw.retention.purged == 2  # accepted, delivered
+    finally:
+        sink.stop()
