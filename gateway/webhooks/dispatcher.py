@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class WebhookSender:
         self.batch_limit = config.batch_size  # halved on 413
         self.paused = False  # after 410 Gone, until reload or restart
         self.sent = 0  # events acknowledged by the receiver
+        # aiohttp checks certificates against the system's store unless given a context.
+        self._ssl: ssl.SSLContext | bool = True
+        if config.ca_file is not None:
+            self._ssl = ssl.create_default_context(cafile=str(config.ca_file))
 
     def __repr__(self) -> str:
         state = "PAUSED" if self.paused else ("FAILING" if self.failures else "OK")
@@ -155,7 +160,7 @@ class WebhookSender:
                    **signature_headers(cfg.secret, self._clock.now(), body)}
         try:
             async with self._session.post(
-                    cfg.url, data=body, headers=headers, allow_redirects=False,
+                    cfg.url, data=body, headers=headers, allow_redirects=False, ssl=self._ssl,
                     timeout=aiohttp.ClientTimeout(total=cfg.timeout)) as response:
                 await response.read()  # a small answer; reading it lets the connection be reused
                 return _classify(response.status, response.headers.get("Retry-After"))

@@ -38,6 +38,9 @@ class WebhookConfig:
     poll_interval: float = 1.0  # how often the outbox looks for new events
     retry_initial: float = 1.0  # first wait after a failed POST; doubles each time
     retry_max: float = 600.0  # longest wait between tries
+    # CA bundle for an https receiver's certificate; None: the system's trust store.
+    # Certificates are always checked.
+    ca_file: Path | None = None
 
     def wants(self, event_type: str, category: str | None) -> bool:
         if event_type not in self.events:
@@ -73,6 +76,7 @@ def _webhook(sec: Section, base: Path) -> WebhookConfig:
         poll_interval=sec.duration("poll_interval", 1.0),
         retry_initial=retry_initial,
         retry_max=max(retry_initial, sec.duration("retry_max", 600.0)),
+        ca_file=_ca_file(sec, base),
     )
     if out.timeout <= 0:
         sec.error("timeout", f"'{sec.where}.timeout' must be more than 0")
@@ -80,6 +84,16 @@ def _webhook(sec: Section, base: Path) -> WebhookConfig:
         sec.error("poll_interval", f"'{sec.where}.poll_interval' must be more than 0")
     sec.done()
     return out
+
+
+def _ca_file(sec: Section, base: Path) -> Path | None:
+    text = sec.opt_str("ca_file")
+    if text is None:
+        return None
+    path = base / text
+    if not path.is_file():
+        sec.error("ca_file", f"'{text}': no such file")
+    return path
 
 
 def _names(sec: Section, key: str, choices: tuple[str, ...]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from gateway.model import Event, EventType, Reply, Secret
 from gateway.state import StateStore
 from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher
 from gateway.webhooks.dispatcher import next_delay
+from tests.fixtures.tls import make_certs
 from tests.fixtures.webhook_receiver import Receiver
 
 SECRET = "s3cret-for-the-booking-app-hooks"
@@ -284,3 +285,23 @@ async def test_the_cursor_survives_a_restart(state: StateStore, clock: ManualClo
         assert await d.lag() == {"app": 0}
     finally:
         await d.stop()
+
+
+async def test_https_receivers_certificates_are_checked(
+        tmp_path: Path, state: StateStore, clock: ManualClock) -> None:
+    certs = make_certs(tmp_path)
+    secure = Receiver(SECRET, now=clock.now, ssl_context=certs.server_context()).start()
+    try:
+        trusting = hook(secure.url, name="with-ca", ca_file=certs.ca_file)
+        system = hook(secure.url, name="system-store")  # the test CA is not in it
+        d = await started(state, clock, trusting, system)
+        try:
+            await record(state, delivered(1))
+            clock.advance(1.0)
+            await until(lambda: d.events_sent == 1 and d.counts["connection_error"] == 1)
+            assert secure.url.startswith("https://") and len(secure.events()) == 1
+            assert d.senders["system-store"].cursor == 0  # refused, so still to be sent
+        finally:
+            await d.stop()
+    finally:
+        secure.stop()

@@ -39,6 +39,7 @@ def test_a_webhook_with_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "    poll_interval: 500ms\n"
         "    retry_initial: 2s\n"
         "    retry_max: 1h\n"
+        "    ca_file: hook.secret\n"
         "  - url: http://127.0.0.1:8080/hooks\n"
         "    secret_env: HOOK_SECRET\n"
         "retention:\n"
@@ -52,6 +53,7 @@ def test_a_webhook_with_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (booking.timeout, booking.batch_size, booking.poll_interval) == (5.0, 50, 0.5)
     assert (booking.retry_initial, booking.retry_max) == (2.0, 3600.0)
     assert booking.secret.value == SECRET and SECRET not in repr(booking)
+    assert booking.ca_file == tmp_path / "hook.secret"  # any existing file passes here
     assert local.name == "127.0.0.1/hooks" and local.categories == ()
     assert "dropped" in local.events and "accepted" not in local.events
     assert (cfg.retention.events, cfg.retention.purge_interval) == (30 * 86400, 600)
@@ -86,6 +88,7 @@ def test_errors_point_at_the_line_and_column(tmp_path: Path,
         "    secret_file: short.secret\n"
         "    retires: 3\n"
         "  - url: https://example.com/y\n"
+        "    ca_file: missing.pem\n"
         "retention:\n"
         "  events: 10m\n")) == [
         "config.yaml:2:3: webhook name 'a' is used twice",
@@ -102,7 +105,8 @@ def test_errors_point_at_the_line_and_column(tmp_path: Path,
         "config.yaml:12:18: the webhook secret must be at least 16 characters",
         "config.yaml:13:5: unknown key 'retires' in 'webhooks[2]'",
         "config.yaml:14:5: 'webhooks[3]' needs 'secret_file' or 'secret_env' (the signing key)",
-        "config.yaml:16:11: 'retention.events' must be at least 1h",
+        "config.yaml:15:14: 'missing.pem': no such file",
+        "config.yaml:17:11: 'retention.events' must be at least 1h",
     ]
 
 
