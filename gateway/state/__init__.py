@@ -49,7 +49,9 @@ class StateStore:
     """Everything the gateway remembers, opened and closed together, in three
     SQLite files of the data directory:
 
-    - `state.db`: events, written in batches every few milliseconds (gateway.sqlite);
+    - `state.db`: events, written in batches every few milliseconds (gateway.sqlite),
+      and the webhooks' cursors; read and pruned off the hot path through
+      `events_db` (webhook outbox, retention, erasure);
     - `policy.db`: suppressions, consent and the audit log — read for every
       recipient, written rarely (CLI, unsubscribes, bounces);
     - `ratelimits.db`: rate counters, written for every recipient.
@@ -61,6 +63,9 @@ class StateStore:
     the time loses its page cache at every commit and meets their WAL
     checkpoints, which made each suppression lookup cost more than the counter
     updates (measured; BENCHMARKS.md).
+
+    `erase()` replaces an address by its keyed hash in all three
+    (gateway.state.erasure; the key: gateway.state.address_hash).
     """
 
     def __init__(self, path: Path, erasure_key: Path | None = None) -> None:
