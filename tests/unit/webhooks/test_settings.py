@@ -98,7 +98,7 @@ def test_errors_point_at_the_line_and_column(tmp_path: Path,
         "config.yaml:5:25: 'webhooks[0].events': unknown event type 'deliverd' (one of: "
         "accepted, deferred, delivered, bounced, expired, held, released, deleted, rejected,"
         " dropped, delayed, complained, unsubscribed, suppressed)",
-        "config.yaml:6:17: 'webhooks[0].batch_size': 0 must be at least 1 and 10000",
+        "config.yaml:6:17: 'webhooks[0].batch_size': 0 must be at least 1 and 1000",
         "config.yaml:9:17: environment variable NO_SUCH_SECRET is not set",
         "config.yaml:10:14: 'webhooks[1].timeout': 'soon' is not a duration (use e.g. 30s, "
         "5m, 1h, 5d)",
