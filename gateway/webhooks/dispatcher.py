@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 RESULTS = ("success", "client_error", "server_error", "timeout", "connection_error", "gone")
 USER_AGENT = "smtp-gateway-webhooks/1"
 _ENCODE_INLINE = 100  # events; a 100-event body encodes in about 1.5 ms
+_MAX_ANSWER = 65536  # octets of a receiver's answer read; the rest is dropped with the connection
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class PostResult:
     result: str  # one of RESULTS
     status: int | None = None
     retry_after: float | None = None
+    error: str = ""  # for connection errors: the exception's class
 
     @property
     def ok(self) -> bool:
@@ -167,13 +169,15 @@ class WebhookSender:
             async with self._session.post(
                     cfg.url, data=body, headers=headers, allow_redirects=False, ssl=self._ssl,
                     timeout=aiohttp.ClientTimeout(total=cfg.timeout)) as response:
-                await response.read()  # a small answer; reading it lets the connection be reused
+                # Read (a bounded part of) the answer so the connection can be reused.
+                await response.content.read(_MAX_ANSWER)
                 return _classify(response.status, response.headers.get("Retry-After"))
         except TimeoutError:
             return PostResult("timeout")
         except (aiohttp.ClientError, OSError) as exc:
-            log.debug("webhook %s: %s", cfg.name, exc)
-            return PostResult("connection_error")
+            # The class names the trouble (refused, certificate, reset) without the URL,
+            # which may carry a token.
+            return PostResult("connection_error", error=type(exc).__name__)
 
     def _failed(self, outcome: PostResult) -> float:
         """Decide what a failed POST means; return the wait before the next try."""
@@ -193,9 +197,9 @@ class WebhookSender:
         if outcome.retry_after is not None:
             delay = min(cfg.retry_max, max(delay, outcome.retry_after))
         if self.failures == 1 or self.failures % 10 == 0:
-            log.warning("webhook %s: %s%s (failure %d); next try in %.0fs", cfg.name,
+            log.warning("webhook %s: %s%s%s (failure %d); next try in %.0fs", cfg.name,
                         outcome.result, f" {outcome.status}" if outcome.status else "",
-                        self.failures, delay)
+                        f" ({outcome.error})" if outcome.error else "", self.failures, delay)
         return delay
 
 

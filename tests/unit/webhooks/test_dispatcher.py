@@ -289,7 +289,8 @@ async def test_the_cursor_survives_a_restart(state: StateStore, clock: ManualClo
 
 
 async def test_https_receivers_certificates_are_checked(
-        tmp_path: Path, state: StateStore, clock: ManualClock) -> None:
+        tmp_path: Path, state: StateStore, clock: ManualClock,
+        caplog: pytest.LogCaptureFixture) -> None:
     certs = make_certs(tmp_path)
     secure = Receiver(SECRET, now=clock.now, ssl_context=certs.server_context()).start()
     try:
@@ -302,6 +303,8 @@ async def test_https_receivers_certificates_are_checked(
             await until(lambda: d.events_sent == 1 and d.counts["connection_error"] == 1)
             assert secure.url.startswith("https://") and len(secure.events()) == 1
             assert d.senders["system-store"].cursor == 0  # refused, so still to be sent
+            assert "connection_error (ClientConnectorCertificateError)" in caplog.text
+            assert secure.url not in caplog.text
         finally:
             await d.stop()
     finally:
