@@ -9,7 +9,8 @@ import pytest
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
-from gateway.model import Secret
+from gateway.model import EventType, Secret
+from gateway.webhooks.settings import EVENT_NAMES
 from gateway.webhooks.signature import sign, signature_headers, verify
 
 SECRET = "0123456789abcdef-webhook"
@@ -96,8 +97,7 @@ def test_errors_point_at_the_line_and_column(tmp_path: Path,
         "config.yaml:4:13: put the webhook secret in a file ('secret_file') or the environment"
         " ('secret_env'), not in config.yaml",
         "config.yaml:5:25: 'webhooks[0].events': unknown event type 'deliverd' (one of: "
-        "accepted, deferred, delivered, bounced, expired, held, released, deleted, rejected,"
-        " dropped, delayed, complained, unsubscribed, suppressed)",
+        f"{', '.join(EVENT_NAMES)})",
         "config.yaml:6:17: 'webhooks[0].batch_size': 0 must be at least 1 and 1000",
         "config.yaml:9:17: environment variable NO_SUCH_SECRET is not set",
         "config.yaml:10:14: 'webhooks[1].timeout': 'soon' is not a duration (use e.g. 30s, "
@@ -108,6 +108,11 @@ def test_errors_point_at_the_line_and_column(tmp_path: Path,
         "config.yaml:15:14: 'missing.pem': no such file",
         "config.yaml:17:11: 'retention.events' must be at least 1h",
     ]
+
+
+def test_filters_accept_every_event_type_and_the_ones_still_to_come() -> None:
+    assert {t.value for t in EventType} <= set(EVENT_NAMES)
+    assert {"complained", "unsubscribed", "suppressed"} <= set(EVENT_NAMES)
 
 
 def test_signature_verifies_and_refuses_tampering_replay_and_a_wrong_secret() -> None:
