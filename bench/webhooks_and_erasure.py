@@ -30,6 +30,7 @@ from gateway.clock import SystemClock
 from gateway.model import Event, EventType, Reply, Secret, Suppression, SuppressionReason
 from gateway.retention import erase_address
 from gateway.state import StateStore
+from gateway.state.db import StateDb
 from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher
 from tests.fixtures.webhook_receiver import Receiver
 
@@ -96,7 +97,8 @@ async def bench_webhook(work: Path, count: int, batch: int) -> None:
     clock = SystemClock()
     cfg = WebhookConfig(name="bench", url=receiver.url, secret=Secret(SECRET),
                         batch_size=batch, poll_interval=0.05)
-    dispatcher = WebhookDispatcher([cfg], Outbox(state.events_db), clock)
+    events_db = StateDb(state.path, ())
+    dispatcher = WebhookDispatcher([cfg], Outbox(events_db), clock)
     await dispatcher.start()
     await asyncio.sleep(0.2)  # the sender's cursor is set (at the empty table's head)
     reply = Reply(250, "2.0.0", "OK")
@@ -111,6 +113,7 @@ async def bench_webhook(work: Path, count: int, batch: int) -> None:
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - t0
     await dispatcher.stop()
+    await events_db.close()
     receiver.stop()
     await state.close()
     assert not receiver.rejected and len(receiver.events()) == count

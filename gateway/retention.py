@@ -26,11 +26,12 @@ from pathlib import Path
 from gateway.clock import Clock, SystemClock
 from gateway.policy.addresses import normalize_address
 from gateway.state import StateStore
-from gateway.state.erasure import AddressMatcher
+from gateway.state.db import StateDb
+from gateway.state.erasure import AddressMatcher, checkpoint_file, erase_files, purge_events
 from gateway.yamlnodes import Section
 
 __all__ = ["ErasureReport", "RetentionConfig", "RetentionJob", "erase_address",
-           "parse_retention"]
+           "parse_retention", "purge_older_than"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,24 @@ def parse_retention(sec: Section, base: Path) -> RetentionConfig:
     return out
 
 
-class RetentionJob:
-    """The periodic purge. `run_once()` is the job; `start()` runs it on the clock."""
+async def purge_older_than(events_db: StateDb, before: float, chunk: int = 5000) -> int:
+    """Delete events older than `before`, `chunk` per write transaction (so the batched
+    event writers wait for one chunk at most); return how many went."""
+    total = 0
+    for _ in range(100_000):  # bounded: 500 million events per run
+        count = await events_db.call(lambda c: purge_events(c, before, chunk), write=True)
+        total += count
+        if count < chunk:
+            break
+    return total
 
-    def __init__(self, state: StateStore, config: RetentionConfig, clock: Clock) -> None:
-        self._state = state
+
+class RetentionJob:
+    """The periodic purge. `run_once()` is the job; `start()` runs it on the clock.
+    `events_db`: state.db, beside the batched event writer (gateway.state.db)."""
+
+    def __init__(self, events_db: StateDb, config: RetentionConfig, clock: Clock) -> None:
+        self._db = events_db
         self.config = config
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -73,7 +87,7 @@ class RetentionJob:
 
     async def run_once(self) -> int:
         before = self._clock.now() - self.config.events
-        count = await self._state.purge_events(before)
+        count = await purge_older_than(self._db, before)
         self.purged += count
         self.runs += 1
         if count:
@@ -131,10 +145,25 @@ async def erase_address(state: StateStore, address: str, actor: str,
     if flush is not None:
         await flush()  # our own process's events still in memory go to the file first
     when = SystemClock().now() if now is None else now
-    changed = await state.erase(matcher, actor, when)
-    checkpointed = await state.checkpoint()
+    files = (state.path, state.policy_path, state.ratelimits_path)
+    changed = await asyncio.to_thread(erase_files, files, matcher, actor, when)
+    checkpointed = await _checkpoint(files)
     if not checkpointed:
         log.warning("erase: a WAL file stayed busy; the address leaves the file bytes at the"
                     " next checkpoint")
     log.info("erased an address (now %s): %s", token, changed)
     return ErasureReport(token, changed, checkpointed)
+
+
+async def _checkpoint(files: tuple[Path, ...], tries: int = 20) -> bool:
+    """Empty each file's WAL into it, so the rewritten pages replace the old ones on
+    disk; False if a reader in another process kept one busy throughout."""
+    done = True
+    for path in files:
+        for _ in range(tries):  # bounded: about a second per file
+            if await asyncio.to_thread(checkpoint_file, path):
+                break
+            await asyncio.sleep(0.05)  # not scheduling: a reader elsewhere ends soon
+        else:
+            done = False
+    return done

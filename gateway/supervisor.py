@@ -29,6 +29,7 @@ from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import StateStore
+from gateway.state.db import StateDb
 from gateway.state.events import accepted_events
 from gateway.webhooks import Outbox, WebhookDispatcher
 from gateway.workers import IntakeWorkers
@@ -56,9 +57,11 @@ class Gateway:
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
-        self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.state.events_db),
-                                          self.clock)
-        self.retention = RetentionJob(self.state, config.retention, self.clock)
+        # state.db beside the batched event writer, for what is off the hot path: the
+        # webhook outbox and the retention purge (opened on first use).
+        self.events_db = StateDb(config.state_path, ())
+        self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.events_db), self.clock)
+        self.retention = RetentionJob(self.events_db, config.retention, self.clock)
         self._reconfiguring: asyncio.Task[None] | None = None
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
@@ -132,6 +135,7 @@ class Gateway:
         # Whatever the senders had not sent waits in state.db for the next start.
         await self.webhooks.stop()
         await self.retention.stop()
+        await self.events_db.close()
         await self.spool.close()
         await self.policy.stop()
         await self.state.close()

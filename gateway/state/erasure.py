@@ -23,11 +23,13 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.policy.addresses import normalize_address
+from gateway.state.audit import AUDIT_INSERT, audit_row
 
-__all__ = ["AddressMatcher", "checkpoint", "purge_events", "scrub_policy", "scrub_rates",
-           "scrub_state"]
+__all__ = ["AddressMatcher", "checkpoint_file", "erase_files", "purge_events", "scrub_policy",
+           "scrub_rates", "scrub_state"]
 
 # Characters that, just before a match, make it the tail of a longer local part. "=" is
 # left out on purpose: it separates a key from its value (rate counters, `to=` in logs).
@@ -68,6 +70,8 @@ def _scrub_table(conn: sqlite3.Connection, matcher: AddressMatcher, table: str,
                  keys: tuple[str, ...], columns: tuple[str, ...]) -> int:
     """Rewrite the matching rows of one table (`keys`: its primary key); return how many
     changed. A rewritten key that meets an existing row replaces it (same entry)."""
+    if not _has_table(conn, table):
+        return 0
     where = " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns)
     rows = conn.execute(f"SELECT {', '.join(keys + columns)} FROM {table} WHERE {where}",
                         (matcher.like,) * len(columns)).fetchall()
@@ -116,6 +120,8 @@ def scrub_policy(conn: sqlite3.Connection, matcher: AddressMatcher) -> dict[str,
 def scrub_rates(conn: sqlite3.Connection, matcher: AddressMatcher) -> int:
     """ratelimits.db: counters keyed by the address are deleted."""
     conn.execute("PRAGMA secure_delete = ON")
+    if not _has_table(conn, "rate_counters"):
+        return 0
     keys = [k for (k,) in conn.execute("SELECT key FROM rate_counters WHERE key LIKE ?"
                                        " ESCAPE '\\'", (matcher.like,))
             if matcher.pattern.search(k)]
@@ -123,10 +129,56 @@ def scrub_rates(conn: sqlite3.Connection, matcher: AddressMatcher) -> int:
     return len(keys)
 
 
-def checkpoint(conn: sqlite3.Connection) -> bool:
-    """Copy the WAL into the database file and empty it; False if a reader kept it."""
-    row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    return row is not None and int(row[0]) == 0
+def erase_files(files: tuple[Path, Path, Path], matcher: AddressMatcher, actor: str,
+                now: float) -> dict[str, int]:
+    """Scrub the address from (state.db, policy.db, ratelimits.db), each in one write
+    transaction of its own connection (blocking: run it in a thread). The audit row of
+    the erasure, under the hash, is written with the policy changes."""
+    events_path, policy_path, rates_path = files
+    counts = _in_file(events_path, lambda c: scrub_state(c, matcher))
+    counts["rate_counters"] = _in_file(rates_path, lambda c: {"n": scrub_rates(c, matcher)}
+                                       ).get("n", 0)
+    token = matcher.tokenize(matcher.address)
+
+    def policy(c: sqlite3.Connection) -> dict[str, int]:
+        changed = scrub_policy(c, matcher)
+        if _has_table(c, "audit"):
+            c.execute(AUDIT_INSERT, audit_row(now, actor, "erase", {
+                "address": token, **counts, **changed}))
+        return changed
+    counts.update(_in_file(policy_path, policy))
+    return counts
+
+
+def _in_file(path: Path, fn: Callable[[sqlite3.Connection], dict[str, int]]
+             ) -> dict[str, int]:
+    if not path.is_file():  # never created: nothing stored in it
+        return {}
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+    finally:
+        conn.close()
+
+
+def checkpoint_file(path: Path) -> bool:
+    """Copy the WAL into the database file and empty it; False if a reader in another
+    process kept it from finishing. Blocking."""
+    if not path.is_file():
+        return True
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return row is not None and int(row[0]) == 0
+    finally:
+        conn.close()
 
 
 def purge_events(conn: sqlite3.Connection, before: float, limit: int) -> int:

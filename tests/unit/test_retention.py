@@ -14,9 +14,10 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
-from gateway.retention import RetentionConfig, RetentionJob, erase_address
+from gateway.retention import RetentionConfig, RetentionJob, erase_address, purge_older_than
 from gateway.state import StateStore
 from gateway.state.address_hash import AddressHasher
+from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher
 
 DAY = 86400.0
@@ -31,6 +32,13 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
     await store.close()
 
 
+@pytest.fixture
+async def events_db(state: StateStore) -> AsyncIterator[StateDb]:
+    db = StateDb(state.path, ())
+    yield db
+    await db.close()
+
+
 async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -38,40 +46,41 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def times(state: StateStore) -> list[float]:
-    rows = await state.events_db.fetchall("SELECT time FROM events ORDER BY time")
+async def times(events_db: StateDb) -> list[float]:
+    rows = await events_db.fetchall("SELECT time FROM events ORDER BY time")
     return [float(r[0]) for r in rows]
 
 
-async def test_the_purge_job_deletes_events_past_the_configured_age(state: StateStore) -> None:
+async def test_the_purge_job_deletes_events_past_the_configured_age(
+        state: StateStore, events_db: StateDb) -> None:
     clock = ManualClock(start=NOW)
     ages = (120, 91, 89.5, 30, 0)
     state.events.record(Event(NOW - a * DAY, f"Q{a}", EventType.DELIVERED, "g@example.net")
                         for a in ages)
     await state.events.flush()  # type: ignore[attr-defined]
-    job = RetentionJob(state, RetentionConfig(events=90 * DAY, purge_interval=3600), clock)
+    job = RetentionJob(events_db, RetentionConfig(events=90 * DAY, purge_interval=3600), clock)
     job.start()
     try:
         await until(lambda: job.runs == 1)
-        assert await times(state) == [NOW - a * DAY for a in ages[2:]]
+        assert await times(events_db) == [NOW - a * DAY for a in ages[2:]]
         clock.advance(3599)
         await asyncio.sleep(0.05)
         assert job.runs == 1  # not before the interval
         clock.advance(12 * 3600)  # the job runs once per wake-up; 89.5 days + 12 h is past 90
         await until(lambda: job.runs == 2)
-        assert await times(state) == [NOW - a * DAY for a in ages[3:]]
+        assert await times(events_db) == [NOW - a * DAY for a in ages[3:]]
         assert job.purged == 3
     finally:
         await job.stop()
 
 
-async def test_a_large_purge_goes_in_chunks(state: StateStore) -> None:
+async def test_a_large_purge_goes_in_chunks(state: StateStore, events_db: StateDb) -> None:
     state.events.record(Event(NOW - 100 * DAY + n, "Q", EventType.DEFERRED, "g@example.net")
                         for n in range(12_345))
     state.events.record([Event(NOW, "Q", EventType.DELIVERED, "g@example.net")])
     await state.events.flush()  # type: ignore[attr-defined]
-    assert await state.purge_events(NOW - 90 * DAY, chunk=5000) == 12_345
-    assert await times(state) == [NOW]
+    assert await purge_older_than(events_db, NOW - 90 * DAY, chunk=5000) == 12_345
+    assert await times(events_db) == [NOW]
 
 
 def test_the_erasure_key_is_made_once_private_and_stable(tmp_path: Path) -> None:
@@ -99,7 +108,7 @@ def test_the_matcher_finds_variants_and_nothing_else() -> None:
 
 
 async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
-        tmp_path: Path, state: StateStore) -> None:
+        tmp_path: Path, state: StateStore, events_db: StateDb) -> None:
     addr = "guest@example.net"
     await state.suppressions.add([Suppression(addr, SuppressionReason.COMPLAINT, "all", 1.0,
                                               "bounces", note=f"ARF about {addr}")], "cli", 1.0)
@@ -124,7 +133,7 @@ async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
     assert [(s.target, s.reason) for s in found] == [(token, SuppressionReason.COMPLAINT)]
     assert found[0].note == f"ARF about {token}"
     assert await state.consent.current((addr,), "marketing") == {}  # no grant survives
-    rows = await state.events_db.fetchall("SELECT recipient, detail, reply_text FROM events"
+    rows = await events_db.fetchall("SELECT recipient, detail, reply_text FROM events"
                                           " ORDER BY seq")
     plus = state.hasher.token("guest+booking@example.net")
     assert rows == [(token, f"from <{token}> via relay [127.0.0.1] size=10", None),
@@ -133,6 +142,7 @@ async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
     (last, *_) = await state.audit.entries()
     assert (last.actor, last.action) == ("cli:alice", "erase") and token in last.detail
     await state.close()
+    await events_db.close()
     for path in tmp_path.iterdir():
         data = path.read_bytes().lower()
         assert b"guest@example.net" not in data.replace(b"myguest@example.net", b""), path.name

@@ -15,6 +15,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.model import Event, EventType, Reply, Secret
 from gateway.state import StateStore
+from gateway.state.db import StateDb
 from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher
 from gateway.webhooks.dispatcher import next_delay
 from tests.fixtures.tls import make_certs
@@ -29,6 +30,14 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def events_db(state: StateStore) -> AsyncIterator[StateDb]:
+    """state.db as the gateway's outbox reads it (gateway.supervisor)."""
+    db = StateDb(state.path, ())
+    yield db
+    await db.close()
 
 
 @pytest.fixture
@@ -73,17 +82,17 @@ def delivered(n: int, queue_id: str = "Q1", when: float = 1_800_000_000.0) -> Ev
                  host="mx.example.net", reply=Reply(250, "2.0.0", "OK queued"))
 
 
-async def started(state: StateStore, clock: ManualClock, *hooks: WebhookConfig
+async def started(db: StateDb, clock: ManualClock, *hooks: WebhookConfig
                   ) -> WebhookDispatcher:
-    d = WebhookDispatcher(hooks, Outbox(state.events_db), clock)
+    d = WebhookDispatcher(hooks, Outbox(db), clock)
     await d.start()
     await until(lambda: sleeping(clock) >= len(hooks), "senders idle")
     return d
 
 
 async def test_a_batch_is_signed_and_carries_the_documented_fields(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(state, clock, hook(receiver.url))
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(events_db, clock, hook(receiver.url))
     try:
         await record(state, delivered(1))
         clock.advance(1.0)
@@ -107,9 +116,9 @@ async def test_a_batch_is_signed_and_carries_the_documented_fields(
 
 
 async def test_retries_back_off_exponentially_on_the_clock(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
     receiver.statuses = [503, 500, 429]
-    d = await started(state, clock, hook(receiver.url))
+    d = await started(events_db, clock, hook(receiver.url))
     try:
         await record(state, delivered(1))
         clock.advance(1.0)
@@ -129,8 +138,8 @@ async def test_retries_back_off_exponentially_on_the_clock(
 
 
 async def test_receiver_down_then_up_gets_every_event(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(state, clock, hook(receiver.url))
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(events_db, clock, hook(receiver.url))
     try:
         receiver.down()
         await record(state, delivered(1), delivered(2))
@@ -148,8 +157,8 @@ async def test_receiver_down_then_up_gets_every_event(
 
 
 async def test_a_busy_outbox_goes_out_in_full_batches_without_waiting(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(state, clock, hook(receiver.url, batch_size=120))
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(events_db, clock, hook(receiver.url, batch_size=120))
     try:
         await record(state, *(delivered(n) for n in range(250)))
         clock.advance(1.0)  # one poll; the full batches that follow need no more time
@@ -163,20 +172,20 @@ async def test_a_busy_outbox_goes_out_in_full_batches_without_waiting(
 
 
 async def test_filters_by_event_type_and_category(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
     # Intake tags a classified message's category (message_tags, `:category`); dropped
     # events name theirs in the detail.
-    await state.events_db.call(lambda c: c.execute(
+    await events_db.call(lambda c: c.execute(
         "CREATE TABLE IF NOT EXISTS message_tags (queue_id TEXT NOT NULL, name TEXT NOT NULL,"
         " value TEXT NOT NULL, PRIMARY KEY (queue_id, name)) WITHOUT ROWID"), write=True)
-    await state.events_db.call(lambda c: c.executemany(
+    await events_db.call(lambda c: c.executemany(
         "INSERT INTO message_tags (queue_id, name, value) VALUES (?, ':category', ?)",
         [("QM", "marketing"), ("QT", "transactional")]), write=True)
     other = Receiver(SECRET, now=clock.now).start()
     marketing = hook(receiver.url, name="marketing-problems",
                      events=("bounced", "dropped", "complained"), categories=("marketing",))
     everything = hook(other.url, name="everything")
-    d = await started(state, clock, marketing, everything)
+    d = await started(events_db, clock, marketing, everything)
     try:
         bounce = Reply(550, "5.1.1", "no such user")
         await record(
@@ -190,7 +199,7 @@ async def test_filters_by_event_type_and_category(
             Event(clock.now(), "QM", EventType.ACCEPTED, "a@example.net"),
         )
         # A type this version's EventType does not know (the bounce handling adds it).
-        await state.events_db.call(lambda c: c.execute(
+        await events_db.call(lambda c: c.execute(
             "INSERT INTO events (time, queue_id, type, recipient) VALUES (?, 'QM',"
             " 'complained', 'c1@example.net')", (clock.now(),)), write=True)
         clock.advance(1.0)
@@ -211,9 +220,9 @@ async def test_filters_by_event_type_and_category(
 
 
 async def test_a_wrong_secret_fails_verification_and_nothing_is_skipped(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
     wrong = replace(hook(receiver.url), secret=Secret("not-the-receivers-secret"))
-    d = await started(state, clock, wrong)
+    d = await started(events_db, clock, wrong)
     try:
         await record(state, delivered(1))
         clock.advance(1.0)
@@ -222,7 +231,7 @@ async def test_a_wrong_secret_fails_verification_and_nothing_is_skipped(
         assert d.senders["app"].cursor == 0  # refused: still waiting to be sent
     finally:
         await d.stop()
-    fixed = await started(state, clock, hook(receiver.url))
+    fixed = await started(events_db, clock, hook(receiver.url))
     try:
         clock.advance(1.0)
         await until(lambda: len(receiver.events()) == 1)
@@ -231,12 +240,12 @@ async def test_a_wrong_secret_fails_verification_and_nothing_is_skipped(
 
 
 async def test_a_hanging_receiver_does_not_hold_back_another_webhook(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
     with socket.socket() as hang:  # accepts connections (backlog), never answers
         hang.bind(("127.0.0.1", 0))
         hang.listen(16)
         stuck = hook(f"http://127.0.0.1:{hang.getsockname()[1]}/", name="stuck", timeout=60.0)
-        d = await started(state, clock, stuck, hook(receiver.url))
+        d = await started(events_db, clock, stuck, hook(receiver.url))
         try:
             for n in range(3):
                 await record(state, delivered(n))
@@ -251,9 +260,9 @@ async def test_a_hanging_receiver_does_not_hold_back_another_webhook(
 
 
 async def test_gone_pauses_until_reload_and_too_large_halves_the_batch(
-        state: StateStore, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
     receiver.statuses = [410]
-    d = await started(state, clock, hook(receiver.url, batch_size=8))
+    d = await started(events_db, clock, hook(receiver.url, batch_size=8))
     try:
         await record(state, *(delivered(n) for n in range(6)))
         clock.advance(1.0)
@@ -270,15 +279,15 @@ async def test_gone_pauses_until_reload_and_too_large_halves_the_batch(
         await d.stop()
 
 
-async def test_the_cursor_survives_a_restart(state: StateStore, clock: ManualClock,
-                                             receiver: Receiver) -> None:
-    d = await started(state, clock, hook(receiver.url))
+async def test_the_cursor_survives_a_restart(state: StateStore, events_db: StateDb,
+                                             clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(events_db, clock, hook(receiver.url))
     await record(state, delivered(1))
     clock.advance(1.0)
     await until(lambda: len(receiver.events()) == 1)
     await d.stop()
     await record(state, delivered(2), delivered(3))  # while no dispatcher runs
-    d = await started(state, clock, hook(receiver.url))
+    d = await started(events_db, clock, hook(receiver.url))
     try:
         clock.advance(1.0)
         await until(lambda: len(receiver.events()) == 3)
@@ -289,14 +298,14 @@ async def test_the_cursor_survives_a_restart(state: StateStore, clock: ManualClo
 
 
 async def test_https_receivers_certificates_are_checked(
-        tmp_path: Path, state: StateStore, clock: ManualClock,
+        tmp_path: Path, state: StateStore, events_db: StateDb, clock: ManualClock,
         caplog: pytest.LogCaptureFixture) -> None:
     certs = make_certs(tmp_path)
     secure = Receiver(SECRET, now=clock.now, ssl_context=certs.server_context()).start()
     try:
         trusting = hook(secure.url, name="with-ca", ca_file=certs.ca_file)
         system = hook(secure.url, name="system-store")  # the test CA is not in it
-        d = await started(state, clock, trusting, system)
+        d = await started(events_db, clock, trusting, system)
         try:
             await record(state, delivered(1))
             clock.advance(1.0)
