@@ -31,7 +31,9 @@ from gateway.model import Event, EventType, Reply, Secret, Suppression, Suppress
 from gateway.retention import erase_address
 from gateway.state import StateStore
 from gateway.state.db import StateDb
-from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher
+from gateway.webhooks.dispatcher import WebhookDispatcher
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.settings import WebhookConfig
 from tests.fixtures.webhook_receiver import Receiver
 
 SECRET = "bench-secret-0123456789"

@@ -35,7 +35,7 @@ from gateway.passwords import hash_password
 from gateway.policy.rules_file import load_policies
 from gateway.policy_cli import add_policy_parsers
 from gateway.retention import ErasureReport, erase_address
-from gateway.state import StateStore
+from gateway.state import open_state
 
 __all__ = ["main"]
 
@@ -406,7 +406,7 @@ def _erase(args: argparse.Namespace) -> int:
     actor = args.by or f"cli:{getpass.getuser()}"
 
     async def go() -> ErasureReport:
-        state = StateStore(config.state_path, config.erasure_key_path)
+        state = open_state(config)
         await state.open()
         try:
             return await erase_address(state, args.address, actor)

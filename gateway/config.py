@@ -21,7 +21,7 @@ from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, par
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
 from gateway.passwords import is_valid_hash
-from gateway.retention import RetentionConfig, parse_retention
+from gateway.retention_config import RetentionConfig, parse_retention
 from gateway.webhooks.settings import WebhookConfig, parse_webhooks
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 

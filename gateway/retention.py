@@ -25,41 +25,17 @@ from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
 from gateway.policy.addresses import normalize_address
+from gateway.retention_config import RetentionConfig
 from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher, checkpoint_file, erase_files, purge_events
-from gateway.yamlnodes import Section
 
 __all__ = ["ErasureReport", "RetentionConfig", "RetentionJob", "erase_address",
-           "parse_retention", "purge_older_than"]
+           "purge_older_than"]
 
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class RetentionConfig:
-    events: float = 90 * DAY  # events older than this are purged
-    purge_interval: float = 3600.0  # how often the purge runs
-    erasure_key_file: Path | None = None  # None: <data_dir>/erasure.key
-
-
-def parse_retention(sec: Section, base: Path) -> RetentionConfig:
-    d = RetentionConfig()
-    key_file = sec.opt_str("erasure_key_file")
-    out = RetentionConfig(
-        events=sec.duration("events", d.events),
-        purge_interval=sec.duration("purge_interval", d.purge_interval),
-        erasure_key_file=base / key_file if key_file else None,
-    )
-    if out.events < 3600:
-        sec.error("events", "'retention.events' must be at least 1h")
-    if out.purge_interval < 1:
-        sec.error("purge_interval", "'retention.purge_interval' must be at least 1s")
-    sec.done()
-    return out
-
 
 async def purge_older_than(events_db: StateDb, before: float, chunk: int = 5000) -> int:
     """Delete events older than `before`, `chunk` per write transaction (so the batched

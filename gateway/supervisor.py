@@ -28,10 +28,11 @@ from gateway.retention import RetentionJob
 from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state import open_state
 from gateway.state.db import StateDb
 from gateway.state.events import accepted_events
-from gateway.webhooks import Outbox, WebhookDispatcher
+from gateway.webhooks.dispatcher import WebhookDispatcher
+from gateway.webhooks.outbox import Outbox
 from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
@@ -45,7 +46,7 @@ class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.state = StateStore(config.state_path, config.erasure_key_path)
+        self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
         self.delivery = Delivery(config.delivery, self.clock)
         self.router = Router(config.routes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AUDIT_SCHEMA, AuditLog, SqliteAuditLog
@@ -23,8 +24,11 @@ from gateway.state.suppressions import (
     SuppressionStore,
 )
 
+if TYPE_CHECKING:
+    from gateway.config import Config
+
 __all__ = ["AddressHasher", "AuditLog", "ConsentStore", "EventStore", "RateCounters",
-           "SqliteEventStore", "StateStore", "SuppressionStore"]
+           "SqliteEventStore", "StateStore", "SuppressionStore", "open_state"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ class StateStore:
     gateway.state.erasure rewrites the files), which suppression lookups ask for too.
     """
 
-    def __init__(self, path: Path, erasure_key: Path | None = None) -> None:
+    def __init__(self, path: Path, *, erasure_key: Path | None = None) -> None:
         self.path = path
         self.policy_path = path.with_name("policy.db")
         self.ratelimits_path = path.with_name("ratelimits.db")
@@ -75,3 +79,8 @@ class StateStore:
         await self._rate_db.close()
         await self._policy_db.close()
         await self.events.close()
+
+
+def open_state(config: Config) -> StateStore:
+    """The state store that `config` describes (not opened yet)."""
+    return StateStore(config.state_path, erasure_key=config.erasure_key_path)

@@ -4,15 +4,7 @@
     outbox.py      the events table read from a persisted cursor per webhook
     dispatcher.py  one sender per webhook: batch, sign, POST, retry with backoff
     signature.py   HMAC-SHA256 over timestamp + "." + body; verify() for receivers
+
+Nothing is imported here: gateway.config reads settings.py, which must not pull in
+the state store that the outbox uses.
 """
-
-from __future__ import annotations
-
-from gateway.webhooks.dispatcher import RESULTS, WebhookDispatcher, batch_body, event_json
-from gateway.webhooks.outbox import Outbox, OutboxEvent
-from gateway.webhooks.settings import EVENT_NAMES, WebhookConfig, parse_webhooks
-from gateway.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
-
-__all__ = ["EVENT_NAMES", "RESULTS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "Outbox",
-           "OutboxEvent", "WebhookConfig", "WebhookDispatcher", "batch_body", "event_json",
-           "parse_webhooks", "sign", "verify"]

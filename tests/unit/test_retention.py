@@ -14,7 +14,8 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
-from gateway.retention import RetentionConfig, RetentionJob, erase_address, purge_older_than
+from gateway.retention import RetentionJob, erase_address, purge_older_than
+from gateway.retention_config import RetentionConfig
 from gateway.state import StateStore
 from gateway.state.address_hash import AddressHasher
 from gateway.state.db import StateDb

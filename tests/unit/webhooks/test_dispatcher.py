@@ -16,8 +16,9 @@ from gateway.clock import ManualClock
 from gateway.model import Event, EventType, Reply, Secret
 from gateway.state import StateStore
 from gateway.state.db import StateDb
-from gateway.webhooks import Outbox, WebhookConfig, WebhookDispatcher
-from gateway.webhooks.dispatcher import next_delay
+from gateway.webhooks.dispatcher import WebhookDispatcher, next_delay
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.settings import WebhookConfig
 from tests.fixtures.tls import make_certs
 from tests.fixtures.webhook_receiver import Receiver
 
