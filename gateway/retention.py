@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 
+
 async def purge_older_than(events_db: StateDb, before: float, chunk: int = 5000) -> int:
     """Delete events older than `before`, `chunk` per write transaction (so the batched
     event writers wait for one chunk at most); return how many went."""
