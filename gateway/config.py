@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.bounces.settings import BounceConfig, parse_bounces
 from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, parse_dkim
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
@@ -114,6 +115,8 @@ class Config:
     policies_dir: Path | None = None
     webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.retention
+    # Return paths (VERP) and bounce ingestion (gateway.bounces.settings).
+    bounces: BounceConfig = field(default_factory=BounceConfig)
 
     @property
     def spool_dir(self) -> Path:
@@ -146,11 +149,12 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
     base = Path(file).resolve().parent
     hostname = root.get_str("hostname", socket.getfqdn())
     retry = _retry(root.section("retry"), RetrySchedule())
+    listeners = _listeners(root, base)
     cfg = Config(
         path=Path(file).resolve(),
         hostname=hostname,
         data_dir=base / root.get_str("data_dir", "./var"),
-        listeners=_listeners(root, base),
+        listeners=listeners,
         limits=_limits(root.section("limits")),
         users=_users(root.section("auth"), base, problems),
         delivery=_delivery(root.section("delivery"), hostname, base),
@@ -163,7 +167,11 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         webhooks=parse_webhooks(root, base),
         retention=parse_retention(root.section("retention"), base),
+        bounces=parse_bounces(root.section("bounces"), base,
+                              tuple(lst.name for lst in listeners)),
     )
+    if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
+        root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()
     problems.raise_if_any()
     return cfg
@@ -408,6 +416,8 @@ def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
         breaker=breaker,
         max_connections_per_destination=sec.get_int("max_connections_per_destination", 10, 1),
         messages_per_connection=sec.get_int("messages_per_connection", 100, 1),
+        verp=sec.get_bool("verp", True) if sec.has("verp") else None,
+        dsn=sec.get_bool("dsn", False),
     )
     sec.done()
     return route

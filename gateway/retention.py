@@ -123,7 +123,8 @@ async def erase_address(state: StateStore, address: str, actor: str,
         await flush()  # our own process's events still in memory go to the file first
     when = SystemClock().now() if now is None else now
     await state.audit.entries(limit=1)  # opens policy.db (made if new): the erasure is audited
-    files = (state.path, state.policy_path, state.ratelimits_path)
+    files = (state.path, state.policy_path, state.ratelimits_path,
+             state.path.with_name("bounces.db"))  # gateway.state.bounces, beside state.db
     changed = await asyncio.to_thread(erase_files, files, matcher, actor, when)
     checkpointed = await _checkpoint(files)
     if not checkpointed:

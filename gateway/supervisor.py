@@ -14,6 +14,7 @@ import signal
 import socket
 from pathlib import Path
 
+from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery import Delivery
@@ -21,7 +22,7 @@ from gateway.delivery.router import Router
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.smtpd import IntakeServer
-from gateway.model import QueuedMessage
+from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.retention import RetentionJob
@@ -64,6 +65,10 @@ class Gateway:
         self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.events_db), self.clock)
         self.retention = RetentionJob(self.events_db, config.retention, self.clock)
         self._reconfiguring: asyncio.Task[None] | None = None
+        self.bounces = BounceService(config, self.state, self.spool, self.clock, self._enqueue)
+        self.scheduler.on_filed = self.bounces.filed
+        self.delivery.return_paths = self.bounces.return_paths
+        self.acceptor.bounce_inbox = self.bounces.inbox
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)
@@ -91,6 +96,7 @@ class Gateway:
         self.scheduler.start()
         await self.webhooks.start()
         self.retention.start()
+        await self.bounces.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -130,6 +136,7 @@ class Gateway:
         for listener in self.listeners:
             await listener.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
+        await self.bounces.stop()
         await self.delivery.close()
         if self._reconfiguring is not None:
             await self._reconfiguring
@@ -161,6 +168,7 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
+        self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)
         self.retention.config = new.retention
@@ -182,6 +190,13 @@ class Gateway:
 
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage
+        self.bounces.apply_policies(stage.policies if stage is not None else None)
+
+    async def _enqueue(self, envelope: Envelope, content: bytes) -> QueuedMessage:
+        """Queue mail the gateway writes itself (DSNs) like any accepted message."""
+        qm = await self.spool.put(envelope, content)
+        self._on_queued(qm)
+        return qm
 
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record(accepted_events(qm, self.clock.now()))
@@ -196,6 +211,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("data_dir")
     if old.policies_dir != new.policies_dir:
         out.append("policies_dir")
+    if old.bounces != new.bounces:
+        out.append("bounces")
     return out
 
 

@@ -3,8 +3,9 @@
 An address is replaced, wherever it occurs in a text column, by its keyed
 hash (gateway.state.address_hash): in events (recipient, sender in the detail,
 remote replies quoting it), suppressions (the entry keeps holding, under the
-hash), consent records and the audit log. Rate counters keyed by it are
-deleted (they only shape the next minutes). `+tag` variants of the address
+hash), consent records and the audit log. Rate counters keyed by it and its
+soft-bounce counts (bounces.db) are deleted (they only shape the next minutes
+or days). `+tag` variants of the address
 (`guest+booking@` for `guest@`) are the same person and go too.
 
 Rows are found by a scan in SQLite (`LIKE`, in C) and rewritten in Python, in
@@ -28,8 +29,8 @@ from pathlib import Path
 from gateway.policy.addresses import normalize_address
 from gateway.state.audit import AUDIT_INSERT, audit_row
 
-__all__ = ["AddressMatcher", "checkpoint_file", "erase_files", "purge_events", "scrub_policy",
-           "scrub_rates", "scrub_state"]
+__all__ = ["AddressMatcher", "checkpoint_file", "erase_files", "purge_events",
+           "scrub_bounces", "scrub_policy", "scrub_rates", "scrub_state"]
 
 # Characters that, just before a match, make it the tail of a longer local part. "=" is
 # left out on purpose: it separates a key from its value (rate counters, `to=` in logs).
@@ -129,15 +130,30 @@ def scrub_rates(conn: sqlite3.Connection, matcher: AddressMatcher) -> int:
     return len(keys)
 
 
-def erase_files(files: tuple[Path, Path, Path], matcher: AddressMatcher, actor: str,
+def scrub_bounces(conn: sqlite3.Connection, matcher: AddressMatcher) -> int:
+    """bounces.db: the address's soft-bounce counts are deleted (they only count towards
+    a suppression within a window); processed-message keys name no address."""
+    conn.execute("PRAGMA secure_delete = ON")
+    if not _has_table(conn, "soft_bounces"):
+        return 0
+    rows = [(a, q) for a, q in conn.execute(
+        "SELECT address, queue_id FROM soft_bounces WHERE address LIKE ? ESCAPE '\\'",
+        (matcher.like,)) if matcher.pattern.search(a)]
+    conn.executemany("DELETE FROM soft_bounces WHERE address = ? AND queue_id = ?", rows)
+    return len(rows)
+
+
+def erase_files(files: tuple[Path, Path, Path, Path], matcher: AddressMatcher, actor: str,
                 now: float) -> dict[str, int]:
-    """Scrub the address from (state.db, policy.db, ratelimits.db), each in one write
-    transaction of its own connection (blocking: run it in a thread). The audit row of
-    the erasure, under the hash, is written with the policy changes."""
-    events_path, policy_path, rates_path = files
+    """Scrub the address from (state.db, policy.db, ratelimits.db, bounces.db), each in
+    one write transaction of its own connection (blocking: run it in a thread). The
+    audit row of the erasure, under the hash, is written with the policy changes."""
+    events_path, policy_path, rates_path, bounces_path = files
     counts = _in_file(events_path, lambda c: scrub_state(c, matcher))
     counts["rate_counters"] = _in_file(rates_path, lambda c: {"n": scrub_rates(c, matcher)}
                                        ).get("n", 0)
+    counts["soft_bounces"] = _in_file(bounces_path,
+                                      lambda c: {"n": scrub_bounces(c, matcher)}).get("n", 0)
     token = matcher.tokenize(matcher.address)
 
     def policy(c: sqlite3.Connection) -> dict[str, int]:

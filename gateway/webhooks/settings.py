@@ -21,8 +21,8 @@ __all__ = ["EVENT_NAMES", "MIN_SECRET_LENGTH", "WebhookConfig", "parse_webhooks"
 EVENT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(
     [t.value for t in EventType] + ["complained", "unsubscribed", "suppressed"]))
 # What apps hear about by default: what happened to their mail, not intake's bookkeeping.
-DEFAULT_EVENTS = ("delivered", "deferred", "bounced", "expired", "complained", "unsubscribed",
-                  "suppressed", "dropped")
+DEFAULT_EVENTS = ("delivered", "deferred", "bounced", "soft_bounced", "expired", "complained",
+                  "unsubscribed", "suppressed", "dropped")
 MIN_SECRET_LENGTH = 16
 
 

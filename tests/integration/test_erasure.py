@@ -51,7 +51,7 @@ def wait_for_events(state_db: Path, count: int) -> None:
 
 def state_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in data_dir.iterdir()
-                  if p.name.split(".db")[0] in ("state", "policy", "ratelimits"))
+                  if p.name.split(".db")[0] in ("state", "policy", "ratelimits", "bounces"))
 
 
 def test_an_erased_address_is_gone_from_the_files_and_stays_suppressed(

@@ -18,6 +18,7 @@ from gateway.retention import RetentionJob, erase_address, purge_older_than
 from gateway.retention_config import RetentionConfig
 from gateway.state import StateStore
 from gateway.state.address_hash import AddressHasher
+from gateway.state.bounces import BounceStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher
 
@@ -115,6 +116,10 @@ async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
                                               "bounces", note=f"ARF about {addr}")], "cli", 1.0)
     await state.consent.record([ConsentRecord(addr, "marketing", True, 2.0, "explicit",
                                               f"form filled by {addr}")], addr, 2.0)
+    bounces = BounceStore(tmp_path / "bounces.db")
+    await bounces.add_soft(addr, "Q0", NOW, 86400)
+    await bounces.add_soft("other@example.net", "Q0", NOW, 86400)
+    await bounces.close()
     await state.rate_counters.acquire(f"per-guest\x1frecipient={addr}", 1.0, 5, NOW)
     await state.rate_counters.acquire("per-guest\x1frecipient=other@example.net", 1.0, 5, NOW)
     state.events.record([
@@ -128,7 +133,7 @@ async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
     token = report.token
     counts = {k: v for k, v in report.changed.items() if k != "message_tags"}
     assert counts == {"events": 2, "suppressions": 1, "consent": 1, "audit": 2,
-                      "rate_counters": 1}
+                      "rate_counters": 1, "soft_bounces": 1}
     assert report.checkpointed
     found = await state.suppressions.lookup((addr, "@example.net"), NOW)
     assert [(s.target, s.reason) for s in found] == [(token, SuppressionReason.COMPLAINT)]
