@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.clock import ManualClock
 from gateway.model import ConsentRecord, EventType
+from tests.fixtures.bounces import bounce_config
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.policy import events_of_type, message, smtp_session, write_policy
 from tests.fixtures.sink import Sink
@@ -145,3 +146,32 @@ async def test_the_gateway_purges_old_events_on_its_clock(tmp_path: Path) -> Non
             assert gw.retention.purged == 2  # accepted, delivered
     finally:
         sink.stop()
+
+
+async def test_bounce_handling_events_reach_the_webhook(tmp_path: Path) -> None:
+    """A 550 5.1.1 at delivery: `bounced`, then bounce handling's `suppressed`."""
+    receiver = Receiver(SECRET).start()
+    sink = Sink().start()
+    sink.replies["gone@example.net"] = "550 5.1.1 <gone@example.net>: no such user"
+    (tmp_path / "hook.secret").write_text(SECRET)
+    config = bounce_config(tmp_path, sink.port)
+    config.write_text(config.read_text() + textwrap.dedent(f"""\
+        webhooks:
+          - name: app
+            url: {receiver.url}
+            secret_file: hook.secret
+            events: [bounced, suppressed]
+            poll_interval: 50ms
+        """))
+    try:
+        async with running_gateway(config) as gw:
+            sent = await smtp_session(gw.ports["relay"], ["gone@example.net"], message())
+            assert sent.data is not None and sent.data[0] == 250
+            got = await receiver.await_events(lambda ev: len(ev) >= 2)
+        assert [(e["type"], e["recipient"]) for e in got] == [
+            ("bounced", "gone@example.net"), ("suppressed", "gone@example.net")]
+        assert "reason=hard_bounce" in got[1]["detail"]
+        assert receiver.rejected == []
+    finally:
+        sink.stop()
+        receiver.stop()
