@@ -31,6 +31,7 @@ from gateway.model import Event, EventType, Reply, Secret, Suppression, Suppress
 from gateway.retention import erase_address
 from gateway.state import StateStore
 from gateway.state.db import StateDb
+from gateway.state.migrations.sqlite import EVENTS
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.settings import WebhookConfig
@@ -99,7 +100,7 @@ async def bench_webhook(work: Path, count: int, batch: int) -> None:
     clock = SystemClock()
     cfg = WebhookConfig(name="bench", url=receiver.url, secret=Secret(SECRET),
                         batch_size=batch, poll_interval=0.05)
-    events_db = StateDb(state.path, ())
+    events_db = StateDb(state.path, EVENTS)
     dispatcher = WebhookDispatcher([cfg], Outbox(events_db), clock)
     await dispatcher.start()
     await asyncio.sleep(0.2)  # the sender's cursor is set (at the empty table's head)

@@ -8,6 +8,7 @@
     suppress add|remove|list|import|export   the suppression list (gateway.policy_cli)
     consent grant|withdraw|show|import       consent records
     bounce parse|ingest        classify returned mail (DSN, ARF, MTA texts, auto-replies)
+    db migrate|status          state store schema versions (SQLite or PostgreSQL)
     erase ADDRESS              remove an address from events, consent, audit (GDPR); its
                                suppressions stay in force under a keyed hash
 
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, load_config
-from gateway.errors import ConfigError
+from gateway.db_cli import add_db_parsers
+from gateway.errors import ConfigError, StateUnavailable
 from gateway.passwords import hash_password
 from gateway.policy.rules_file import load_policies
 from gateway.policy_cli import add_policy_parsers
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, StateUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -96,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     pw.set_defaults(func=_passwd)
     _dkim_parser(sub, with_config)
     add_policy_parsers(sub, with_config)
+    add_db_parsers(sub, with_config)
     _bounce_parser(sub)
     er = with_config(sub.add_parser(
         "erase", help="remove an address from events, consent and audit (GDPR erasure); "
@@ -437,6 +440,9 @@ def _erase(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"erase: {exc}", file=sys.stderr)
         return 2
+    except NotImplementedError as exc:
+        print(f"erase: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
         return 0

@@ -14,15 +14,32 @@ import ipaddress
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway.bounces.settings import BounceConfig, parse_bounces
 from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, parse_dkim
 from gateway.errors import ConfigProblem
-from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
+from gateway.model import (
+    BreakerSettings,
+    Priority,
+    RetrySchedule,
+    Route,
+    RouteMatch,
+    Secret,
+    Smarthost,
+)
 from gateway.passwords import is_valid_hash
+from gateway.priority_config import (
+    DEFAULT_LANES,
+    IdempotencyConfig,
+    Lane,
+    PriorityConfig,
+    parse_idempotency,
+    parse_priorities,
+)
 from gateway.retention_config import RetentionConfig, parse_retention
+from gateway.state_config import StateConfig, parse_state
 from gateway.webhooks.settings import WebhookConfig, parse_webhooks
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
@@ -91,6 +108,8 @@ class DeliveryConfig:
     # An idle outbound connection is kept this long for the next message to the
     # same destination (Postfix smtp_connection_cache_time_limit).
     connection_idle_timeout: float = 5.0
+    # Each priority's share of the limits above (from the `priorities:` section).
+    priority_lanes: dict[Priority, Lane] = field(default_factory=lambda: dict(DEFAULT_LANES))
 
 
 # RFC 6376 5.4.1's core set plus what mailbox providers want signed for one-click unsubscribe
@@ -115,8 +134,13 @@ class Config:
     policies_dir: Path | None = None
     webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.retention
+    # Category → priority and each priority's share of delivery (gateway.priority_config).
+    priorities: PriorityConfig = field(default_factory=PriorityConfig)
+    idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     # Return paths (VERP) and bounce ingestion (gateway.bounces.settings).
     bounces: BounceConfig = field(default_factory=BounceConfig)
+    # Where policy state lives: SQLite / this node's table, or PostgreSQL / Redis.
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def spool_dir(self) -> Path:
@@ -149,6 +173,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
     base = Path(file).resolve().parent
     hostname = root.get_str("hostname", socket.getfqdn())
     retry = _retry(root.section("retry"), RetrySchedule())
+    priorities = parse_priorities(root.section("priorities"))
     listeners = _listeners(root, base)
     cfg = Config(
         path=Path(file).resolve(),
@@ -157,7 +182,8 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         listeners=listeners,
         limits=_limits(root.section("limits")),
         users=_users(root.section("auth"), base, problems),
-        delivery=_delivery(root.section("delivery"), hostname, base),
+        delivery=replace(_delivery(root.section("delivery"), hostname, base),
+                         priority_lanes=priorities.lanes),
         retry=retry,
         routes=_routes(root, retry, base),
         shutdown_timeout=root.duration("shutdown_timeout", 30.0),
@@ -167,9 +193,15 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         webhooks=parse_webhooks(root, base),
         retention=parse_retention(root.section("retention"), base),
+        priorities=priorities,
+        idempotency=parse_idempotency(root.section("idempotency")),
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
+        state=parse_state(root, base),
     )
+    if cfg.webhooks and cfg.state.dsn is not None:
+        root.error("webhooks", "webhooks read their outbox from state.db: not available "
+                   "with state: postgresql yet")
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()

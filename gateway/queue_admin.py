@@ -19,7 +19,7 @@ from gateway.model import Event, EventType, QueueId, QueueState, RecipientState
 from gateway.spool.index import QueueIndex
 from gateway.spool.queue_id import is_queue_id
 from gateway.spool.store import CorruptQueueFile, QueueFiles
-from gateway.state.events import SqliteEventStore
+from gateway.state import open_state
 
 __all__ = ["QueueAdmin", "QueueAdminError", "QueueRow"]
 
@@ -51,7 +51,8 @@ class QueueAdmin:
         self.now = now
         self.files = QueueFiles(config.spool_dir)
         self.index = QueueIndex(config.spool_dir / "queue.db")
-        self.events = SqliteEventStore(config.state_path)
+        self.state = open_state(config)  # events: in SQLite or PostgreSQL, as configured
+        self.events = self.state.events
         self.router = Router(config.routes)
 
     @classmethod
@@ -62,11 +63,11 @@ class QueueAdmin:
             raise QueueAdminError("no_spool", f"no spool at {config.spool_dir}")
         admin = cls(config, time.time)
         await admin.index.open()
-        await admin.events.open()
+        await admin.state.open()
         try:
             return await action(admin)
         finally:
-            await admin.events.close()
+            await admin.state.close()
             await admin.index.close()
             admin.files.close()
 

@@ -110,7 +110,11 @@ class ErasureReport:
 async def erase_address(state: StateStore, address: str, actor: str,
                         now: float | None = None) -> ErasureReport:
     """Remove `address` (and its +tag variants) from the state files, keeping its keyed
-    hash; audited as `erase` under the hash. Raises ValueError for a non-address."""
+    hash; audited as `erase` under the hash. Raises ValueError for a non-address, and
+    NotImplementedError with the PostgreSQL state backend (not done yet)."""
+    if state.backend != "sqlite":
+        raise NotImplementedError("erasure rewrites the embedded SQLite files; with "
+                                  "state: postgresql it is not available yet")
     normalized = normalize_address(address)
     local, at, domain = normalized.rpartition("@")
     if not at or not local or not domain or any(c.isspace() for c in normalized):
@@ -123,7 +127,9 @@ async def erase_address(state: StateStore, address: str, actor: str,
         await flush()  # our own process's events still in memory go to the file first
     when = SystemClock().now() if now is None else now
     await state.audit.entries(limit=1)  # opens policy.db (made if new): the erasure is audited
-    files = (state.path, state.policy_path, state.ratelimits_path,
+    # ratelimits.db: the SQLite rate counters of earlier versions, if still there (the
+    # shared table that replaced them keeps 64-bit hashes of its keys, no addresses).
+    files = (state.path, state.policy_path, state.path.with_name("ratelimits.db"),
              state.path.with_name("bounces.db"))  # gateway.state.bounces, beside state.db
     changed = await asyncio.to_thread(erase_files, files, matcher, actor, when)
     checkpointed = await _checkpoint(files)

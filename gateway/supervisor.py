@@ -20,7 +20,7 @@ from gateway.config import Config, load_config
 from gateway.delivery import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor
+from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
@@ -32,6 +32,7 @@ from gateway.spool import Spool
 from gateway.state import open_state
 from gateway.state.db import StateDb
 from gateway.state.events import accepted_events
+from gateway.state.migrations.sqlite import EVENTS
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox
 from gateway.workers import IntakeWorkers
@@ -56,12 +57,13 @@ class Gateway:
         self.signing_counters = SigningCounters()  # survive reloads: they only grow
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.signing_counters))
+        configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.workers: IntakeWorkers | None = None
         # state.db beside the batched event writer, for what is off the hot path: the
         # webhook outbox and the retention purge (opened on first use).
-        self.events_db = StateDb(config.state_path, ())
+        self.events_db = StateDb(config.state_path, EVENTS)
         self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.events_db), self.clock)
         self.retention = RetentionJob(self.events_db, config.retention, self.clock)
         self._reconfiguring: asyncio.Task[None] | None = None
@@ -95,7 +97,10 @@ class Gateway:
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
         await self.webhooks.start()
-        self.retention.start()
+        if self.state.backend == "sqlite":
+            self.retention.start()
+        else:
+            log.warning("retention: events in %s are not purged yet", self.state.backend)
         await self.bounces.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
@@ -168,6 +173,7 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
+        configure_intake(self.acceptor, new, self.state, self.clock)
         self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)
@@ -213,6 +219,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("policies_dir")
     if old.bounces != new.bounces:
         out.append("bounces")
+    if old.state != new.state:
+        out.append("state")
     return out
 
 

@@ -7,34 +7,18 @@ sees the events it recorded.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from gateway.model import Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.sqlite import BatchedDb, Row
+from gateway.state.migrations import migrate_sqlite
+from gateway.state.migrations.sqlite import EVENTS
 
 __all__ = ["EventStore", "SqliteEventStore", "accepted_events"]
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        time REAL NOT NULL,
-        queue_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        recipient TEXT,
-        message_id TEXT,
-        route TEXT,
-        host TEXT,
-        reply_code INTEGER,
-        reply_enhanced TEXT,
-        reply_text TEXT,
-        detail TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS events_queue_id ON events(queue_id)",
-    "CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id)",
-    "CREATE INDEX IF NOT EXISTS events_time ON events(time)",
-)
 
 _INSERT = (
     "INSERT INTO events (time, queue_id, type, recipient, message_id, route, host,"
@@ -68,9 +52,11 @@ class EventStore(Protocol):
 
 class SqliteEventStore:
     def __init__(self, path: Path) -> None:
-        self._db = BatchedDb(path, _SCHEMA)
+        self.path = path
+        self._db = BatchedDb(path, ())
 
     async def open(self) -> None:
+        await asyncio.to_thread(_migrate, self.path)
         await self._db.open()
 
     async def close(self) -> None:
@@ -120,3 +106,13 @@ def _event(row: Row) -> Event:
 
 def _opt(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _migrate(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrate_sqlite(conn, str(path), EVENTS)
+    finally:
+        conn.close()

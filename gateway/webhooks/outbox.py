@@ -2,7 +2,8 @@
 
 Every process already writes each event once into state.db (gateway.state.events);
 that table is the outbox. Each webhook keeps a cursor — the last event `seq`
-it has dealt with — in `webhook_cursors` in the same file, moved on only
+it has dealt with — in `webhook_cursors` in the same file (a migration of
+state.db), moved on only
 after its receiver answered 2xx. So intake and delivery write nothing more
 for webhooks, a restart (even after kill -9) resumes at the cursor, and the
 price of a crash is a batch sent twice, never an event lost.
@@ -27,15 +28,8 @@ from dataclasses import dataclass, replace
 from gateway.sqlite import Row
 from gateway.state.db import StateDb
 
-__all__ = ["CURSOR_SCHEMA", "Outbox", "OutboxEvent", "ReadResult"]
+__all__ = ["Outbox", "OutboxEvent", "ReadResult"]
 
-CURSOR_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS webhook_cursors (
-        name TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        updated REAL NOT NULL
-    ) WITHOUT ROWID"""
-)
 _COLUMNS = ("seq, time, type, queue_id, recipient, message_id, route, host, reply_code,"
             " reply_enhanced, reply_text, detail")
 _CATEGORY_IN_DETAIL = re.compile(r"(?:^|\s)category=(\S+)")
@@ -73,7 +67,7 @@ class Outbox:
         self._db = db
 
     async def open(self) -> None:
-        await self._db.call(lambda c: c.execute(CURSOR_SCHEMA), write=True)
+        await self._db.open()  # migrates state.db (webhook_cursors: gateway.state.migrations)
 
     async def cursor(self, name: str, now: float) -> int:
         """The webhook's cursor; a new webhook's is set to the newest event, and kept."""

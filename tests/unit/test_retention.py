@@ -21,6 +21,7 @@ from gateway.state.address_hash import AddressHasher
 from gateway.state.bounces import BounceStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher
+from gateway.state.migrations.sqlite import EVENTS
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -36,7 +37,7 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
 
 @pytest.fixture
 async def events_db(state: StateStore) -> AsyncIterator[StateDb]:
-    db = StateDb(state.path, ())
+    db = StateDb(state.path, EVENTS)
     yield db
     await db.close()
 
@@ -132,8 +133,10 @@ async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
     report = await erase_address(state, "GUEST@example.net", "cli:alice", now=NOW)
     token = report.token
     counts = {k: v for k, v in report.changed.items() if k != "message_tags"}
+    # rate_counters: only a leftover ratelimits.db of an earlier version holds keys in
+    # clear; the shared table keeps 64-bit hashes of them (its bytes are checked below).
     assert counts == {"events": 2, "suppressions": 1, "consent": 1, "audit": 2,
-                      "rate_counters": 1, "soft_bounces": 1}
+                      "rate_counters": 0, "soft_bounces": 1}
     assert report.checkpointed
     found = await state.suppressions.lookup((addr, "@example.net"), NOW)
     assert [(s.target, s.reason) for s in found] == [(token, SuppressionReason.COMPLAINT)]

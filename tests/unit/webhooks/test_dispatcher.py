@@ -16,6 +16,7 @@ from gateway.clock import ManualClock
 from gateway.model import Event, EventType, Reply, Secret
 from gateway.state import StateStore
 from gateway.state.db import StateDb
+from gateway.state.migrations.sqlite import EVENTS
 from gateway.webhooks.dispatcher import WebhookDispatcher, next_delay
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.settings import WebhookConfig
@@ -36,7 +37,7 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
 @pytest.fixture
 async def events_db(state: StateStore) -> AsyncIterator[StateDb]:
     """state.db as the gateway's outbox reads it (gateway.supervisor)."""
-    db = StateDb(state.path, ())
+    db = StateDb(state.path, EVENTS)
     yield db
     await db.close()
 
