@@ -38,7 +38,9 @@ from gateway.priority_config import (
     parse_idempotency,
     parse_priorities,
 )
+from gateway.retention_config import RetentionConfig, parse_retention
 from gateway.state_config import StateConfig, parse_state
+from gateway.webhooks.settings import WebhookConfig, parse_webhooks
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
@@ -139,6 +141,8 @@ class Config:
     policies_dir: Path | None = None
     logging: LogConfig = field(default_factory=lambda: LogConfig())
     metrics_sample_interval: float = 10.0  # seconds between queue gauge samples
+    webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.retention
     # Category → priority and each priority's share of delivery (gateway.priority_config).
     priorities: PriorityConfig = field(default_factory=PriorityConfig)
     idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
@@ -154,6 +158,11 @@ class Config:
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def erasure_key_path(self) -> Path:
+        """The key of erased addresses' hashes (gateway.state.address_hash)."""
+        return self.retention.erasure_key_file or self.data_dir / "erasure.key"
 
     @property
     def policy_snapshot_path(self) -> Path:
@@ -193,12 +202,17 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         logging=_logging(root.section("logging")),
         metrics_sample_interval=_metrics(root.section("metrics")),
+        webhooks=parse_webhooks(root, base),
+        retention=parse_retention(root.section("retention"), base),
         priorities=priorities,
         idempotency=parse_idempotency(root.section("idempotency")),
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
         state=parse_state(root, base),
     )
+    if cfg.webhooks and cfg.state.dsn is not None:
+        root.error("webhooks", "webhooks read their outbox from state.db: not available "
+                   "with state: postgresql yet")
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()

@@ -5,18 +5,21 @@ deliveries (recorded through the function the webhook outbox calls)."""
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from gateway import metrics
 from gateway.cli import main
+from gateway.webhooks.dispatcher import RESULTS
 from tests.fixtures.bounces import bounce_config, dsn_text, wait_counter
 from tests.fixtures.dkim import KeySet, dkim_section, send_raw
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.metrics import promtool_check_metrics, scrape
 from tests.fixtures.policy import smtp_session, write_policy
 from tests.fixtures.sink import Sink
+from tests.fixtures.webhook_receiver import Receiver
 
 BOUNCES = Path(__file__).resolve().parents[1] / "data" / "bounces"
 HEAD = (b"From: Booking <app@example.com>\r\nTo: guest@example.net\r\n"
@@ -78,6 +81,10 @@ async def test_policy_reloads_by_result(tmp_path: Path) -> None:
                        result="success") == 1
 
 
+def test_webhook_results_are_the_dispatchers() -> None:
+    assert metrics.WEBHOOK_RESULTS == RESULTS
+
+
 def test_webhook_results_stay_a_bounded_set() -> None:
     before = scrape()
     metrics.record_webhook_delivery("success")
@@ -113,3 +120,34 @@ async def test_bounces_over_smtp_by_kind_and_forged_tokens(tmp_path: Path) -> No
     assert after.delta(before, "smtp_gateway_bounces_parsed_total", kind="hard",
                        source="smtp") == 1
     assert after.delta(before, "smtp_gateway_verp_forged_total", source="smtp") == 1
+
+
+async def test_webhook_posts_are_counted_by_result(tmp_path: Path) -> None:
+    """A receiver that answers 410 Gone, then (after a reload) 200: one of each."""
+    receiver = Receiver("s" * 32).start()
+    receiver.statuses = [410]
+    sink = Sink().start()
+    (tmp_path / "hook.secret").write_text("s" * 32)
+    config = write_config(tmp_path, sink.port, extra=textwrap.dedent(f"""\
+        webhooks:
+          - name: app
+            url: {receiver.url}
+            secret_file: hook.secret
+            poll_interval: 50ms
+        """))
+    try:
+        async with running_gateway(config) as gw:
+            before = scrape()
+            await smtp_session(gw.ports["relay"], ["one@example.net"])
+            for _ in range(500):  # bounded: 10 s
+                if gw.webhooks.senders["app"].paused:
+                    break
+                await asyncio.sleep(0.02)
+            assert gw.reload()  # resumes the paused webhook
+            await receiver.await_events(lambda ev: len(ev) >= 1)
+            after = scrape()
+    finally:
+        sink.stop()
+        receiver.stop()
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="gone") == 1
+    assert after.delta(before, "smtp_gateway_webhook_deliveries_total", result="success") >= 1
