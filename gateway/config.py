@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.admin.settings import AdminConfig, parse_admin
 from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, parse_dkim
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
@@ -25,6 +26,7 @@ from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
     "DEFAULT_SIGNED_HEADERS",
+    "AdminConfig",
     "Config",
     "DeliveryConfig",
     "DkimConfig",
@@ -110,6 +112,7 @@ class Config:
     # Suppression, consent and rate-limit files (gateway.policy.rules_file);
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
+    admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
 
     @property
     def spool_dir(self) -> Path:
@@ -152,6 +155,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         intake_workers=_workers(root),
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
+        admin=parse_admin(root, base),
     )
     root.done()
     problems.raise_if_any()

@@ -150,6 +150,9 @@ class Envelope:
     message_id: str | None = None  # the Message-ID header, for lookups
     # A `delay` rate limit (gateway.policy) shaped it: no first attempt before this time.
     not_before: float | None = None
+    # (name, value) pairs intake learned for later lookups, not stored in the queue file:
+    # the category (":category") and configured correlation header fields (lower-case).
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

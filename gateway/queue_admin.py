@@ -19,7 +19,7 @@ from gateway.model import Event, EventType, QueueId, QueueState, RecipientState
 from gateway.spool.index import QueueIndex
 from gateway.spool.queue_id import is_queue_id
 from gateway.spool.store import CorruptQueueFile, QueueFiles
-from gateway.state.events import SqliteEventStore
+from gateway.state.events import EventStore, SqliteEventStore
 
 __all__ = ["QueueAdmin", "QueueAdminError", "QueueRow"]
 
@@ -46,12 +46,17 @@ class QueueRow:
 
 
 class QueueAdmin:
-    def __init__(self, config: Config, now: Callable[[], float]) -> None:
+    def __init__(self, config: Config, now: Callable[[], float], *,
+                 files: QueueFiles | None = None, index: QueueIndex | None = None,
+                 events: EventStore | None = None) -> None:
+        """Own connections by default (the CLI); the admin API passes the running
+        gateway's spool and event store, already open, so its writes are ordered
+        with the scheduler's."""
         self.config = config
         self.now = now
-        self.files = QueueFiles(config.spool_dir)
-        self.index = QueueIndex(config.spool_dir / "queue.db")
-        self.events = SqliteEventStore(config.state_path)
+        self.files = files or QueueFiles(config.spool_dir)
+        self.index = index or QueueIndex(config.spool_dir / "queue.db")
+        self.events: EventStore = events or SqliteEventStore(config.state_path)
         self.router = Router(config.routes)
 
     @classmethod

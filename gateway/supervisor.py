@@ -14,12 +14,13 @@ import signal
 import socket
 from pathlib import Path
 
+from gateway.admin.server import AdminServer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor
+from gateway.intake.accept import Acceptor, correlation_headers
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
@@ -28,7 +29,6 @@ from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import StateStore
-from gateway.state.events import accepted_events
 from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
@@ -51,8 +51,10 @@ class Gateway:
         self.signing_counters = SigningCounters()  # survive reloads: they only grow
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.signing_counters))
+        self.acceptor.correlation_headers = correlation_headers(config)
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
+        self.admin = AdminServer(self, config.admin) if config.admin is not None else None
         self.workers: IntakeWorkers | None = None
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
@@ -77,6 +79,8 @@ class Gateway:
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
+        if self.admin is not None:
+            await self.admin.start()  # before the listeners: /readyz says when they are up
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -116,6 +120,8 @@ class Gateway:
         for listener in self.listeners:
             await listener.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
+        if self.admin is not None:
+            await self.admin.stop()
         await self.delivery.close()
         await self.spool.close()
         await self.policy.stop()
@@ -141,16 +147,27 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
+        self.acceptor.correlation_headers = correlation_headers(new)
         for listener in self.listeners:
             listener.reconfigure(new)
         log.info("configuration reloaded from %s", new.path)
         return True
 
+    def listener_problems(self) -> list[str]:
+        """Why intake is not up, for /readyz (empty: every listener accepts)."""
+        if self.workers is not None:
+            running = self.workers.running
+            if running < self.workers.count:
+                return [f"{running} of {self.workers.count} intake workers are running"]
+            return []
+        return [f"listener {lst.listener.name} is not listening"
+                for lst in self.listeners if not lst.serving]
+
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage
 
     def _on_queued(self, qm: QueuedMessage) -> None:
-        self.state.events.record(accepted_events(qm, self.clock.now()))
+        self.state.events.record_accepted(qm, self.clock.now())
         self.scheduler.notify(qm)
 
 
@@ -162,6 +179,9 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("data_dir")
     if old.policies_dir != new.policies_dir:
         out.append("policies_dir")
+    old_admin = (old.admin.address, old.admin.port) if old.admin else None
+    if old_admin != ((new.admin.address, new.admin.port) if new.admin else None):
+        out.append("admin listener")
     return out
 
 

@@ -58,11 +58,14 @@ from typing import Protocol
 from email_validator import EmailNotValidError, validate_email
 
 from gateway.clock import Clock
+from gateway.config import Config
 from gateway.errors import SpoolError
 from gateway.intake import replies
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
+from gateway.policy.consent import HeaderSection
 from gateway.policy.stage import MessageDecision, PolicyStage
 from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
+from gateway.state.events import CATEGORY_TAG
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -71,8 +74,10 @@ __all__ = [
     "SpoolLike",
     "Transaction",
     "address_problem",
+    "correlation_headers",
     "envelope_path",
     "has_long_line",
+    "header_tags",
     "normalize_line_endings",
     "received_header",
 ]
@@ -133,6 +138,9 @@ class Acceptor:
         self._hostname = hostname
         self._clock = clock  # for the policy checks to come (rate windows)
         self._on_queued = on_queued
+        # Header fields whose values are recorded for traces (admin.correlation_headers);
+        # empty: no extra work per message.
+        self.correlation_headers: tuple[str, ...] = ()
 
     async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
         if sender == "":
@@ -180,6 +188,8 @@ class Acceptor:
         if prepared is None:
             return replies.LINE_TOO_LONG
         body, header = prepared
+        if self.correlation_headers:
+            envelope = replace(envelope, tags=header_tags(body, self.correlation_headers))
         policies = self.policies
         if policies is None:
             result = await self._store(envelope, body, header, esmtp)
@@ -187,6 +197,7 @@ class Acceptor:
         decision = await policies.message(envelope, body)
         if decision.refusal is not None:
             return decision.refusal
+        envelope = replace(envelope, tags=((CATEGORY_TAG, decision.category), *envelope.tags))
         first: QueuedMessage | None = None
         stored = []
         for copy in decision.copies:
@@ -269,6 +280,22 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"<Acceptor hostname={self._hostname!r}>"
+
+
+def correlation_headers(config: Config) -> tuple[str, ...]:
+    return config.admin.correlation_headers if config.admin is not None else ()
+
+
+def header_tags(content: bytes, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The first value of each of `names` (lower-case) in the header section, cut to
+    200 characters: enough for an id, and bounded whatever a client sends."""
+    header = HeaderSection.parse(content)
+    out = []
+    for name in names:
+        value = header.get(name)
+        if value:
+            out.append((name, value[:200]))
+    return tuple(out)
 
 
 def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor
+from gateway.intake.accept import Acceptor, correlation_headers
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
@@ -37,7 +37,6 @@ from gateway.policy.stage import PolicyStage
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import StateStore
-from gateway.state.events import accepted_events
 
 __all__ = ["READY", "parse_ports", "run_worker"]
 
@@ -64,6 +63,7 @@ class _Worker:
         self.counters = SigningCounters()
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.counters))
+        self.acceptor.correlation_headers = correlation_headers(config)
         self.listeners = [
             IntakeServer(replace(lst, port=ports.get(lst.name, lst.port)), config,
                          self.acceptor, self.clock)
@@ -78,7 +78,7 @@ class _Worker:
         self.acceptor.policies = stage
 
     def _on_queued(self, qm: QueuedMessage) -> None:
-        self.state.events.record(accepted_events(qm, self.clock.now()))
+        self.state.events.record_accepted(qm, self.clock.now())
         try:
             self._out.write(qm.id.encode("ascii") + b"\n")
             self._out.flush()
@@ -112,6 +112,7 @@ class _Worker:
             return
         self.config = new
         self.acceptor.signer = signer_for(new.dkim, self.counters)
+        self.acceptor.correlation_headers = correlation_headers(new)
         for listener in self.listeners:
             listener.reconfigure(new)
 

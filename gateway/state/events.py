@@ -1,6 +1,11 @@
 """Events: each recipient's life, step by step (KumoMTA's log records, Postfix's
 maillog lines — but queryable). Audit, metrics and webhooks build on these.
 
+Beside them, `message_tags` keeps what intake learned about a message that
+later events do not repeat: its category and the values of the configured
+correlation headers (e.g. X-Booking-Id), so an operator can trace a message
+by them and the summary can count by category (the admin API).
+
 Writes are batched (gateway.sqlite); a query flushes first, so a caller always
 sees the events it recorded.
 """
@@ -8,13 +13,16 @@ sees the events it recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from gateway.model import Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.sqlite import BatchedDb, Row
 
-__all__ = ["EventStore", "SqliteEventStore", "accepted_events"]
+__all__ = ["CATEGORY_TAG", "EventStore", "SqliteEventStore", "Summary", "accepted_events"]
+
+CATEGORY_TAG = ":category"  # a tag name no header field can have
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -34,7 +42,15 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_queue_id ON events(queue_id)",
     "CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id)",
     "CREATE INDEX IF NOT EXISTS events_time ON events(time)",
+    """CREATE TABLE IF NOT EXISTS message_tags (
+        queue_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (queue_id, name)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS message_tags_value ON message_tags(name, value)",
 )
+_INSERT_TAG = "INSERT OR REPLACE INTO message_tags (queue_id, name, value) VALUES (?, ?, ?)"
 
 _INSERT = (
     "INSERT INTO events (time, queue_id, type, recipient, message_id, route, host,"
@@ -55,13 +71,29 @@ def accepted_events(qm: QueuedMessage, now: float) -> list[Event]:
                   message_id=env.message_id, detail=detail) for rcpt in env.recipients]
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Event counts since a time, by type, and by (category or route, type)."""
+
+    since: float
+    totals: dict[str, int] = field(default_factory=dict)
+    by_category: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_route: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 class EventStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def record(self, events: Iterable[Event]) -> None:
         """Queue events for storage; never blocks the caller."""
+    def record_accepted(self, qm: QueuedMessage, now: float) -> None:
+        """The `accepted` events of a message intake stored, and its tags."""
     async def by_queue_id(self, queue_id: QueueId) -> list[Event]: ...
     async def by_message_id(self, message_id: str) -> list[Event]: ...
+    async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
+        """Every event of the messages tagged name=value (e.g. x-booking-id=B-123)."""
+    async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]: ...
+    async def summary(self, since: float) -> Summary: ...
 
 
 class SqliteEventStore:
@@ -77,6 +109,11 @@ class SqliteEventStore:
     def record(self, events: Iterable[Event]) -> None:
         self._db.write_many(_INSERT, (_row(e) for e in events))
 
+    def record_accepted(self, qm: QueuedMessage, now: float) -> None:
+        self.record(accepted_events(qm, now))
+        if qm.envelope.tags:
+            self._db.write_many(_INSERT_TAG, ((qm.id, n, v) for n, v in qm.envelope.tags))
+
     async def flush(self) -> None:
         await self._db.flush()
 
@@ -91,6 +128,41 @@ class SqliteEventStore:
             (message_id,),
         )
         return [_event(r) for r in rows]
+
+    async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
+        rows = await self._db.fetchall(
+            _SELECT + " WHERE queue_id IN (SELECT queue_id FROM message_tags"
+            " WHERE name = ? AND value = ? LIMIT ?) ORDER BY seq", (name, value, limit))
+        return [_event(r) for r in rows]
+
+    async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]:
+        ids = sorted(set(queue_ids))
+        out: dict[QueueId, dict[str, str]] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound on host parameters
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in await self._db.fetchall(
+                    f"SELECT queue_id, name, value FROM message_tags WHERE queue_id IN ({marks})",
+                    tuple(chunk)):
+                out.setdefault(str(r[0]), {})[str(r[1])] = str(r[2])
+        return out
+
+    async def summary(self, since: float) -> Summary:
+        rows = await self._db.fetchall(
+            "SELECT e.type, COALESCE(t.value, ''), COALESCE(e.route, ''), COUNT(*)"
+            " FROM events e LEFT JOIN message_tags t"
+            " ON t.queue_id = e.queue_id AND t.name = ?"
+            " WHERE e.time >= ? GROUP BY 1, 2, 3", (CATEGORY_TAG, since))
+        out = Summary(since)
+        for kind, category, route, count in rows:
+            n = int(count)
+            out.totals[kind] = out.totals.get(kind, 0) + n
+            by_cat = out.by_category.setdefault(category or "none", {})
+            by_cat[kind] = by_cat.get(kind, 0) + n
+            if route:
+                by_route = out.by_route.setdefault(route, {})
+                by_route[kind] = by_route.get(kind, 0) + n
+        return out
 
 
 def _row(e: Event) -> tuple[object, ...]:

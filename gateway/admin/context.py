@@ -1,0 +1,83 @@
+"""What the admin handlers reach: the running gateway (through a narrow view) and helpers
+shared by the route modules (query parameters, paging, the running policy's settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.admin.auth import ACTOR
+from gateway.admin.errors import ApiError
+from gateway.admin.ratelimit import IpRateLimiter
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.policy.rules_file import ConsentSettings
+from gateway.policy.runtime import PolicyRuntime
+from gateway.queue_admin import QueueAdmin
+from gateway.spool import Spool
+from gateway.state import StateStore
+
+__all__ = ["CONTEXT", "AdminContext", "GatewayView", "actor", "int_param", "limit_param"]
+
+MAX_PAGE = 1000
+
+
+class GatewayView(Protocol):
+    """The part of gateway.supervisor.Gateway the API uses."""
+
+    config: Config
+    clock: Clock
+    state: StateStore
+    spool: Spool
+    policy: PolicyRuntime
+
+    def listener_problems(self) -> list[str]: ...
+
+
+@dataclass
+class AdminContext:
+    gateway: GatewayView
+    queue: QueueAdmin
+    unsubscribe_limiter: IpRateLimiter
+
+    def now(self) -> float:
+        return self.gateway.clock.now()
+
+    def policy_settings(self) -> tuple[bool, ConsentSettings]:
+        """(strip +tags?, consent settings) of the policy in force, as the CLI reads them."""
+        stage = self.gateway.policy.stage
+        if stage is None:
+            return False, ConsentSettings()
+        return stage.policies.suppression.strip_plus_tags, stage.policies.consent
+
+
+CONTEXT = web.AppKey("context", AdminContext)
+
+
+def context(request: web.Request) -> AdminContext:
+    return request.app[CONTEXT]
+
+
+def actor(request: web.Request) -> str:
+    return str(request.get(ACTOR, "api:admin"))
+
+
+def int_param(request: web.Request, name: str, default: int, minimum: int = 0,
+              maximum: int | None = None) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"'{name}' must be a whole number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        top = f" and {maximum}" if maximum is not None else ""
+        raise ApiError(400, "bad_parameter", f"'{name}' must be between {minimum}{top}")
+    return value
+
+
+def limit_param(request: web.Request, default: int = 100) -> int:
+    return int_param(request, "limit", default, 1, MAX_PAGE)
