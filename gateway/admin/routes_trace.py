@@ -69,7 +69,9 @@ async def trace(request: web.Request) -> web.Response:
 
 def _group(events: list[Event], tags: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     messages: dict[str, dict[str, Any]] = {}
-    for e in events:
+    # By time, not by row: an intake worker's `accepted` batch can be committed after
+    # the master's `delivered` (sorted() is stable: equal times keep the row order).
+    for e in sorted(events, key=lambda e: e.time):
         m = messages.get(e.queue_id)
         if m is None:
             if len(messages) >= TRACE_LIMIT:
