@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import smtplib
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +22,7 @@ from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.sink import Sink
 from tests.integration.test_queue_cli import until
 from tests.integration.test_relay_end_to_end import send
+from tests.integration.test_spool_disk_full import fill
 
 SINK_ROUTE = "sink"
 
@@ -152,6 +155,10 @@ async def test_queue_list_filters_paging_and_actions(tmp_path: Path) -> None:
             assert_error(await api.get(f"/v1/queue/{new_queue_id(time.time())}"), 404,
                          "not_found")
             assert_error(await api.get("/v1/queue/not-an-id"), 400, "bad_id")
+            broken = new_queue_id(time.time())
+            (gw.config.spool_dir / "hold" / broken).write_bytes(b"not a queue file")
+            assert_error(await api.get(f"/v1/queue/{broken}"), 500, "unreadable")
+            (gw.config.spool_dir / "hold" / broken).unlink()
             assert_error(await api.post("/v1/queue/not-an-id/hold"), 400, "bad_id")
 
             held = await api.post(f"/v1/queue/{q1}/hold")
@@ -284,3 +291,31 @@ async def test_readyz_reports_a_listener_that_is_down(tmp_path: Path) -> None:
             assert (await api.get("/readyz")).status == 200
     finally:
         sink.stop()
+
+
+async def test_readyz_reports_a_full_disk(tmp_path: Path) -> None:
+    """The data directory on a small tmpfs, filled up: state and spool are not writable."""
+    assert os.geteuid() == 0, "this test mounts a tmpfs: run the suite as root"
+    var = tmp_path / "var"
+    var.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(var)],
+                   check=True)
+    sink = Sink().start()
+    try:
+        async with running_gateway(config_for(tmp_path, sink)) as gw:
+            api = api_for(gw, None)
+            assert (await api.get("/readyz")).status == 200
+            filler = fill(var)
+            full = await api.get("/readyz")
+            assert_error(full, 503, "not_ready")
+            reasons = full.json["error"]["reasons"]
+            assert len(reasons) == 2, reasons
+            assert reasons[0].startswith("state not writable: ")
+            assert reasons[1].startswith("spool not writable: ")
+            assert all(r.endswith("No space left on device") for r in reasons), reasons
+            assert (await api.get("/healthz")).status == 200  # alive, just not ready
+            filler.unlink()
+            assert (await api.get("/readyz")).status == 200
+    finally:
+        sink.stop()
+        subprocess.run(["umount", "-l", str(var)], check=True)
