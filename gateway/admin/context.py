@@ -19,9 +19,11 @@ from gateway.queue_admin import QueueAdmin
 from gateway.spool import Spool
 from gateway.state import StateStore
 
-__all__ = ["CONTEXT", "AdminContext", "GatewayView", "actor", "int_param", "limit_param"]
+__all__ = ["CONTEXT", "AdminContext", "GatewayView", "actor", "int_param", "limit_param",
+           "query_param"]
 
 MAX_PAGE = 1000
+MAX_INT = 2**63 - 1  # SQLite's integers
 
 
 class GatewayView(Protocol):
@@ -64,18 +66,25 @@ def actor(request: web.Request) -> str:
     return str(request.get(ACTOR, "api:admin"))
 
 
+def query_param(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once (None: absent); twice is a 400."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, "bad_parameter", f"'{name}' is given more than once")
+    return values[0] if values else None
+
+
 def int_param(request: web.Request, name: str, default: int, minimum: int = 0,
-              maximum: int | None = None) -> int:
-    text = request.query.get(name)
-    if text is None or text == "":
+              maximum: int = MAX_INT) -> int:
+    text = query_param(request, name)
+    if text is None:
         return default
     try:
         value = int(text)
     except ValueError:
         raise ApiError(400, "bad_parameter", f"'{name}' must be a whole number") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        top = f" and {maximum}" if maximum is not None else ""
-        raise ApiError(400, "bad_parameter", f"'{name}' must be between {minimum}{top}")
+    if not minimum <= value <= maximum:
+        raise ApiError(400, "bad_parameter", f"'{name}' must be between {minimum} and {maximum}")
     return value
 
 

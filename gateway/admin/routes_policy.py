@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.context import actor, context, int_param, limit_param
+from gateway.admin.context import actor, context, int_param, limit_param, query_param
 from gateway.admin.errors import ApiError, json_body, json_response
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address
@@ -60,7 +60,7 @@ def _target(request: web.Request, text: str) -> str:
 async def list_suppressions(request: web.Request) -> web.Response:
     ctx = context(request)
     limit = limit_param(request)
-    after_target, _, after_scope = request.query.get("after", "").partition(" ")
+    after_target, _, after_scope = (query_param(request, "after") or "").partition(" ")
     rows = await ctx.gateway.state.suppressions.page((after_target, after_scope), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -81,8 +81,6 @@ async def get_suppression(request: web.Request) -> web.Response:
 
 def _opt_str(data: dict[str, Any], key: str, default: str) -> str:
     value = data.get(key, default)
-    if value is None:
-        return default
     if not isinstance(value, str):
         raise ApiError(422, "invalid", f"'{key}' must be a string")
     return value
@@ -91,12 +89,14 @@ def _opt_str(data: dict[str, Any], key: str, default: str) -> str:
 def _expires(data: dict[str, Any], now: float) -> float | None:
     expires, ttl = data.get("expires"), data.get("ttl")
     try:
-        if expires is not None:
+        if "expires" in data and "ttl" in data:
+            raise ValueError("give 'expires' or 'ttl', not both")
+        if "expires" in data:
             if not isinstance(expires, str):
                 raise ValueError("'expires' must be an ISO 8601 date/time string")
             when = datetime.fromisoformat(expires)
             return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-        if ttl is not None:
+        if "ttl" in data:
             if not isinstance(ttl, (str, int, float)) or isinstance(ttl, bool):
                 raise ValueError("'ttl' must be a duration such as 7d")
             return now + parse_duration(ttl)
@@ -137,7 +137,7 @@ async def add_suppression(request: web.Request) -> web.Response:
 async def remove_suppression(request: web.Request) -> web.Response:
     ctx = context(request)
     target = _target(request, request.match_info["target"])
-    scope = request.query.get("scope") or None
+    scope = query_param(request, "scope") or None
     count = await ctx.gateway.state.suppressions.remove(target, scope, actor(request),
                                                         ctx.now())
     if not count:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.context import actor, context, limit_param
+from gateway.admin.context import actor, context, limit_param, query_param
 from gateway.admin.errors import ApiError, json_response
 from gateway.model import QueueState
 from gateway.policy.addresses import domain_of, normalize_address, normalize_domain_name
@@ -41,9 +41,9 @@ def add_queue_routes(app: web.Application) -> None:
 
 
 def _filters(request: web.Request) -> Callable[[QueueRow], bool]:
-    route = request.query.get("route") or None
-    domain = normalize_domain_name(request.query.get("domain", "")) or None
-    sender = request.query.get("sender")
+    route = query_param(request, "route") or None
+    domain = normalize_domain_name(query_param(request, "domain") or "") or None
+    sender = query_param(request, "sender")
     wanted_sender = normalize_address(sender) if sender is not None else None
 
     def keep(row: QueueRow) -> bool:
@@ -57,7 +57,7 @@ def _filters(request: web.Request) -> Callable[[QueueRow], bool]:
 
 
 def _state(request: web.Request) -> str | None:
-    state = request.query.get("state") or None
+    state = query_param(request, "state")
     if state is not None and state not in {s.value for s in QueueState}:
         raise ApiError(400, "bad_parameter", f"'state' must be one of: "
                        f"{', '.join(s.value for s in QueueState)}")
@@ -69,7 +69,7 @@ async def list_queue(request: web.Request) -> web.Response:
     limit = limit_param(request)
     state = _state(request)
     keep = _filters(request)
-    cursor = request.query.get("after", "")
+    cursor = query_param(request, "after") or ""
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
     exhausted = False

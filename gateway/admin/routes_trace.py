@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.context import context, int_param
+from gateway.admin.context import context, int_param, query_param
 from gateway.admin.errors import ApiError, json_response
 from gateway.model import Event
 from gateway.spool.queue_id import is_queue_id
@@ -36,8 +36,9 @@ def add_trace_routes(app: web.Application) -> None:
 async def trace(request: web.Request) -> web.Response:
     ctx = context(request)
     events_store = ctx.gateway.state.events
-    q = request.query
-    given = [k for k in ("queue_id", "message_id", "header") if q.get(k)]
+    q = {k: query_param(request, k) or "" for k in ("queue_id", "message_id", "header",
+                                                     "value")}
+    given = [k for k in ("queue_id", "message_id", "header") if q[k]]
     if len(given) != 1:
         raise ApiError(400, "bad_parameter",
                        "give exactly one of queue_id, message_id, or header with value")

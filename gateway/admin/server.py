@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.admin.auth import PUBLIC, auth_middleware
 from gateway.admin.context import CONTEXT, AdminContext, GatewayView
@@ -44,6 +45,25 @@ __all__ = ["OPENAPI_PATH", "AdminServer", "build_app", "openapi_document"]
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+class _ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs a malformed request (bad header bytes, a broken request line) at
+    ERROR with a traceback. It is the client's fault, and anyone who can reach the
+    public unsubscribe path could fill the log with them: one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            first = (str(exc.message).strip().splitlines() or [""])[0]
+            record.msg = f"{record.getMessage()}: {exc.code} {first}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_ClientErrorsInOneLine())
 
 
 @cache

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.model import QueueState
@@ -319,3 +320,23 @@ async def test_readyz_reports_a_full_disk(tmp_path: Path) -> None:
     finally:
         sink.stop()
         subprocess.run(["umount", "-l", str(var)], check=True)
+
+
+async def test_a_malformed_request_is_one_log_line(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink().start()
+    try:
+        async with running_gateway(config_for(tmp_path, sink)) as gw:
+            assert gw.admin is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.admin.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: \x00\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            assert status.split()[1] == b"400", status
+            await asyncio.sleep(0.05)  # the server logs after answering
+            (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
+            assert record.levelname == "WARNING" and record.exc_info is None
+            assert "Invalid header value char" in record.getMessage()
+            assert "\n" not in record.getMessage()
+    finally:
+        sink.stop()
