@@ -1,11 +1,13 @@
 """Bearer-token authentication for the admin API.
 
 Every route needs `Authorization: Bearer <token>` except the public ones:
-/healthz, /readyz and /metrics (for probes and Prometheus; the listener is on
-loopback by default), /openapi.json (it documents nothing secret) and the
-one-click unsubscribe endpoint (mail providers and recipients call it). An
-unknown path answers 404 whether or not a token is given: the route table is
-public in /openapi.json anyway.
+/healthz and /readyz (probes), /openapi.json (it documents nothing secret) and
+the one-click unsubscribe endpoint (mail providers and recipients call it).
+/metrics is public while the listener is on loopback (a local Prometheus or
+agent scrapes it); on any other address it needs the token too (Prometheus
+sends one with `authorization: {credentials_file: …}`). An unknown path
+answers 404 whether or not a token is given: the route table is public in
+/openapi.json anyway.
 
 Missing or wrong token: 401 with `WWW-Authenticate: Bearer`. No token
 configured at all: 403 (the protected API is off, the public part works).
@@ -27,9 +29,10 @@ from aiohttp.typedefs import Middleware
 from gateway.admin.errors import ApiError
 from gateway.admin.settings import AdminToken
 
-__all__ = ["ACTOR", "PUBLIC", "auth_middleware", "match_token"]
+__all__ = ["ACTOR", "LOCAL", "PUBLIC", "auth_middleware", "match_token", "needs_token"]
 
 PUBLIC = "public:"  # route names starting with this need no token
+LOCAL = "local:"  # … these need none while the listener is on loopback
 ACTOR = web.RequestKey("actor", str)  # "api:<token name>", for the audit log
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,13 +49,20 @@ def match_token(given: str, tokens: tuple[AdminToken, ...]) -> AdminToken | None
     return found
 
 
-def auth_middleware(tokens: Callable[[], tuple[AdminToken, ...]]) -> Middleware:
+def needs_token(route_name: str, loopback: bool) -> bool:
+    if route_name.startswith(PUBLIC):
+        return False
+    return not (loopback and route_name.startswith(LOCAL))
+
+
+def auth_middleware(tokens: Callable[[], tuple[AdminToken, ...]], loopback: bool) -> Middleware:
     """`tokens()` is read per request, so a reload's new tokens apply at once."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         match = request.match_info
-        if match.http_exception is not None or (match.route.name or "").startswith(PUBLIC):
+        if match.http_exception is not None or not needs_token(match.route.name or "",
+                                                               loopback):
             return await handler(request)
         configured = tokens()
         if not configured:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.admin.auth import PUBLIC
+from gateway.admin.auth import LOCAL, PUBLIC
 from gateway.admin.context import context
 from gateway.admin.errors import error_response, json_response
 from gateway.metrics import exposition
@@ -25,7 +25,7 @@ __all__ = ["add_health_routes", "probe_write"]
 def add_health_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, name=f"{PUBLIC}healthz", allow_head=False)
     app.router.add_get("/readyz", readyz, name=f"{PUBLIC}readyz", allow_head=False)
-    app.router.add_get("/metrics", metrics, name=f"{PUBLIC}metrics", allow_head=False)
+    app.router.add_get("/metrics", metrics, name=f"{LOCAL}metrics", allow_head=False)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -3,7 +3,8 @@ by gateway.supervisor, like Postfix's showq/postqueue side, but over HTTP).
 
 Routes (documented in openapi.yaml beside this file, served at /openapi.json):
 
-    /healthz /readyz /metrics /openapi.json      public (probes, Prometheus)
+    /healthz /readyz /openapi.json               public (probes)
+    /metrics                                     public on loopback (Prometheus)
     /unsubscribe[/{token}]                       public, rate-limited (RFC 8058)
     /v1/trace /v1/summary                        message trace, figures
     /v1/queue[/{id}[/retry|hold|release]]        the queue (gateway.queue_admin)
@@ -76,13 +77,14 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.Response(text=openapi_document(), content_type="application/json")
 
 
-def build_app(ctx: AdminContext, max_body: int) -> web.Application:
+def build_app(ctx: AdminContext, settings: AdminConfig) -> web.Application:
     def tokens() -> tuple[AdminToken, ...]:
         admin = ctx.gateway.config.admin
         return admin.tokens if admin is not None else ()
 
-    app = web.Application(middlewares=[error_middleware, auth_middleware(tokens)],
-                          client_max_size=max_body)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(tokens, settings.is_loopback)],
+        client_max_size=settings.max_body)
     app[CONTEXT] = ctx
     add_health_routes(app)
     app.router.add_get("/openapi.json", _openapi, name=f"{PUBLIC}openapi", allow_head=False)
@@ -106,7 +108,7 @@ class AdminServer:
                            index=gw.spool.index, events=gw.state.events)
         limiter = IpRateLimiter(self.settings.unsubscribe_interval,
                                 self.settings.unsubscribe_burst, gw.clock)
-        app = build_app(AdminContext(gw, queue, limiter), self.settings.max_body)
+        app = build_app(AdminContext(gw, queue, limiter), self.settings)
         # No access log: request lines would put unsubscribe tokens in the log.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

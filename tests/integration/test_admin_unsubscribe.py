@@ -192,3 +192,42 @@ async def test_not_configured_is_404(tmp_path: Path) -> None:
                          404, "not_found")
     finally:
         sink.stop()
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_budget(
+        tmp_path: Path) -> None:
+    sink = Sink().start()
+    admin_port = free_port()
+    setup(tmp_path, admin_port)
+    config = write_config(tmp_path, sink.port, extra=admin_section(
+        tmp_path, port=admin_port, extra="unsubscribe_limit: {rate: 1/h, burst: 1}\n"
+                                         "trusted_proxies: [127.0.0.0/8]\n"))
+    try:
+        async with running_gateway(config):
+            api = Api(admin_port, token=None)
+
+            async def status(client: str) -> int:
+                result = await api.get("/unsubscribe?token=x", headers={
+                    "X-Forwarded-For": f"203.0.113.9, {client}"})
+                return result.status
+
+            assert [await status("198.51.100.1"), await status("198.51.100.2")] == [400, 400]
+            assert await status("198.51.100.1") == 429  # the last address is the client
+    finally:
+        sink.stop()
+
+
+async def test_forwarded_for_is_ignored_from_untrusted_peers(tmp_path: Path) -> None:
+    sink = Sink().start()
+    admin_port = free_port()
+    setup(tmp_path, admin_port)
+    config = write_config(tmp_path, sink.port, extra=admin_section(
+        tmp_path, port=admin_port, extra="unsubscribe_limit: {rate: 1/h, burst: 1}\n"))
+    try:
+        async with running_gateway(config):
+            api = Api(admin_port, token=None)
+            first = await api.get("/unsubscribe?token=x", headers={"X-Forwarded-For": "1.1.1.1"})
+            second = await api.get("/unsubscribe?token=x", headers={"X-Forwarded-For": "2.2.2.2"})
+            assert (first.status, second.status) == (400, 429)
+    finally:
+        sink.stop()

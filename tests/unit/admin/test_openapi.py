@@ -8,8 +8,10 @@ from typing import cast
 import yaml
 from openapi_spec_validator import validate
 
+from gateway.admin.auth import needs_token
 from gateway.admin.context import AdminContext
 from gateway.admin.server import OPENAPI_PATH, build_app
+from gateway.admin.settings import AdminConfig
 
 _METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 
@@ -21,7 +23,7 @@ def documented() -> set[tuple[str, str]]:
 
 
 def served() -> set[tuple[str, str]]:
-    app = build_app(cast(AdminContext, None), 1024)  # the route table needs no gateway
+    app = build_app(cast(AdminContext, None), AdminConfig())  # the route table needs no gateway
     return {(route.method, route.resource.canonical) for route in app.router.routes()
             if route.resource is not None}
 
@@ -40,8 +42,16 @@ def test_public_routes_are_marked_public_in_the_document() -> None:
     doc = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
     public = {(m.upper(), p) for p, item in doc["paths"].items() for m, op in item.items()
               if m in _METHODS and op.get("security") == []}
-    app = build_app(cast(AdminContext, None), 1024)
+    app = build_app(cast(AdminContext, None), AdminConfig())
     named_public = {(r.method, r.resource.canonical) for r in app.router.routes()
-                    if r.resource is not None and (r.name or "").startswith("public:")}
-    # /openapi.json is public too; every public route says so in the document.
+                    if r.resource is not None and not needs_token(r.name or "", True)}
+    # Every route public on loopback says so in the document (/metrics with a note).
     assert public == named_public
+    assert ("GET", "/metrics") in public and ("GET", "/healthz") in public
+
+
+def test_metrics_need_the_token_off_loopback() -> None:
+    assert needs_token("local:metrics", loopback=False)
+    assert not needs_token("local:metrics", loopback=True)
+    assert not needs_token("public:healthz", loopback=False)
+    assert needs_token("queue.list", loopback=True)
