@@ -62,7 +62,6 @@ from gateway.config import Config
 from gateway.errors import SpoolError
 from gateway.intake import replies
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
-from gateway.policy.consent import HeaderSection
 from gateway.policy.stage import MessageDecision, PolicyStage
 from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
 from gateway.state.events import CATEGORY_TAG
@@ -287,12 +286,25 @@ def correlation_headers(config: Config) -> tuple[str, ...]:
 
 
 def header_tags(content: bytes, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The first value of each of `names` (lower-case) in the header section, cut to
-    200 characters: enough for an id, and bounded whatever a client sends."""
-    header = HeaderSection.parse(content)
+    """The first value of each of `names` (lower-case) in the header section, unfolded
+    and cut to 200 characters: enough for an id, and bounded whatever a client sends.
+
+    A few byte searches in the lower-cased header section rather than a parse of
+    every field: this runs for every message when correlation headers are set."""
+    end = content.find(b"\r\n\r\n")
+    head = b"\r\n" + (content if end < 0 else content[:end + 2])
+    lowered = head.lower()
     out = []
     for name in names:
-        value = header.get(name)
+        start = lowered.find(b"\r\n" + name.encode("ascii") + b":")
+        if start < 0:
+            continue
+        pos = start + len(name) + 3
+        stop = lowered.find(b"\r\n", pos)
+        while stop >= 0 and head[stop + 2:stop + 3] in (b" ", b"\t"):  # folded
+            stop = lowered.find(b"\r\n", stop + 2)
+        raw = head[pos:stop if stop >= 0 else len(head)]
+        value = " ".join(raw.decode("utf-8", "replace").split())
         if value:
             out.append((name, value[:200]))
     return tuple(out)
