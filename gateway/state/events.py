@@ -4,7 +4,9 @@ maillog lines — but queryable). Audit, metrics and webhooks build on these.
 Beside them, `message_tags` keeps what intake learned about a message that
 later events do not repeat: its category and the values of the configured
 correlation headers (e.g. X-Booking-Id), so an operator can trace a message
-by them and the summary can count by category (the admin API).
+by them and the summary can count by category (the admin API). Its rows are
+keyed by queue id, which sorts by arrival time: retention can drop them with
+`queue_id < new_queue_id(cutoff)`.
 
 Writes are batched (gateway.sqlite); a query flushes first, so a caller always
 sees the events it recorded.
