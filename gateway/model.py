@@ -76,6 +76,9 @@ class EventType(StrEnum):
     REJECTED = "rejected"  # refused at RCPT or DATA; queue_id is "" when no message exists
     DROPPED = "dropped"  # removed at DATA (consent, scoped suppression); others delivered
     DELAYED = "delayed"  # accepted, first attempt held back by a `delay` rate limit
+    # A recipient used a List-Unsubscribe link (admin API); queue_id "", detail names the
+    # category.
+    UNSUBSCRIBED = "unsubscribed"
 
 
 class SuppressionReason(StrEnum):

@@ -9,8 +9,8 @@ The policy stage writes `List-Unsubscribe: <{base_url}?token=…>` (consent.yaml
   mailbox providers send; the confirmation page's button sends the same):
   consent for the token's category is withdrawn and an `unsubscribe`
   suppression scoped to that category is added — the address keeps getting
-  its booking confirmations. Audit actor "unsubscribe". Repeating it changes
-  nothing more.
+  its booking confirmations. Audit actor "unsubscribe"; an `unsubscribed`
+  event (for webhooks and the summary). Repeating it changes nothing more.
 - GET shows a short page with a button; it never changes anything (link
   scanners follow GETs).
 - Per client IP rate limit (admin.unsubscribe_limit): 429 with Retry-After.
@@ -33,7 +33,7 @@ from aiohttp import web
 from gateway.admin.auth import PUBLIC
 from gateway.admin.context import AdminContext, context
 from gateway.admin.errors import error_response, json_response
-from gateway.model import ConsentRecord, Suppression, SuppressionReason
+from gateway.model import ConsentRecord, Event, EventType, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address
 from gateway.policy.unsubscribe_token import TokenSigner, UnsubscribeRequest
 
@@ -167,5 +167,7 @@ async def unsubscribe(ctx: AdminContext, req: UnsubscribeRequest) -> bool:
     if not suppressed:
         await state.suppressions.add([Suppression(target, SuppressionReason.UNSUBSCRIBE,
                                                   req.category, now, ACTOR)], ACTOR, now)
+    state.events.record([Event(time=now, queue_id="", type=EventType.UNSUBSCRIBED,
+                               recipient=address, detail=f"category={req.category}")])
     log.info("one-click unsubscribe from %s mail", req.category)
     return True

@@ -93,6 +93,9 @@ async def test_one_click_unsubscribe_end_to_end(tmp_path: Path) -> None:
             audit = [(a.actor, a.action) for a in reversed(await gw.state.audit.entries())]
             assert audit[-2:] == [("unsubscribe", "consent.withdraw"),
                                   ("unsubscribe", "suppress.add")]
+            (event,) = [e for e in await gw.state.events.by_queue_id("")
+                        if e.type is EventType.UNSUBSCRIBED]
+            assert (event.recipient, event.detail) == ("guest@example.net", "category=marketing")
 
             # The next marketing mail is dropped; the booking confirmation still arrives.
             refused = await deliver(gw, sink, "guest@example.net", "marketing")
