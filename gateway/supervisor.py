@@ -195,7 +195,14 @@ async def serve(config_path: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload_all(gateway))
-    await gateway.start(spawn_workers=True)
+    try:
+        await gateway.start(spawn_workers=True)
+    except OSError as exc:
+        # A port in use, most often: say so in one line, and close what did start
+        # (its threads would keep the process alive).
+        log.error("cannot start: %s", exc)
+        await gateway.stop()
+        return 1
     log.info("smtp-gateway ready: %r", gateway)
     await stop.wait()
     log.info("stopping: no new sessions; waiting up to %.0fs for deliveries",

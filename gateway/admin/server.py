@@ -135,9 +135,9 @@ def _bind(address: str, port: int) -> socket.socket:
     try:
         sock.bind((host, port))
         sock.listen(128)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"admin listener on {address}:{port}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock
 

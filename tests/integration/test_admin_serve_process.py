@@ -9,6 +9,9 @@ import json
 import os
 import signal
 import smtplib
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -70,3 +73,21 @@ def test_admin_api_in_the_master_with_intake_workers(tmp_path: Path) -> None:
         for pid in worker_pids(config):
             os.kill(pid, signal.SIGKILL)
         sink.stop()
+
+
+def test_admin_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    sink = Sink().start()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, sink.port, extra=f"admin:\n  port: {port}\n")
+        try:
+            run = subprocess.run([sys.executable, "-m", "gateway", "serve", "-c", str(config)],
+                                 capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        finally:
+            sink.stop()
+    assert run.returncode == 1
+    assert (f"cannot start: [Errno 98] admin listener on 127.0.0.1:{port}: Address already "
+            "in use") in run.stderr
+    assert "Traceback" not in run.stderr
