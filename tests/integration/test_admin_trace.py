@@ -141,3 +141,33 @@ async def test_summary_windows_follow_the_clock(tmp_path: Path) -> None:
             assert summary["last_day"]["by_category"]["none"]["sent"] == 1  # no policies
     finally:
         sink.stop()
+
+
+async def test_reload_applies_new_correlation_headers_and_tokens(tmp_path: Path) -> None:
+    sink = Sink().start()
+    config = write_config(tmp_path, sink.port, extra=admin_section(tmp_path))
+    try:
+        async with running_gateway(config) as gw:
+            assert gw.admin is not None
+            api = Api(gw.admin.port)
+            before = await send(gw.ports["relay"], ["guest@example.net"],
+                                booking_mail("B-1", "<before@example.com>"))
+            config.write_text(config.read_text()
+                              + "  correlation_headers: [X-Booking-Id]\n")
+            assert gw.reload()
+            after = await send(gw.ports["relay"], ["guest@example.net"],
+                               booking_mail("B-1", "<after@example.com>"))
+            await sink.await_for(2)
+            await final_events(api, after, 2)
+            found = (await api.get("/v1/trace?header=X-Booking-Id&value=B-1")).json
+            # Only mail accepted after the reload carries the tag.
+            assert [m["queue_id"] for m in found["messages"]] == [after]
+            assert before != after
+
+            (tmp_path / "admin.token").write_text("a-brand-new-token-0123456789\n")
+            assert gw.reload()
+            assert_error(await api.get("/v1/queue"), 401, "unauthorized")
+            assert (await Api(gw.admin.port, "a-brand-new-token-0123456789").get(
+                "/v1/queue")).status == 200
+    finally:
+        sink.stop()
