@@ -41,11 +41,17 @@ class GatewayView(Protocol):
 @dataclass
 class AdminContext:
     gateway: GatewayView
-    queue: QueueAdmin
     unsubscribe_limiter: IpRateLimiter
 
     def now(self) -> float:
         return self.gateway.clock.now()
+
+    def queue(self) -> QueueAdmin:
+        """The CLI's queue code on the running gateway's spool and event store, with the
+        configuration in force now (a reload may have changed the routes)."""
+        gw = self.gateway
+        return QueueAdmin(gw.config, gw.clock.now, files=gw.spool.files,
+                          index=gw.spool.index, events=gw.state.events)
 
     def policy_settings(self) -> tuple[bool, ConsentSettings]:
         """(strip +tags?, consent settings) of the policy in force, as the CLI reads them."""

@@ -70,12 +70,13 @@ async def list_queue(request: web.Request) -> web.Response:
     state = _state(request)
     keep = _filters(request)
     cursor = query_param(request, "after") or ""
+    queue = ctx.queue()
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
     exhausted = False
     for _ in range(SCAN_PAGES):
         try:
-            batch = await ctx.queue.listing(state=state, limit=limit, after=cursor)
+            batch = await queue.listing(state=state, limit=limit, after=cursor)
         except QueueAdminError as exc:
             raise _api_error(exc) from None
         for row in batch:
@@ -105,7 +106,7 @@ def _row(row: QueueRow) -> dict[str, Any]:
 async def show(request: web.Request) -> web.Response:
     ctx = context(request)
     try:
-        info = await ctx.queue.show(request.match_info["id"])
+        info = await ctx.queue().show(request.match_info["id"])
     except QueueAdminError as exc:
         raise _api_error(exc) from None
     return json_response(info)
@@ -127,10 +128,11 @@ async def _change(request: web.Request, name: str,
     ctx = context(request)
     queue_id = request.match_info["id"]
     try:
-        result = await method(ctx.queue, queue_id)
+        queue = ctx.queue()
+        result = await method(queue, queue_id)
     except QueueAdminError as exc:
         raise _api_error(exc) from None
-    await ctx.queue.index.flush()  # the answer means done, as the CLI's exit does
+    await queue.index.flush()  # the answer means done, as the CLI's exit does
     await ctx.gateway.state.audit.record(actor(request), f"queue.{name}",
                                          {"queue_id": queue_id, "result": result}, ctx.now())
     return json_response({"id": queue_id, "action": name, "result": result})

@@ -39,7 +39,6 @@ from gateway.admin.routes_queue import add_queue_routes
 from gateway.admin.routes_trace import add_trace_routes
 from gateway.admin.settings import AdminConfig, AdminToken
 from gateway.admin.unsubscribe import add_unsubscribe_routes
-from gateway.queue_admin import QueueAdmin
 
 __all__ = ["OPENAPI_PATH", "AdminServer", "build_app", "openapi_document"]
 
@@ -104,11 +103,9 @@ class AdminServer:
 
     async def start(self) -> None:
         gw = self.gateway
-        queue = QueueAdmin(gw.config, gw.clock.now, files=gw.spool.files,
-                           index=gw.spool.index, events=gw.state.events)
         limiter = IpRateLimiter(self.settings.unsubscribe_interval,
                                 self.settings.unsubscribe_burst, gw.clock)
-        app = build_app(AdminContext(gw, queue, limiter), self.settings)
+        app = build_app(AdminContext(gw, limiter), self.settings)
         # No access log: request lines would put unsubscribe tokens in the log.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
