@@ -136,8 +136,11 @@ def _bounce_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                     help='print {"bounce": …, "recipients": [...]}')
     bp.set_defaults(func=_bounce_parse)
     bi = bsub.add_parser("ingest", help="classify every message of .eml and mbox files; "
-                                        "one JSON line per message (no actions taken)")
+                                        "one JSON line per message")
     bi.add_argument("files", nargs="+", metavar="FILE")
+    bi.add_argument("--apply", action="store_true",
+                    help="act on them as the gateway would (events, suppression; -c CONFIG)")
+    bi.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (--apply)")
     bi.set_defaults(func=_bounce_ingest)
 
 
@@ -368,6 +371,8 @@ def _bounce_ingest(args: argparse.Namespace) -> int:
     from gateway.bounces import parse_bytes
     from gateway.bounces.mbox import messages
 
+    if args.apply:
+        return _bounce_apply(args)
     code = 0
     for name in args.files:
         try:
@@ -385,6 +390,20 @@ def _bounce_ingest(args: argparse.Namespace) -> int:
             print(f"smtp-gateway bounce ingest: {exc}", file=sys.stderr)
             code = 1
     return code
+
+
+def _bounce_apply(args: argparse.Namespace) -> int:
+    from gateway.bounces.files import ingest_files
+
+    config = load_config(args.config)
+    try:
+        lines = asyncio.run(ingest_files(config, [Path(f) for f in args.files]))
+    except OSError as exc:
+        print(f"smtp-gateway bounce ingest: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(json.dumps(line))
+    return 1 if any("error" in line for line in lines) else 0
 
 
 # -- passwd -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.admin.settings import AdminConfig, parse_admin
+from gateway.bounces.settings import BounceConfig, parse_bounces
 from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, parse_dkim
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
@@ -113,6 +114,8 @@ class Config:
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
     admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
+    # Return paths (VERP) and bounce ingestion (gateway.bounces.settings).
+    bounces: BounceConfig = field(default_factory=BounceConfig)
 
     @property
     def spool_dir(self) -> Path:
@@ -140,11 +143,12 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
     base = Path(file).resolve().parent
     hostname = root.get_str("hostname", socket.getfqdn())
     retry = _retry(root.section("retry"), RetrySchedule())
+    listeners = _listeners(root, base)
     cfg = Config(
         path=Path(file).resolve(),
         hostname=hostname,
         data_dir=base / root.get_str("data_dir", "./var"),
-        listeners=_listeners(root, base),
+        listeners=listeners,
         limits=_limits(root.section("limits")),
         users=_users(root.section("auth"), base, problems),
         delivery=_delivery(root.section("delivery"), hostname, base),
@@ -156,7 +160,11 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         admin=parse_admin(root, base),
+        bounces=parse_bounces(root.section("bounces"), base,
+                              tuple(lst.name for lst in listeners)),
     )
+    if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
+        root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()
     problems.raise_if_any()
     return cfg
@@ -401,6 +409,8 @@ def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
         breaker=breaker,
         max_connections_per_destination=sec.get_int("max_connections_per_destination", 10, 1),
         messages_per_connection=sec.get_int("messages_per_connection", 100, 1),
+        verp=sec.get_bool("verp", True) if sec.has("verp") else None,
+        dsn=sec.get_bool("dsn", False),
     )
     sec.done()
     return route

@@ -79,6 +79,11 @@ class EventType(StrEnum):
     # A recipient used a List-Unsubscribe link (admin API); queue_id "", detail names the
     # category.
     UNSUBSCRIBED = "unsubscribed"
+    # Bounce handling (gateway.bounces): what a returned message or a delivery reply led to.
+    SOFT_BOUNCED = "soft_bounced"  # a soft bounce that counts towards `soft.count`
+    COMPLAINED = "complained"  # an ARF complaint about this message and recipient
+    SUPPRESSED = "suppressed"  # the recipient was suppressed because of it (detail: why)
+    DSN_SENT = "dsn_sent"  # a delivery status notification was queued to the sender
 
 
 class SuppressionReason(StrEnum):
@@ -242,6 +247,8 @@ class Route:
     breaker: BreakerSettings = BreakerSettings()
     max_connections_per_destination: int = 10
     messages_per_connection: int = 100
+    verp: bool | None = None  # None: as `bounces.verp` says; False: keep the app's sender
+    dsn: bool = False  # send RFC 3464 DSNs to the sender for failures on this route
 
 
 @dataclass(frozen=True)

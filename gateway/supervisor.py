@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from gateway.admin.server import AdminServer
+from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery import Delivery
@@ -22,7 +23,7 @@ from gateway.delivery.router import Router
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor, correlation_headers
 from gateway.intake.smtpd import IntakeServer
-from gateway.model import QueuedMessage
+from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.scheduler import Scheduler
@@ -56,6 +57,10 @@ class Gateway:
                           for lst in config.listeners]
         self.admin = AdminServer(self, config.admin) if config.admin is not None else None
         self.workers: IntakeWorkers | None = None
+        self.bounces = BounceService(config, self.state, self.spool, self.clock, self._enqueue)
+        self.scheduler.on_filed = self.bounces.filed
+        self.delivery.return_paths = self.bounces.return_paths
+        self.acceptor.bounce_inbox = self.bounces.inbox
         # Policy files are read now, so a bad one stops the start like a bad config.
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)
@@ -81,6 +86,7 @@ class Gateway:
         self.scheduler.start()
         if self.admin is not None:
             await self.admin.start()  # before the listeners: /readyz says when they are up
+        await self.bounces.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -122,6 +128,7 @@ class Gateway:
         await self.scheduler.stop(self.config.shutdown_timeout)
         if self.admin is not None:
             await self.admin.stop()
+        await self.bounces.stop()
         await self.delivery.close()
         await self.spool.close()
         await self.policy.stop()
@@ -148,6 +155,7 @@ class Gateway:
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
         self.acceptor.correlation_headers = correlation_headers(new)
+        self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)
         log.info("configuration reloaded from %s", new.path)
@@ -165,6 +173,13 @@ class Gateway:
 
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage
+        self.bounces.apply_policies(stage.policies if stage is not None else None)
+
+    async def _enqueue(self, envelope: Envelope, content: bytes) -> QueuedMessage:
+        """Queue mail the gateway writes itself (DSNs) like any accepted message."""
+        qm = await self.spool.put(envelope, content)
+        self._on_queued(qm)
+        return qm
 
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record_accepted(qm, self.clock.now())
@@ -182,6 +197,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     old_admin = (old.admin.address, old.admin.port) if old.admin else None
     if old_admin != ((new.admin.address, new.admin.port) if new.admin else None):
         out.append("admin listener")
+    if old.bounces != new.bounces:
+        out.append("bounces")
     return out
 
 

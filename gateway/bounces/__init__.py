@@ -1,8 +1,13 @@
-"""Bounces: parse returned mail, classify replies, encode/verify VERP return paths.
+"""Bounces: parse returned mail, classify replies, VERP return paths, ingestion and
+actions.
 
-Postfix counterpart: none (Postfix only sends bounces); Mailman's bounce
-runner and flufl.bounce, KumoMTA's `bounce-classify`. Parsing only: what to
-do about a bounce (suppression) is the policy stage's job.
+Postfix counterpart: bounce(8) for the DSNs we send (dsn.py); for the rest
+Mailman's bounce runner and flufl.bounce, KumoMTA's `bounce-classify`.
+Parsing and classification: classify.py, detectors/, status.py. Return paths:
+verp.py. Ingestion (SMTP inbox, Maildir, IMAP, files): inbox.py, maildir.py,
+imap.py, files.py, all through ingest.py. What a bounce does (suppression by
+policies/bounces.yaml, events): actions.py, rules.py. Wiring: service.py,
+settings.py (config.yaml's `bounces:`).
 """
 
 from gateway.bounces.classify import (

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from gateway.model import Secret
 from gateway.spool.queue_id import is_queue_id
 
-__all__ = ["VerpCodec", "VerpError", "VerpRef"]
+__all__ = ["ReturnPaths", "VerpCodec", "VerpError", "VerpRef"]
 
 _MAC_BYTES = 10  # 80 bits: forging needs ~2^80 tries, each one a mail we would see
 _B32 = "0123456789abcdefghijklmnopqrstuv"  # base-32 digits for the index
@@ -108,3 +108,25 @@ def _to_b32(value: int) -> str:
         digits.append(_B32[rem])
         if not value:
             return "".join(reversed(digits))
+
+
+class ReturnPaths:
+    """Which envelope sender each recipient's transaction gets (the delivery stage asks).
+
+    With a codec, mail on routes without `verp: false` goes out with
+    `b+<token>@<bounce domain>` — one token, so one transaction, per recipient —
+    and the null sender stays null (a DSN must never get a return path).
+    """
+
+    def __init__(self, codec: VerpCodec | None) -> None:
+        self.codec = codec
+
+    def __repr__(self) -> str:
+        return f"<ReturnPaths {self.codec!r}>"
+
+    def applies(self, route_verp: bool | None, mail_from: str) -> bool:
+        return self.codec is not None and mail_from != "" and route_verp is not False
+
+    def for_recipient(self, queue_id: str, recipients: tuple[str, ...], recipient: str) -> str:
+        assert self.codec is not None
+        return self.codec.encode(queue_id, recipients.index(recipient))

@@ -31,6 +31,7 @@ import ssl
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from gateway.bounces.verp import ReturnPaths
 from gateway.clock import Clock
 from gateway.config import DeliveryConfig
 from gateway.delivery.mx import MxHost, MxResolver
@@ -123,6 +124,8 @@ class Delivery:
         self._pool = ConnectionPool(config.connection_idle_timeout)
         self._tls = _TlsContexts(config)
         self._endpoints: dict[Smarthost, Endpoint] = {}
+        # VERP (gateway.bounces.verp): set by the Gateway; None keeps every sender as is.
+        self.return_paths: ReturnPaths | None = None
         self._apply(config)
 
     def _apply(self, config: DeliveryConfig) -> None:
@@ -177,10 +180,34 @@ class Delivery:
             return
         request = MailRequest(envelope.mail_from, progress.pending, envelope.smtputf8,
                               envelope.body_type.upper() == "8BITMIME")
+        paths = self.return_paths
+        if paths is not None and paths.applies(job.route.verp, envelope.mail_from):
+            await self._each_with_return_path(job, paths, request, content, progress)
+        else:
+            await self._send(job, request, content, progress)
+
+    async def _each_with_return_path(self, job: DeliveryJob, paths: ReturnPaths,
+                                     request: MailRequest, content: bytes,
+                                     progress: _Progress) -> None:
+        """VERP: each recipient its own transaction, with its own envelope sender (the
+        message's bytes, and so its From: and DKIM signature, are unchanged)."""
+        recipients = job.message.envelope.recipients
+        for recipient in progress.pending:
+            sub = _Progress((recipient,))
+            sender = paths.for_recipient(job.message.id, recipients, recipient)
+            await self._send(job, MailRequest(sender, (recipient,), request.smtputf8,
+                                              request.eight_bit), content, sub)
+            progress.results.update(sub.results)
+            progress.reasons.update(sub.reasons)
+            progress.host = sub.host or progress.host
+        progress.pending = tuple(r for r in progress.pending if r not in progress.results)
+
+    async def _send(self, job: DeliveryJob, request: MailRequest, content: bytes,
+                    progress: _Progress) -> None:
         if job.route.kind == "smarthost":
             await self._via_smarthosts(job.route, request, content, progress)
         else:
-            domain = job.domain.lower() or progress.pending[0].rpartition("@")[2].lower()
+            domain = job.domain.lower() or request.recipients[0].rpartition("@")[2].lower()
             await self._via_mx(job.route, domain, request, content, progress)
 
     # -- smarthosts ------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from typing import Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
+from gateway.bounces.inbox import BounceInbox
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import SpoolError
@@ -140,6 +141,8 @@ class Acceptor:
         # Header fields whose values are recorded for traces (admin.correlation_headers);
         # empty: no extra work per message.
         self.correlation_headers: tuple[str, ...] = ()
+        # Mail for the bounce domain (gateway.bounces.inbox); None: no bounce domain.
+        self.bounce_inbox: BounceInbox | None = None
 
     async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
         if sender == "":
@@ -157,6 +160,12 @@ class Acceptor:
         problem = address_problem(recipient, smtputf8=transaction.smtputf8)
         if problem is not None:
             return replies.bad_recipient(problem)
+        inbox = self.bounce_inbox
+        if inbox is not None:  # before the relay check: bounces come from anyone
+            reply = inbox.check_rcpt(transaction.session.client.listener, recipient,
+                                     transaction.recipients)
+            if reply is not None:
+                return reply
         if not transaction.session.may_relay:
             return replies.RELAY_DENIED
         policies = self.policies
@@ -173,6 +182,9 @@ class Acceptor:
         `esmtp` says whether the client greeted with EHLO (for the Received: header).
         Never raises: every failure becomes a 4xx/5xx reply for the client.
         """
+        inbox = self.bounce_inbox
+        if inbox is not None and inbox.takes(envelope):
+            return await inbox.receive(envelope, content)
         try:
             return await self._data(envelope, content, esmtp)
         except Exception:

@@ -26,6 +26,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from gateway.bounces.service import inbox_for
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
@@ -69,6 +70,8 @@ class _Worker:
                          self.acceptor, self.clock)
             for lst in config.listeners
         ]
+        # Bounces are only stored here; the master's Maildir poller processes them.
+        self.acceptor.bounce_inbox = inbox_for(config)
         self._out = sys.stdout.buffer
         self.policy = PolicyRuntime(config.policies_dir, self.state, self.clock,
                                     self._apply_policies, config.policy_snapshot_path)

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 from email_validator import EmailNotValidError, validate_email
 
+from gateway.bounces.rules import BounceRules, parse_bounce_rules
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model import Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address, normalize_domain_name
@@ -44,7 +45,7 @@ __all__ = [
     "read_policy_texts",
 ]
 
-FILES = ("suppression.yaml", "consent.yaml", "ratelimits.yaml")
+FILES = ("suppression.yaml", "consent.yaml", "ratelimits.yaml", "bounces.yaml")
 # GDPR Art. 6(1) legal bases; only `consent` needs a recorded, current grant.
 BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task",
          "legitimate_interest")
@@ -120,6 +121,7 @@ class PolicySet:
     consent: ConsentSettings
     rate_limits: tuple[RateLimit, ...]
     files: tuple[str, ...]  # the policy files it was built from
+    bounces: BounceRules | None = None  # None: no bounces.yaml, bounces suppress nothing
 
     def __repr__(self) -> str:
         return (f"<PolicySet {self.directory} files={','.join(self.files)} "
@@ -155,9 +157,12 @@ def load_policies(directory: Path, texts: dict[str, str] | None = None) -> Polic
     consent = _consent_file(directory / "consent.yaml", texts, problems)
     suppression = _suppression_file(directory / "suppression.yaml", texts, problems, consent)
     limits = _ratelimits_file(directory / "ratelimits.yaml", texts, problems, consent)
+    bounce_root = _root(directory / "bounces.yaml", texts, problems)
+    bounces = (parse_bounce_rules(bounce_root, tuple(consent.categories))
+               if bounce_root is not None else None)
     problems.raise_if_any()
     return PolicySet(directory, suppression, consent, limits,
-                     tuple(name for name in FILES if name in texts))
+                     tuple(name for name in FILES if name in texts), bounces)
 
 
 def _root(path: Path, texts: dict[str, str], problems: Problems) -> Section | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,6 +99,9 @@ class Scheduler:
         self._due_at = 0.0  # when to look at deferred/ next
         self._due_checked_at = 0.0
         self._loop_task: asyncio.Task[None] | None = None
+        # Told of each attempt's recipient outcomes once filed (gateway.bounces); it must
+        # neither block nor raise.
+        self.on_filed: Callable[[QueuedMessage, Sequence[Event]], None] | None = None
 
     def __repr__(self) -> str:
         return (f"<Scheduler active={len(self._active)} incoming={len(self._incoming)}"
@@ -323,6 +326,8 @@ class Scheduler:
             idx = slots[result.recipient].pop(0)
             self._file_recipient(qm, idx, route, attempt, result, attempt_no, now, outcome)
         self.events.record(outcome.events)
+        if self.on_filed is not None:
+            self.on_filed(qm, outcome.events)
         if outcome.next_attempts:
             when = min(outcome.next_attempts)
             self._due_at = min(self._due_at, when)

@@ -90,6 +90,8 @@ class EventStore(Protocol):
         """Queue events for storage; never blocks the caller."""
     def record_accepted(self, qm: QueuedMessage, now: float) -> None:
         """The `accepted` events of a message intake stored, and its tags."""
+    async def flush(self) -> None:
+        """Wait until the events recorded so far are stored."""
     async def by_queue_id(self, queue_id: QueueId) -> list[Event]: ...
     async def by_message_id(self, message_id: str) -> list[Event]: ...
     async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
