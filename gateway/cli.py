@@ -8,6 +8,7 @@
     suppress add|remove|list|import|export   the suppression list (gateway.policy_cli)
     consent grant|withdraw|show|import       consent records
     bounce parse|ingest        classify returned mail (DSN, ARF, MTA texts, auto-replies)
+    db migrate|status          state store schema versions (SQLite or PostgreSQL)
 
 Queue commands work on the spool directly, like postsuper: a state change is
 a rename, which the running gateway notices (it trusts the directory).
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, load_config
-from gateway.errors import ConfigError
+from gateway.db_cli import add_db_parsers
+from gateway.errors import ConfigError, StateUnavailable
 from gateway.passwords import hash_password
 from gateway.policy.rules_file import load_policies
 from gateway.policy_cli import add_policy_parsers
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, StateUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -92,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     pw.set_defaults(func=_passwd)
     _dkim_parser(sub, with_config)
     add_policy_parsers(sub, with_config)
+    add_db_parsers(sub, with_config)
     _bounce_parser(sub)
     return p
 

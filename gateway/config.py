@@ -23,6 +23,7 @@ from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, par
 from gateway.errors import ConfigProblem
 from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
 from gateway.passwords import is_valid_hash
+from gateway.state_config import StateConfig, parse_state
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
@@ -116,6 +117,8 @@ class Config:
     admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
     # Return paths (VERP) and bounce ingestion (gateway.bounces.settings).
     bounces: BounceConfig = field(default_factory=BounceConfig)
+    # Where policy state lives: SQLite / this node's table, or PostgreSQL / Redis.
+    state: StateConfig = field(default_factory=StateConfig)
 
     @property
     def spool_dir(self) -> Path:
@@ -162,6 +165,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         admin=parse_admin(root, base),
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
+        state=parse_state(root, base),
     )
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")

@@ -5,7 +5,8 @@
      ├── DeliveryError      raised inside delivery, mapped at the module boundary
      │    ├── TempFail      try again later (4xx, timeouts, SERVFAIL, refused connection)
      │    └── PermFail      give up on these recipients now (5xx, NXDOMAIN, null MX)
-     └── SpoolError         the spool cannot take the message (disk full, I/O error)
+     ├── SpoolError         the spool cannot take the message (disk full, I/O error)
+     └── StateUnavailable   the shared state backend cannot answer now: 451 4.3.0
 
 aiosmtplib, dnspython and OSError exceptions never leave the module that calls
 those libraries: they are translated into TempFail / PermFail there.
@@ -22,6 +23,7 @@ __all__ = [
     "GatewayError",
     "PermFail",
     "SpoolError",
+    "StateUnavailable",
     "TempFail",
 ]
 
@@ -80,3 +82,8 @@ class SpoolError(GatewayError):
     def __init__(self, message: str, *, disk_full: bool = False) -> None:
         self.disk_full = disk_full
         super().__init__(message)
+
+
+class StateUnavailable(GatewayError):
+    """The state backend (PostgreSQL, Redis) cannot answer now. A policy that needs the
+    answer fails closed — 451 4.3.0, the client retries — unless configured to fail open."""

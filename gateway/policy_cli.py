@@ -40,7 +40,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address, normalize_domain_name
 from gateway.policy.rules_file import ConsentSettings, PolicySet, load_policies
-from gateway.state import StateStore
+from gateway.state import StateStore, open_state
 from gateway.yamlnodes import parse_duration
 
 __all__ = ["SUPPRESSION_FIELDS", "add_policy_parsers", "read_consent_csv",
@@ -108,7 +108,7 @@ def _sync(fn: Callable[[argparse.Namespace, Config, StateStore], Coroutine[Any, 
         config = load_config(args.config, read_keys=False)
 
         async def go() -> int:
-            state = StateStore(config.state_path)
+            state = open_state(config)
             await state.open()
             try:
                 return await fn(args, config, state)

@@ -29,7 +29,7 @@ from gateway.policy.stage import PolicyStage
 from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state import open_state
 from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
@@ -43,7 +43,7 @@ class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.state = StateStore(config.state_path)
+        self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
         self.delivery = Delivery(config.delivery, self.clock)
         self.router = Router(config.routes)
@@ -199,6 +199,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("admin listener")
     if old.bounces != new.bounces:
         out.append("bounces")
+    if old.state != new.state:
+        out.append("state")
     return out
 
 

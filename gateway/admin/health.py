@@ -69,6 +69,8 @@ async def readyz(request: web.Request) -> web.Response:
             await gw.state.suppressions.lookup(("readyz@invalid",), ctx.now())
     except Exception as exc:
         reasons.append(f"state store: {exc}")
+    reasons.extend(f"state store: {name} is unreachable"
+                   for name, up in gw.state.health().items() if not up)  # PostgreSQL, Redis
     reasons.extend(gw.listener_problems())
     if reasons:
         return error_response(503, "not_ready", "; ".join(reasons), extra={"reasons": reasons})

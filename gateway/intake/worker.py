@@ -37,7 +37,7 @@ from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state import open_state
 
 __all__ = ["READY", "parse_ports", "run_worker"]
 
@@ -59,7 +59,7 @@ class _Worker:
     def __init__(self, config: Config, ports: dict[str, int]) -> None:
         self.config = config
         self.clock = SystemClock()
-        self.state = StateStore(config.state_path)
+        self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
         self.counters = SigningCounters()
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,

@@ -2,7 +2,7 @@
 
 Used the same way by the Gateway and by each intake worker process (each
 serves SMTP, so each needs the policy; the state they check is shared in
-state.db). A reload builds the whole new PolicySet before `apply()` swaps
+the state store). A reload builds the whole new PolicySet before `apply()` swaps
 it in; a bad file is logged, counted in `errors`, and the previous policy
 stays in force — the gateway never stops over a policy edit.
 

@@ -12,9 +12,11 @@ it and then calls `record_accepted()` with the queue ids for the events.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 from gateway.clock import Clock
+from gateway.errors import StateUnavailable
 from gateway.model import Client, Envelope, Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.policy import MessageRecipient, PolicyChain, RcptRequest, Verdict
 from gateway.policy.consent import (
@@ -32,7 +34,13 @@ from gateway.policy.suppression import (
 )
 from gateway.state import StateStore
 
-__all__ = ["MessageCopy", "MessageDecision", "PolicyStage"]
+__all__ = ["UNAVAILABLE", "MessageCopy", "MessageDecision", "PolicyStage"]
+
+log = logging.getLogger(__name__)
+
+# The policy state (suppressions, consent; rate limits unless they fail open) cannot be
+# read: never mail a possibly suppressed address, and never bounce a good one either.
+UNAVAILABLE = Reply(451, "4.3.0", "Policy state temporarily unavailable, try again later")
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,10 @@ class PolicyStage:
     async def rcpt(self, client: Client, mail_from: str, recipient: str) -> Reply | None:
         """None: go on; else the refusal for this RCPT (an event is recorded)."""
         now = self._clock.now()
-        verdict = await self.rcpt_chain.check(RcptRequest(client, mail_from, recipient, now))
+        try:
+            verdict = await self.rcpt_chain.check(RcptRequest(client, mail_from, recipient, now))
+        except StateUnavailable as exc:
+            verdict = _unavailable(exc)
         if verdict.accepted:
             return None
         self._events.record([_refused_event(now, "", recipient, verdict, "RCPT")])
@@ -97,6 +108,16 @@ class PolicyStage:
         if not settings.keep_header:
             content = header.without(content, settings.header.lower())
         now = self._clock.now()
+        try:
+            return await self._decide(envelope, content, header, category, chosen_by, now)
+        except StateUnavailable as exc:
+            verdict = _unavailable(exc)
+            left = [(r, verdict) for r in envelope.recipients]
+            self._events.record([_refused_event(now, "", r, v, "DATA") for r, v in left])
+            return MessageDecision(category, chosen_by, verdict.reply, refused=tuple(left))
+
+    async def _decide(self, envelope: Envelope, content: bytes, header: HeaderSection,
+                      category: str, chosen_by: str, now: float) -> MessageDecision:
         kept: list[str] = []
         left: list[tuple[str, Verdict]] = []
         for rcpt in envelope.recipients:
@@ -164,6 +185,12 @@ class PolicyStage:
                   detail=f"rule={rule} not_before={until:.3f} category={decision.category}")
             for copy, qm in stored for rcpt, until, rule in copy.delayed)
         self._events.record(events)
+
+
+def _unavailable(exc: StateUnavailable) -> Verdict:
+    """Fail closed: the state that would decide cannot be read, so the client retries."""
+    log.debug("policy state unavailable, answering 451 4.3.0: %s", exc)
+    return Verdict("tempfail", UNAVAILABLE, "state-unavailable")
 
 
 def _refused_event(now: float, queue_id: QueueId, recipient: str, verdict: Verdict,

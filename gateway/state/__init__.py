@@ -2,70 +2,171 @@
 suppressions, consent, rate counters and the audit log of policy changes.
 
 Stages talk to the narrow interfaces here (EventStore, SuppressionStore,
-ConsentStore, RateCounters, AuditLog), never to SQL, so a PostgreSQL or Redis
-backend can replace the embedded SQLite one without touching them.
+ConsentStore, RateCounters, AuditLog), never to SQL. Two backends implement
+them (`open_state()` picks by config):
+
+- embedded, one node (default): SQLite files and a shared memory-mapped rate
+  table in the data directory; the policy reads run on the event loop (a few
+  microseconds; gateway.state.db), so the async methods return at once;
+- shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
+  consent, audit and events, and Redis (gateway.state.redis_limits) for rate
+  counters — each chosen on its own (`state:`, `rate_limits:`).
+
+A backend that cannot answer raises StateUnavailable; the policy stage turns
+it into 451 4.3.0 (gateway.policy.stage).
+
+Adding a store (idempotency keys, a webhook outbox, breaker state …): a
+Protocol with async methods; a SQLite class on a StateDb (a file of its own
+if its write pattern differs, with its Migration list in migrations/sqlite.py)
+and a PostgreSQL class on PostgresPool (a new Migration appended to
+migrations/postgresql.py); both built here; and its tests added to
+tests/unit/state/test_store_backends.py, which runs them on both backends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
-from gateway.state.audit import AUDIT_SCHEMA, AuditLog, SqliteAuditLog
-from gateway.state.consent import CONSENT_SCHEMA, ConsentStore, SqliteConsentStore
+from gateway.config import Config
+from gateway.model import Secret
+from gateway.state.audit import AuditLog, SqliteAuditLog
+from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
-from gateway.state.ratelimits import RATE_SCHEMA, RateCounters, SqliteRateCounters
-from gateway.state.suppressions import (
-    SUPPRESSION_SCHEMA,
-    SqliteSuppressionStore,
-    SuppressionStore,
+from gateway.state.migrations import Migration, migrate_sqlite, sqlite_version
+from gateway.state.migrations import sqlite as sqlite_migrations
+from gateway.state.postgres import PostgresPool
+from gateway.state.postgres_stores import (
+    PostgresAuditLog,
+    PostgresConsentStore,
+    PostgresEventStore,
+    PostgresSuppressionStore,
 )
+from gateway.state.ratelimits import RateCounters, SharedRateCounters
+from gateway.state.redis_limits import RedisRateCounters
+from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
+from gateway.state_config import StateConfig
 
 __all__ = ["AuditLog", "ConsentStore", "EventStore", "RateCounters", "SqliteEventStore",
-           "StateStore", "SuppressionStore"]
+           "StateStore", "SuppressionStore", "open_state"]
 
 log = logging.getLogger(__name__)
 
 
 class StateStore:
     """Everything the gateway remembers, opened and closed together, in three
-    SQLite files of the data directory:
+    files of the data directory:
 
     - `state.db`: events, written in batches every few milliseconds (gateway.sqlite);
     - `policy.db`: suppressions, consent and the audit log — read for every
       recipient, written rarely (CLI, unsubscribes, bounces);
-    - `ratelimits.db`: rate counters, written for every recipient.
+    - `ratelimits.table`: rate counters, updated for every recipient, in a
+      memory-mapped table shared by the node's processes (gateway.state.ratelimits).
 
-    Apart because of how they are written. Policy state is read and written in
-    small transactions on the event loop that must not wait (gateway.state.db):
-    in one file with the events, each event batch would hold the write lock the
-    rate counters need; and a reader of a file that other processes write all
-    the time loses its page cache at every commit and meets their WAL
-    checkpoints, which made each suppression lookup cost more than the counter
-    updates (measured; BENCHMARKS.md).
+    Apart because of how they are written. Policy state is read in small
+    statements on the event loop that must not wait (gateway.state.db); a reader
+    of a file that other processes write all the time loses its page cache at
+    every commit and meets their WAL checkpoints (measured; BENCHMARKS.md).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, config: StateConfig | None = None) -> None:
+        config = config or StateConfig()
         self.path = path
         self.policy_path = path.with_name("policy.db")
-        self.ratelimits_path = path.with_name("ratelimits.db")
+        self.ratelimits_path = path.with_name("ratelimits.table")
         self.events: EventStore = SqliteEventStore(path)
-        self._policy_db = StateDb(self.policy_path,
-                                  SUPPRESSION_SCHEMA + CONSENT_SCHEMA + AUDIT_SCHEMA)
-        self._rate_db = StateDb(self.ratelimits_path, RATE_SCHEMA)
+        self._policy_db = StateDb(self.policy_path, sqlite_migrations.POLICY)
         self.suppressions: SuppressionStore = SqliteSuppressionStore(self._policy_db)
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
-        self.rate_counters: RateCounters = SqliteRateCounters(self._rate_db)
+        self.rate_counters: RateCounters = SharedRateCounters(self.ratelimits_path)
         self.audit: AuditLog = SqliteAuditLog(self._policy_db)
+        self.postgres: PostgresPool | None = None
+        if config.dsn is not None:
+            self._use_postgres(config.dsn)
+        if config.rate_limits_url is not None:
+            self.rate_counters = RedisRateCounters(
+                config.rate_limits_url, prefix=config.rate_limits_prefix,
+                fail_open=config.rate_limits_fail_open)
+
+    def _use_postgres(self, dsn: Secret) -> None:
+        pool = self.postgres = PostgresPool(dsn)
+        self.events = PostgresEventStore(pool)
+        self.suppressions = PostgresSuppressionStore(pool)
+        self.consent = PostgresConsentStore(pool)
+        self.audit = PostgresAuditLog(pool)
+
+    def health(self) -> dict[str, bool]:
+        """Shared backends and whether they answered last time (for a readiness check:
+        False while backing off after a failure). Empty for the embedded ones."""
+        out = {}
+        if self.postgres is not None:
+            out["postgresql"] = self.postgres.available
+        if isinstance(self.rate_counters, RedisRateCounters):
+            out["redis"] = self.rate_counters.available
+        return out
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.postgres is not None else "sqlite"
 
     async def open(self) -> None:
-        # policy.db and ratelimits.db open on first use: without policy files,
-        # nothing reads them, and a gateway that has none never creates them.
-        await self.events.open()
+        """Open, and check the schema versions: SchemaError (refuse to start) if a
+        database has a newer one, or (PostgreSQL) an older one."""
+        try:
+            if self.postgres is not None:
+                await self.postgres.open()
+                await self.postgres.check_schema_now()
+                return
+            # policy.db and ratelimits.table open on first use: without policy files,
+            # nothing reads them, and a gateway that has none never creates them. An
+            # existing policy.db is opened now, so a wrong schema stops the start.
+            await self.events.open()
+            if self.policy_path.exists():
+                await self._policy_db.open()
+        except BaseException:
+            await self.close()  # no connection thread may keep the refused process alive
+            raise
+
+    async def migrate(self) -> list[tuple[str, int, list[Migration]]]:
+        """Bring every database to this gateway's schema: (where, version before, applied)."""
+        if self.postgres is not None:
+            found, applied = await self.postgres.migrate()
+            return [(self.postgres.where, found, applied)]
+        out = []
+        for path, migrations in self.sqlite_files():
+            out.append((str(path), *await asyncio.to_thread(_migrate_file, path, migrations)))
+        return out
+
+    def sqlite_files(self) -> tuple[tuple[Path, tuple[Migration, ...]], ...]:
+        """The embedded databases and their migration lists (bounces.db is opened by
+        gateway.bounces, and migrated there, too)."""
+        return ((self.path, sqlite_migrations.EVENTS),
+                (self.policy_path, sqlite_migrations.POLICY),
+                (self.path.with_name("bounces.db"), sqlite_migrations.BOUNCES))
 
     async def close(self) -> None:
-        log.debug("policy state: %r %r", self._policy_db, self._rate_db)
-        await self._rate_db.close()
+        log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)
+        await self.rate_counters.close()
         await self._policy_db.close()
         await self.events.close()
+        if self.postgres is not None:
+            await self.postgres.close()
+
+
+def open_state(config: Config) -> StateStore:
+    """The state store that `config` selects (not opened yet)."""
+    return StateStore(config.state_path, config.state)
+
+
+def _migrate_file(path: Path, migrations: tuple[Migration, ...]) -> tuple[int, list[Migration]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        found = sqlite_version(conn)
+        return found, migrate_sqlite(conn, str(path), migrations)
+    finally:
+        conn.close()

@@ -13,18 +13,9 @@ from typing import Protocol
 from gateway.sqlite import Row
 from gateway.state.db import StateDb
 
-__all__ = ["AUDIT_INSERT", "AUDIT_SCHEMA", "AuditEntry", "AuditLog", "SqliteAuditLog",
+__all__ = ["AUDIT_INSERT", "AuditEntry", "AuditLog", "SqliteAuditLog",
            "audit_row"]
 
-AUDIT_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        time REAL NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        detail TEXT NOT NULL
-    )""",
-)
 AUDIT_INSERT = "INSERT INTO audit (time, actor, action, detail) VALUES (?, ?, ?, ?)"
 
 

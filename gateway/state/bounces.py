@@ -15,29 +15,16 @@ import sqlite3
 from pathlib import Path
 
 from gateway.state.db import StateDb
+from gateway.state.migrations.sqlite import BOUNCES
 
-__all__ = ["BOUNCE_SCHEMA", "BounceStore"]
+__all__ = ["BounceStore"]
 
-BOUNCE_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS ingested (
-        key TEXT PRIMARY KEY,
-        time REAL NOT NULL,
-        source TEXT NOT NULL,
-        outcome TEXT NOT NULL
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS soft_bounces (
-        address TEXT NOT NULL,
-        queue_id TEXT NOT NULL,
-        time REAL NOT NULL,
-        PRIMARY KEY (address, queue_id)
-    ) WITHOUT ROWID""",
-)
 
 
 class BounceStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = StateDb(path, BOUNCE_SCHEMA)
+        self._db = StateDb(path, BOUNCES)
 
     async def close(self) -> None:
         await self._db.close()

@@ -15,20 +15,8 @@ from gateway.sqlite import Row
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb
 
-__all__ = ["CONSENT_SCHEMA", "ConsentStore", "SqliteConsentStore"]
+__all__ = ["ConsentStore", "SqliteConsentStore"]
 
-CONSENT_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS consent (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        address TEXT NOT NULL,
-        category TEXT NOT NULL,
-        granted INTEGER NOT NULL,
-        time REAL NOT NULL,
-        method TEXT NOT NULL,
-        source TEXT NOT NULL DEFAULT ''
-    )""",
-    "CREATE INDEX IF NOT EXISTS consent_lookup ON consent(address, category, time, seq)",
-)
 _COLUMNS = "address, category, granted, time, method, source"
 _INSERT = f"INSERT INTO consent ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 

@@ -1,14 +1,11 @@
-"""The policy state files (policy.db, ratelimits.db): quick questions inline, the rest
-batched on one thread.
+"""The policy state file (policy.db): quick questions inline, the rest batched on
+one thread.
 
 Policy reads must see the latest rows at once — a suppression the CLI added a
-second ago, a rate counter another intake process just bumped — and each
-rate-counter update must be atomic across processes. Intake asks such
-questions for every RCPT. Measured (BENCHMARKS.md), the SQL is the small part:
-an indexed lookup takes ~5 µs and a two-counter write transaction ~16 µs, but
-a round trip to a database thread (as aiosqlite makes one per statement) costs
-far more CPU than that, and with a write transaction per RCPT the policies
-cost a third of intake's throughput.
+second ago. Intake asks for every RCPT. Measured (BENCHMARKS.md), the SQL is
+the small part: an indexed lookup takes ~5 µs, but a round trip to a database
+thread (as aiosqlite makes one per statement) costs far more CPU than that.
+(Rate counters, once written here per RCPT, are in gateway.state.ratelimits.)
 
 So a `quick` request runs right on the event loop, on a connection that never
 waits for a lock (busy timeout 0). It checkpoints the WAL itself, as SQLite
@@ -36,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.sqlite import Row
+from gateway.state.migrations import Migration, migrate_sqlite
 
 __all__ = ["StateDb"]
 
@@ -47,9 +45,9 @@ _Request = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]
 
 
 class StateDb:
-    def __init__(self, path: Path, schema: Sequence[str]) -> None:
+    def __init__(self, path: Path, migrations: Sequence[Migration]) -> None:
         self.path = path
-        self._schema = schema
+        self._migrations = migrations
         self._conn: sqlite3.Connection | None = None  # the thread's; waits for locks
         self._quick: sqlite3.Connection | None = None  # the event loop's; never waits
         self.handed_over = 0  # quick requests that met a lock and went to the thread
@@ -83,10 +81,11 @@ class StateDb:
                                check_same_thread=False)
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
             conn.execute(f"PRAGMA {pragma}")
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in self._schema:
-            conn.execute(statement)
-        conn.execute("COMMIT")
+        try:
+            migrate_sqlite(conn, str(self.path), self._migrations)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False,

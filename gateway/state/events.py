@@ -14,6 +14,8 @@ sees the events it recorded.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,37 +23,14 @@ from typing import Protocol
 
 from gateway.model import Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.sqlite import BatchedDb, Row
+from gateway.state.migrations import migrate_sqlite
+from gateway.state.migrations.sqlite import EVENTS
 
-__all__ = ["CATEGORY_TAG", "EventStore", "SqliteEventStore", "Summary", "accepted_events"]
+__all__ = ["CATEGORY_TAG", "EventStore", "SqliteEventStore", "Summary", "accepted_events",
+           "summary_of"]
 
 CATEGORY_TAG = ":category"  # a tag name no header field can have
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        time REAL NOT NULL,
-        queue_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        recipient TEXT,
-        message_id TEXT,
-        route TEXT,
-        host TEXT,
-        reply_code INTEGER,
-        reply_enhanced TEXT,
-        reply_text TEXT,
-        detail TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS events_queue_id ON events(queue_id)",
-    "CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id)",
-    "CREATE INDEX IF NOT EXISTS events_time ON events(time)",
-    """CREATE TABLE IF NOT EXISTS message_tags (
-        queue_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (queue_id, name)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS message_tags_value ON message_tags(name, value)",
-)
 _INSERT_TAG = "INSERT OR REPLACE INTO message_tags (queue_id, name, value) VALUES (?, ?, ?)"
 
 _INSERT = (
@@ -102,9 +81,11 @@ class EventStore(Protocol):
 
 class SqliteEventStore:
     def __init__(self, path: Path) -> None:
-        self._db = BatchedDb(path, _SCHEMA)
+        self.path = path
+        self._db = BatchedDb(path, ())
 
     async def open(self) -> None:
+        await asyncio.to_thread(_migrate, self.path)
         await self._db.open()
 
     async def close(self) -> None:
@@ -157,16 +138,21 @@ class SqliteEventStore:
             " FROM events e LEFT JOIN message_tags t"
             " ON t.queue_id = e.queue_id AND t.name = ?"
             " WHERE e.time >= ? GROUP BY 1, 2, 3", (CATEGORY_TAG, since))
-        out = Summary(since)
-        for kind, category, route, count in rows:
-            n = int(count)
-            out.totals[kind] = out.totals.get(kind, 0) + n
-            by_cat = out.by_category.setdefault(category or "none", {})
-            by_cat[kind] = by_cat.get(kind, 0) + n
-            if route:
-                by_route = out.by_route.setdefault(route, {})
-                by_route[kind] = by_route.get(kind, 0) + n
-        return out
+        return summary_of(since, rows)
+
+
+def summary_of(since: float, rows: Iterable[Row]) -> Summary:
+    """A Summary from (type, category or '', route or '', count) rows (both backends)."""
+    out = Summary(since)
+    for kind, category, route, count in rows:
+        n = int(count)
+        out.totals[kind] = out.totals.get(kind, 0) + n
+        by_cat = out.by_category.setdefault(category or "none", {})
+        by_cat[kind] = by_cat.get(kind, 0) + n
+        if route:
+            by_route = out.by_route.setdefault(route, {})
+            by_route[kind] = by_route.get(kind, 0) + n
+    return out
 
 
 def _row(e: Event) -> tuple[object, ...]:
@@ -194,3 +180,13 @@ def _event(row: Row) -> Event:
 
 def _opt(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _migrate(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrate_sqlite(conn, str(path), EVENTS)
+    finally:
+        conn.close()

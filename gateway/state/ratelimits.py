@@ -1,43 +1,63 @@
-"""Rate counters (GCRA), shared by every intake process through state.db.
+"""Rate counters (GCRA) for one node: a hash table in a file that every intake
+process of the node maps into memory (Postfix's anvil, without the daemon).
 
-One row per limit key: its theoretical arrival time (TAT). `acquire()` is one
-UPSERT … RETURNING statement, atomic in SQLite, so two intake processes
-counting the same key never both take the last token. The counters persist,
-so a restart does not hand out a fresh burst.
+One 16-byte slot per limit key: a 64-bit hash of the key and its theoretical
+arrival time (TAT). A request at `now` is allowed if
+max(tat, now) + interval - now <= window (window = burst * interval); an
+allowed request moves tat on by one interval. A slot whose tat has passed is
+a full bucket — the same as no slot — so it is free for any key: the table
+needs no purge.
+
+Why not a database row per key (the first version, ratelimits.db): every RCPT
+was a SQLite write transaction on rows the other intake processes had just
+written — file locks, a WAL frame, lock waits — and that was most of what the
+policies cost intake (BENCHMARKS.md). Here an RCPT costs a flock/unlock pair
+(~1 µs) and a few struct reads on a shared mapping; the lock keeps each update
+atomic across the node's processes, so the limit holds for the node, not per
+process. The other ways weighed: the master owning the counters (a pipe round
+trip per RCPT, tens of µs, and the master's loop in every RCPT's path);
+workers leasing batches of tokens from a shared counter (one write per lease,
+but leased tokens a worker does not use are unavailable to the others until
+the lease ends, so a burst of 4 could refuse a guest's second message — a
+change of semantics — and it saves nothing when every RCPT has a new key,
+as per-recipient limits mostly do). The shared table keeps exact GCRA
+semantics at the lowest cost; it serves one machine, which is what Redis is
+for beyond that.
+
+What survives a restart: the file is a shared mapping, so every update is in
+the page cache at once and the next process (a restarted worker or gateway)
+sees it; the kernel writes it to disk in batches (within ~30 s by default)
+and `close()` syncs it. A power loss may forget the latest updates — at worst
+a fresh burst per key — and delay schedules are also kept in the queue files
+(Envelope.not_before), so no held message goes out early.
+
+Limits of the design, stated: two different keys with the same 64-bit hash
+share a counter (probability ~n²/2⁶⁵); and when all PROBE slots a key may use
+hold live counters of other keys, the one nearest to full is overwritten
+(`evictions`), which lets that key start over. With SLOTS = 262,144 that
+needs tens of thousands of keys active at once in one neighbourhood.
+
+For several nodes, gateway.state.redis_limits keeps the same counters in Redis.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+from pathlib import Path
 from typing import Protocol
 
-from gateway.state.db import StateDb
+__all__ = ["PROBE", "SLOTS", "RateCounters", "SharedRateCounters"]
 
-__all__ = ["RATE_SCHEMA", "RateCounters", "SqliteRateCounters"]
-
-RATE_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS rate_counters (
-        key TEXT PRIMARY KEY,
-        tat REAL NOT NULL,
-        allowed INTEGER NOT NULL
-    ) WITHOUT ROWID""",
-)
-# GCRA: a request at `now` is allowed if max(tat, now) + interval - now <= window
-# (window = burst * interval); an allowed request moves tat on by one interval.
-_ACQUIRE = """
-INSERT INTO rate_counters (key, tat, allowed) VALUES (:key, :now + :interval, 1)
-ON CONFLICT (key) DO UPDATE SET
-    allowed = (max(tat, :now) + :interval - :now <= :window),
-    tat = CASE WHEN max(tat, :now) + :interval - :now <= :window
-               THEN max(tat, :now) + :interval ELSE tat END
-RETURNING allowed, tat
-"""
-# Shaping (`delay`): always take the token; the request may go at tat - window.
-_RESERVE = """
-INSERT INTO rate_counters (key, tat, allowed) VALUES (:key, :now + :interval, 1)
-ON CONFLICT (key) DO UPDATE SET tat = max(tat, :now) + :interval, allowed = 1
-RETURNING tat
-"""
+SLOTS = 1 << 18  # 4 MiB of slots; the file is sparse until used
+PROBE = 16  # slots a key may live in (linear probing)
+_MAGIC = b"GWRATE01"
+_HEADER = struct.Struct("<8sIIQ")  # magic, slots, probe, evictions
+_HEADER_SIZE = 64
+_SLOT = struct.Struct("<Qd")  # key hash (0 = never used), tat
 
 
 class RateCounters(Protocol):
@@ -49,39 +69,145 @@ class RateCounters(Protocol):
         """acquire() for several (key, interval, burst), in one round trip."""
     async def reserve(self, key: str, interval: float, burst: int, now: float) -> float:
         """Take one token whatever the wait; return when it may be used (≥ now)."""
-    async def purge(self, before: float) -> int: ...
+    async def close(self) -> None: ...
 
 
-class SqliteRateCounters:
-    def __init__(self, db: StateDb) -> None:
-        self._db = db
+def key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
 
+
+class SharedRateCounters:
+    """The table in `path`, opened on first use (a gateway without rate limits never
+    creates it)."""
+
+    def __init__(self, path: Path, slots: int = SLOTS) -> None:
+        if slots & (slots - 1):
+            raise ValueError("slots must be a power of two")
+        self.path = path
+        self._slots = slots
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+
+    # -- the RateCounters interface (async for the callers; nothing here waits) -----------------
     async def acquire(self, key: str, interval: float, burst: int, now: float
                       ) -> tuple[bool, float]:
-        row = await self._db.fetchone(_ACQUIRE, {"key": key, "now": now, "interval": interval,
-                                                 "window": interval * burst}, write=True,
-                                      quick=True)
-        assert row is not None
-        return bool(row[0]), float(row[1])
+        return self.acquire_now([(key, interval, burst)], now)[0]
 
     async def acquire_many(self, requests: list[tuple[str, float, int]], now: float
                            ) -> list[tuple[bool, float]]:
-        def run(c: sqlite3.Connection) -> list[tuple[bool, float]]:
-            out = []
-            for key, interval, burst in requests:
-                (allowed, tat), = c.execute(_ACQUIRE, {
-                    "key": key, "now": now, "interval": interval,
-                    "window": interval * burst}).fetchall()
-                out.append((bool(allowed), float(tat)))
-            return out
-        return await self._db.call(run, write=True, quick=True) if requests else []
+        return self.acquire_now(requests, now) if requests else []
 
     async def reserve(self, key: str, interval: float, burst: int, now: float) -> float:
-        row = await self._db.fetchone(_RESERVE, {"key": key, "now": now, "interval": interval},
-                                      write=True, quick=True)
-        assert row is not None
-        return max(now, float(row[0]) - interval * burst)
+        with self._locked() as table:
+            slot, tat = table.find(key_hash(key), now)
+            tat = max(tat, now) + interval
+            table.store(slot, key_hash(key), tat)
+        return max(now, tat - interval * burst)
 
-    async def purge(self, before: float) -> int:
-        """Forget keys idle since `before` (their bucket is full again anyway)."""
-        return await self._db.execute("DELETE FROM rate_counters WHERE tat < ?", (before,))
+    # -- synchronous core --------------------------------------------------------------------
+    def acquire_now(self, requests: list[tuple[str, float, int]], now: float
+                    ) -> list[tuple[bool, float]]:
+        out = []
+        with self._locked() as table:
+            for key, interval, burst in requests:
+                h = key_hash(key)
+                slot, tat = table.find(h, now)
+                new_tat = max(tat, now) + interval
+                allowed = new_tat - now <= interval * burst
+                if allowed:
+                    table.store(slot, h, new_tat)
+                    tat = new_tat
+                out.append((allowed, tat))
+        return out
+
+    @property
+    def evictions(self) -> int:
+        return int(_HEADER.unpack_from(self._open(), 0)[3])
+
+    def _locked(self) -> _Locked:
+        return _Locked(self._open(), self._fd, self._slots)
+
+    def _open(self) -> mmap.mmap:
+        if self._map is not None:
+            return self._map
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = _HEADER_SIZE + self._slots * _SLOT.size
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the first process to get here lays it out
+            try:
+                self._prepare(fd, size)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._map = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self._map
+
+    def _prepare(self, fd: int, size: int) -> None:
+        header = os.pread(fd, _HEADER.size, 0)
+        if len(header) == _HEADER.size:
+            magic, slots, probe, _ = _HEADER.unpack(header)
+            if (magic, slots, probe) == (_MAGIC, self._slots, PROBE):
+                return
+        # New, or laid out otherwise: start empty (a fresh burst per key, once).
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, size)
+        os.pwrite(fd, _HEADER.pack(_MAGIC, self._slots, PROBE, 0), 0)
+
+    async def close(self) -> None:
+        if self._map is not None:
+            self._map.flush()
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __repr__(self) -> str:
+        state = "open" if self._map is not None else "closed"
+        return f"<SharedRateCounters {self.path} {state} slots={self._slots}>"
+
+
+class _Locked:
+    """The table under the node-wide lock (flock on the file: held for microseconds)."""
+
+    def __init__(self, table: mmap.mmap, fd: int, slots: int) -> None:
+        self._table = table
+        self._fd = fd
+        self._mask = slots - 1
+
+    def __enter__(self) -> _Locked:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def find(self, h: int, now: float) -> tuple[int, float]:
+        """(slot, tat) for hash `h`: its own slot, else a free one (tat 0 = full bucket)."""
+        table, unpack = self._table, _SLOT.unpack_from
+        free = -1
+        oldest, oldest_tat = -1, 0.0
+        for i in range(PROBE):
+            slot = (h + i) & self._mask
+            stored, tat = unpack(table, _HEADER_SIZE + slot * _SLOT.size)
+            if stored == h:
+                return slot, tat
+            if stored == 0:
+                # Never used: the key is nowhere further on either.
+                return (slot if free < 0 else free), 0.0
+            if tat <= now and free < 0:
+                free = slot  # expired: the key may still be further on, so keep looking
+            if oldest < 0 or tat < oldest_tat:
+                oldest, oldest_tat = slot, tat
+        if free >= 0:
+            return free, 0.0
+        magic, slots, probe, evictions = _HEADER.unpack_from(table, 0)
+        _HEADER.pack_into(table, 0, magic, slots, probe, evictions + 1)
+        return oldest, 0.0
+
+    def store(self, slot: int, h: int, tat: float) -> None:
+        _SLOT.pack_into(self._table, _HEADER_SIZE + slot * _SLOT.size, h, tat)

@@ -17,20 +17,8 @@ from gateway.sqlite import Row
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb
 
-__all__ = ["SUPPRESSION_SCHEMA", "SqliteSuppressionStore", "SuppressionStore"]
+__all__ = ["SqliteSuppressionStore", "SuppressionStore"]
 
-SUPPRESSION_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS suppressions (
-        target TEXT NOT NULL,
-        scope TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        created REAL NOT NULL,
-        added_by TEXT NOT NULL,
-        expires REAL,
-        note TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (target, scope)
-    ) WITHOUT ROWID""",
-)
 _COLUMNS = "target, scope, reason, created, added_by, expires, note"
 _UPSERT = (f"INSERT OR REPLACE INTO suppressions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)")
 

@@ -85,6 +85,6 @@ async def test_without_policy_files_nothing_runs(tmp_path: Path) -> None:
             await sink.await_for(1)
         data_dir = gw.config.data_dir
         assert not (data_dir / "policy.db").exists()
-        assert not (data_dir / "ratelimits.db").exists()
+        assert not (data_dir / "ratelimits.table").exists()
     finally:
         sink.stop()

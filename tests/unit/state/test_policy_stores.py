@@ -1,9 +1,11 @@
-"""Suppression, consent and rate-counter stores on a real state.db."""
+"""Suppression, consent and rate-counter stores on real files (policy.db, ratelimits.table)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import pytest
 
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
 from gateway.state import StateStore
+from gateway.state.db import StateDb
+from gateway.state.migrations import Migration
+from gateway.state.ratelimits import PROBE, SharedRateCounters
 
 
 @pytest.fixture
@@ -94,26 +99,77 @@ async def test_rate_counter_reserve_spaces_requests(state: StateStore) -> None:
     assert await reserve("k", 3.0, 2, 1100.0) == 1100.0  # idle long enough: no wait
 
 
-async def test_wal_stays_small_under_constant_rate_counter_writes(state: StateStore) -> None:
+async def test_rate_counters_are_shared_by_processes(tmp_path: Path) -> None:
+    # Another process maps the same table: its tokens count against ours.
+    path = tmp_path / "ratelimits.table"
+    mine = SharedRateCounters(path)
+    assert (await mine.acquire("k", 60.0, 3, 1000.0))[0]
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from gateway.state.ratelimits import SharedRateCounters\n"
+        "c = SharedRateCounters(Path(sys.argv[1]))\n"
+        "print(sum(c.acquire_now([('k', 60.0, 3)], 1000.0)[0][0] for _ in range(5)))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "2"  # the burst of 3 minus the one taken here
+    assert not (await mine.acquire("k", 60.0, 3, 1000.0))[0]
+    await mine.close()
+
+
+async def test_rate_counters_a_full_neighbourhood_evicts_the_fullest_bucket(
+        tmp_path: Path) -> None:
+    table = SharedRateCounters(tmp_path / "ratelimits.table", slots=PROBE)
+    # PROBE live keys fill the table; the next one takes the slot nearest to full.
+    for i in range(PROBE):
+        assert (await table.acquire(f"k{i}", 10.0 + i, 1, 1000.0))[0]
+    assert table.evictions == 0
+    assert (await table.acquire("new", 1.0, 1, 1000.0))[0]
+    assert table.evictions == 1
+    assert not (await table.acquire("new", 1.0, 1, 1000.0))[0]
+    # An expired slot is free without eviction.
+    assert (await table.acquire("later", 1.0, 1, 2000.0))[0]
+    assert table.evictions == 1
+    await table.close()
+
+
+async def test_rate_table_laid_out_otherwise_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "ratelimits.table"
+    path.write_bytes(b"not a table")
+    table = SharedRateCounters(path, slots=1024)
+    assert (await table.acquire("k", 60.0, 1, 1000.0))[0]
+    await table.close()
+    assert path.stat().st_size == 64 + 1024 * 16
+
+
+async def test_wal_stays_small_under_constant_writes(tmp_path: Path) -> None:
+    db = StateDb(tmp_path / "policy.db",
+                 (Migration(1, "t", ("CREATE TABLE t (k TEXT PRIMARY KEY, v REAL)",)),))
     for i in range(20000):
-        await state.rate_counters.acquire(f"k{i % 10}", 0.001, 1000, 1000.0 + i)
+        await db.fetchone("INSERT OR REPLACE INTO t VALUES (?, ?) RETURNING v",
+                          (f"k{i % 10}", float(i)), write=True, quick=True)
         if i % 50 == 0:
             await asyncio.sleep(0)  # as a serving gateway does between sessions' commands
     await asyncio.sleep(0.05)
-    wal = state.ratelimits_path.with_name("ratelimits.db-wal")
+    wal = db.path.with_name("policy.db-wal")
     # Without checkpoints: one 4 KiB frame per write, 82 MB. The quick connection
     # checkpoints every ~1000 pages, so the WAL starts over instead of growing.
     assert wal.stat().st_size < 10000 * 4120
+    await db.close()
 
 
-async def test_a_held_write_lock_hands_quick_writes_to_the_thread(state: StateStore) -> None:
-    await state.rate_counters.acquire("warm-up", 1.0, 1, 1000.0)  # opens ratelimits.db
-    other = sqlite3.connect(state.ratelimits_path, isolation_level=None)
+async def test_a_held_write_lock_hands_quick_writes_to_the_thread(tmp_path: Path) -> None:
+    db = StateDb(tmp_path / "policy.db",
+                 (Migration(1, "t", ("CREATE TABLE t (k TEXT PRIMARY KEY)",)),))
+    await db.open()
+    other = sqlite3.connect(db.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock ...
-    pending = asyncio.ensure_future(state.rate_counters.acquire("k", 1.0, 1, 1000.0))
+    pending = asyncio.ensure_future(db.fetchone(
+        "INSERT INTO t VALUES ('k') RETURNING k", write=True, quick=True))
     await asyncio.sleep(0.05)
-    assert not pending.done()  # ... so the RCPT waits on the thread, the loop does not
+    assert not pending.done()  # ... so the write waits on the thread, the loop does not
     other.execute("COMMIT")
-    assert (await pending)[0]
+    assert await pending == ("k",)
     other.close()
-    assert state._rate_db.handed_over == 1
+    assert db.handed_over == 1
+    await db.close()

@@ -1,0 +1,95 @@
+"""Schema migrations of the embedded SQLite state files (see gateway.state.migrations).
+
+One list per file: bounces.db holds what bounce handling remembers
+(gateway.state.bounces); state.db holds the events (written in batches
+all the time), policy.db the suppressions, consent and audit log (read for
+every recipient) — gateway.state.StateStore says why they are apart.
+Append only: a change is a new Migration at the end of its list.
+"""
+
+from __future__ import annotations
+
+from gateway.state.migrations import Migration
+
+__all__ = ["BOUNCES", "EVENTS", "POLICY"]
+
+EVENTS: tuple[Migration, ...] = (
+    Migration(1, "events", (
+        """CREATE TABLE IF NOT EXISTS events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            queue_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            recipient TEXT,
+            message_id TEXT,
+            route TEXT,
+            host TEXT,
+            reply_code INTEGER,
+            reply_enhanced TEXT,
+            reply_text TEXT,
+            detail TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_queue_id ON events(queue_id)",
+        "CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id)",
+        "CREATE INDEX IF NOT EXISTS events_time ON events(time)",
+    )),
+    # What intake learned about a message for the admin API: category, correlation headers.
+    Migration(2, "message_tags", (
+        """CREATE TABLE IF NOT EXISTS message_tags (
+            queue_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (queue_id, name)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS message_tags_value ON message_tags(name, value)",
+    )),
+)
+
+POLICY: tuple[Migration, ...] = (
+    Migration(1, "suppressions, consent, audit", (
+        """CREATE TABLE IF NOT EXISTS suppressions (
+            target TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created REAL NOT NULL,
+            added_by TEXT NOT NULL,
+            expires REAL,
+            note TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (target, scope)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS consent (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            address TEXT NOT NULL,
+            category TEXT NOT NULL,
+            granted INTEGER NOT NULL,
+            time REAL NOT NULL,
+            method TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS consent_lookup ON consent(address, category, time, seq)",
+        """CREATE TABLE IF NOT EXISTS audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )""",
+    )),
+)
+
+BOUNCES: tuple[Migration, ...] = (
+    Migration(1, "ingested, soft_bounces", (
+        """CREATE TABLE IF NOT EXISTS ingested (
+            key TEXT PRIMARY KEY,
+            time REAL NOT NULL,
+            source TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS soft_bounces (
+            address TEXT NOT NULL,
+            queue_id TEXT NOT NULL,
+            time REAL NOT NULL,
+            PRIMARY KEY (address, queue_id)
+        ) WITHOUT ROWID""",
+    )),
+)

@@ -1,0 +1,37 @@
+"""Schema versions from the command line: `db migrate` / `db status` on the SQLite
+files, and `serve` refusing a state.db that a newer gateway migrated."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.state.migrations import MIGRATIONS_TABLE
+from tests.fixtures.gateway import write_config
+
+
+def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_migrate_status_and_refusing_a_newer_schema(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, 1))
+    var = tmp_path / "var"
+    status = gateway("db", "status", "-c", config)
+    assert status.returncode == 1 and "needs `db migrate`" in status.stdout
+    done = gateway("db", "migrate", "-c", config)
+    assert done.returncode == 0, done.stderr
+    assert f"{var / 'state.db'}: version 0 -> 1 (1 events)" in done.stdout
+    assert f"{var / 'policy.db'}: version 0 -> 1 (1 suppressions, consent, audit)" in done.stdout
+    assert "up to date" in gateway("db", "migrate", "-c", config).stdout
+    assert gateway("db", "status", "-c", config).returncode == 0
+    with sqlite3.connect(var / "policy.db") as conn:
+        conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (2, 'from the future', 0)")
+    served = gateway("serve", "-c", config)
+    assert served.returncode == 1
+    assert (f"{var / 'policy.db'}: schema version 2 is newer than this gateway knows (1)"
+            in served.stderr)
+    assert "newer than this gateway" in gateway("db", "status", "-c", config).stdout
