@@ -168,7 +168,7 @@ async def test_postgresql_without_migrations_asks_for_db_migrate(tmp_path: Path)
     try:
         dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
         pg = StateStore(tmp_path / "x.db", sqlite_or_pg_state_config("postgresql", dsn))
-        with pytest.raises(ConfigError, match=r"schema version 0, this gateway needs 1: "
+        with pytest.raises(ConfigError, match=r"schema version 0, this gateway needs 2: "
                                               r"run `smtp-gateway db migrate`"):
             await pg.open()
     finally:
