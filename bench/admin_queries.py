@@ -28,7 +28,7 @@ from pathlib import Path
 from gateway.intake.accept import header_tags
 from gateway.model import Client, Envelope, Event, EventType, QueuedMessage, Reply
 from gateway.spool.queue_id import new_queue_id
-from gateway.state.events import CATEGORY_TAG, SqliteEventStore
+from gateway.state.events import SqliteEventStore
 
 
 async def fill(store: SqliteEventStore, messages: int, now: float) -> list[str]:
@@ -39,8 +39,8 @@ async def fill(store: SqliteEventStore, messages: int, now: float) -> list[str]:
         qid = new_queue_id(t)
         env = Envelope("app@example.com", (f"g{i}@example.net",), client, t,
                        message_id=f"<m{i}@example.com>",
-                       tags=((CATEGORY_TAG, "marketing" if i % 3 == 0 else "transactional"),
-                             ("x-booking-id", f"B-{i // 4}")))
+                       category="marketing" if i % 3 == 0 else "transactional",
+                       tags=(("x-booking-id", f"B-{i // 4}"),))
         store.record_accepted(QueuedMessage(qid, replace(env), 1000), t)
         ok = i % 50 != 0
         store.record([Event(t + 1, qid, EventType.DELIVERED if ok else EventType.BOUNCED,

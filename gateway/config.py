@@ -14,15 +14,31 @@ import ipaddress
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway.admin.settings import AdminConfig, parse_admin
 from gateway.bounces.settings import BounceConfig, parse_bounces
 from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, parse_dkim
 from gateway.errors import ConfigProblem
-from gateway.model import BreakerSettings, RetrySchedule, Route, RouteMatch, Secret, Smarthost
+from gateway.model import (
+    BreakerSettings,
+    Priority,
+    RetrySchedule,
+    Route,
+    RouteMatch,
+    Secret,
+    Smarthost,
+)
 from gateway.passwords import is_valid_hash
+from gateway.priority_config import (
+    DEFAULT_LANES,
+    IdempotencyConfig,
+    Lane,
+    PriorityConfig,
+    parse_idempotency,
+    parse_priorities,
+)
 from gateway.state_config import StateConfig, parse_state
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
@@ -92,6 +108,8 @@ class DeliveryConfig:
     # An idle outbound connection is kept this long for the next message to the
     # same destination (Postfix smtp_connection_cache_time_limit).
     connection_idle_timeout: float = 5.0
+    # Each priority's share of the limits above (from the `priorities:` section).
+    priority_lanes: dict[Priority, Lane] = field(default_factory=lambda: dict(DEFAULT_LANES))
 
 
 # RFC 6376 5.4.1's core set plus what mailbox providers want signed for one-click unsubscribe
@@ -115,6 +133,9 @@ class Config:
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
     admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
+    # Category → priority and each priority's share of delivery (gateway.priority_config).
+    priorities: PriorityConfig = field(default_factory=PriorityConfig)
+    idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     # Return paths (VERP) and bounce ingestion (gateway.bounces.settings).
     bounces: BounceConfig = field(default_factory=BounceConfig)
     # Where policy state lives: SQLite / this node's table, or PostgreSQL / Redis.
@@ -146,6 +167,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
     base = Path(file).resolve().parent
     hostname = root.get_str("hostname", socket.getfqdn())
     retry = _retry(root.section("retry"), RetrySchedule())
+    priorities = parse_priorities(root.section("priorities"))
     listeners = _listeners(root, base)
     cfg = Config(
         path=Path(file).resolve(),
@@ -154,7 +176,8 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         listeners=listeners,
         limits=_limits(root.section("limits")),
         users=_users(root.section("auth"), base, problems),
-        delivery=_delivery(root.section("delivery"), hostname, base),
+        delivery=replace(_delivery(root.section("delivery"), hostname, base),
+                         priority_lanes=priorities.lanes),
         retry=retry,
         routes=_routes(root, retry, base),
         shutdown_timeout=root.duration("shutdown_timeout", 30.0),
@@ -163,6 +186,8 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         admin=parse_admin(root, base),
+        priorities=priorities,
+        idempotency=parse_idempotency(root.section("idempotency")),
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
         state=parse_state(root, base),

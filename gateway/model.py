@@ -11,7 +11,7 @@ between stages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 __all__ = [
     "Attempt",
@@ -22,6 +22,7 @@ __all__ = [
     "Envelope",
     "Event",
     "EventType",
+    "Priority",
     "QueueId",
     "QueueState",
     "QueuedMessage",
@@ -84,6 +85,30 @@ class EventType(StrEnum):
     COMPLAINED = "complained"  # an ARF complaint about this message and recipient
     SUPPRESSED = "suppressed"  # the recipient was suppressed because of it (detail: why)
     DSN_SENT = "dsn_sent"  # a delivery status notification was queued to the sender
+    # A resubmission (same Message-ID or Idempotency-Key from the same client) answered
+    # with the original queue id and not queued again (gateway.intake.idempotency).
+    DUPLICATE = "duplicate"
+
+
+class Priority(IntEnum):
+    """A message's delivery priority; lower values are served first (gateway.scheduler)."""
+
+    CRITICAL = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @staticmethod
+    def parse(text: str) -> Priority:
+        """'critical' → Priority.CRITICAL; ValueError for anything else."""
+        try:
+            return Priority[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown priority '{text}'") from None
 
 
 class SuppressionReason(StrEnum):
@@ -158,8 +183,12 @@ class Envelope:
     message_id: str | None = None  # the Message-ID header, for lookups
     # A `delay` rate limit (gateway.policy) shaped it: no first attempt before this time.
     not_before: float | None = None
+    # Decided at DATA: the policy stage's category and the priority it maps to
+    # (gateway.priority_config); kept in the queue file so a restart keeps them.
+    category: str | None = None
+    priority: Priority = Priority.NORMAL
     # (name, value) pairs intake learned for later lookups, not stored in the queue file:
-    # the category (":category") and configured correlation header fields (lower-case).
+    # configured correlation header fields (lower-case) for the admin API's traces.
     tags: tuple[tuple[str, str], ...] = ()
 
 

@@ -56,14 +56,19 @@ class BatchedDb:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000",
-                       "temp_store=MEMORY", "cache_size=-65536"):
-            await self._db.execute(f"PRAGMA {pragma}")
-        await self._db.execute("BEGIN IMMEDIATE")
-        for statement in self._schema:
-            await self._db.execute(statement)
-        await self._db.execute("COMMIT")
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000",
+                           "temp_store=MEMORY", "cache_size=-65536"):
+                await db.execute(f"PRAGMA {pragma}")
+            await db.execute("BEGIN IMMEDIATE")
+            for statement in self._schema:
+                await db.execute(statement)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.close()  # locked or not a database: the caller may try again
+            raise
+        self._db = db
 
     @property
     def db(self) -> aiosqlite.Connection:

@@ -21,7 +21,7 @@ from gateway.config import Config, load_config
 from gateway.delivery import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor, correlation_headers
+from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
@@ -52,7 +52,7 @@ class Gateway:
         self.signing_counters = SigningCounters()  # survive reloads: they only grow
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.signing_counters))
-        self.acceptor.correlation_headers = correlation_headers(config)
+        configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.admin = AdminServer(self, config.admin) if config.admin is not None else None
@@ -154,7 +154,7 @@ class Gateway:
         self.delivery.reconfigure(new.delivery)
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
-        self.acceptor.correlation_headers = correlation_headers(new)
+        configure_intake(self.acceptor, new, self.state, self.clock)
         self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)

@@ -9,8 +9,13 @@ circuit breaker records).
 The rules:
 - a 5xx is about the recipient (or the message), never the host: it is final
   and the host counts as working;
-- a 4xx to MAIL or to the final "." or DATA, or a 4xx to every RCPT, is the
-  host failing: every recipient not yet final moves on to the next host;
+- a 4xx to MAIL or to the final "." or DATA, or a 4xx to every RCPT, moves
+  every recipient not yet final on to the next host;
+- the circuit breaker counts the host as failed for a 4xx to MAIL, DATA or the
+  final ".", or a 421 (service closing) to RCPT — never for other 4xx to RCPT,
+  which are about mailboxes (full, greylisted, rate-limited per address).
+  Otherwise three deferring mailboxes in a row would open a smarthost's
+  breaker and stop the route for everyone (found by the soak, BENCHMARKS.md);
 - when some RCPTs were accepted and the message went through, the other
   RCPTs' 4xx stand as those recipients' deferrals.
 """
@@ -53,8 +58,10 @@ def classify(recipients: tuple[str, ...], replies: TransactionReplies) -> HostOu
     deferred = tuple(p for p in pairs if p.reply.is_transient)
     accepted = [p for p in pairs if p.reply.is_success]
     if not accepted:
-        # Only 5xx: the server works and said no. Any 4xx here is "4xx for all".
-        return HostOutcome(not deferred, bounced, deferred)
+        # 5xx: the server works and said no. 4xx for all: try the next host, but the
+        # server itself failed only if it is closing (421).
+        closing = any(p.reply.code == 421 for p in deferred)
+        return HostOutcome(not closing, bounced, deferred)
     end = replies.final if replies.final is not None else replies.data
     if end is None or end.code == 354:
         # Not reachable from SmtpConnection.send(); never call a message delivered unsaid.

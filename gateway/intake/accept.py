@@ -25,15 +25,25 @@ DATA, in order:
    Then, when DKIM is on, the finished message is signed (gateway/signing.py):
    DKIM-Signature fields are prepended and nothing changes after that; a
    sender domain the configuration refuses to send unsigned gets 550 5.7.1.
-4. `spool.put()` stores it durably; only then is `250 2.0.0 Ok: queued as <id>`
-   returned. Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and
-   any unexpected error 451 4.3.0: the client keeps the message and retries.
+4. `spool.put()` stores it durably — with its category and priority in the
+   queue file — and only then is `250 2.0.0 Ok: queued as <id>` returned.
+   Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and any
+   unexpected error 451 4.3.0: the client keeps the message and retries.
+
+Idempotency (gateway.intake.idempotency; config `idempotency:`), after step 2
+and before the policy checks: a resend of a message already queued gets the
+original's 250 and is not stored again; the first submission is stored under
+the queue id its claim reserved.
+
+A state file that is locked or unreadable makes the check that needs it answer
+451 4.3.0 (replies.STATE_UNAVAILABLE) with one clear log line.
 
 Policy checks (gateway.policy.stage; off when policies/ holds no policy file):
 at RCPT, suppression of all mail and rate limits (550 5.7.1 / 451 4.7.1); at
 DATA, after step 2, the message's category, scoped suppression and consent.
 Recipients the DATA checks refuse are dropped (a `dropped` event each) and
-the rest accepted; if none is left the message gets the first refusal. A
+the rest accepted; if none is left the message gets the first refusal. The
+category decided there maps to the message's priority (config `priorities:`). A
 message in a consent category may be stored as one copy per recipient, each
 with its own List-Unsubscribe token; the 250 names the first copy's id.
 
@@ -62,10 +72,12 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import SpoolError
 from gateway.intake import replies
+from gateway.intake.idempotency import IdempotencyGuard, Ticket
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
 from gateway.policy.stage import MessageDecision, PolicyStage
+from gateway.priority_config import PriorityConfig
 from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
-from gateway.state.events import CATEGORY_TAG
+from gateway.state import STATE_ERRORS, StateStore
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -74,6 +86,7 @@ __all__ = [
     "SpoolLike",
     "Transaction",
     "address_problem",
+    "configure_intake",
     "correlation_headers",
     "envelope_path",
     "has_long_line",
@@ -135,6 +148,10 @@ class Acceptor:
         # Gateway.reload() swaps it; each message reads it once, so it is signed
         # with the old keys or the new ones, never with none.
         self.signer = signer
+        # Category → priority (config `priorities:`), swapped on reload like the signer.
+        self.priorities = PriorityConfig()
+        # Resubmissions answered with the original queue id (config `idempotency:`).
+        self.idempotency: IdempotencyGuard | None = None
         self._hostname = hostname
         self._clock = clock  # for the policy checks to come (rate windows)
         self._on_queued = on_queued
@@ -170,8 +187,11 @@ class Acceptor:
             return replies.RELAY_DENIED
         policies = self.policies
         if policies is not None:
-            refusal = await policies.rcpt(transaction.session.client, transaction.mail_from,
-                                          recipient)
+            try:
+                refusal = await policies.rcpt(transaction.session.client,
+                                              transaction.mail_from, recipient)
+            except STATE_ERRORS as exc:
+                return _state_unavailable("RCPT", exc)
             if refusal is not None:
                 return refusal
         return replies.RECIPIENT_OK
@@ -201,14 +221,37 @@ class Acceptor:
         body, header = prepared
         if self.correlation_headers:
             envelope = replace(envelope, tags=header_tags(body, self.correlation_headers))
+        guard = self.idempotency
+        if guard is None:
+            return await self._checked_data(envelope, body, header, esmtp, None)
+        client_id = header.message_id if header.has_message_id else None
+        checked = await guard.check(envelope, body, client_id, self._spool.new_id())
+        if not isinstance(checked, Ticket):
+            return checked or await self._checked_data(envelope, body, header, esmtp, None)
+        reply = replies.INTERNAL_ERROR
+        try:
+            reply = await self._checked_data(envelope, body, header, esmtp, checked.queue_id)
+        finally:
+            # Stored under the ticket's id: resends get it. Otherwise the client keeps the
+            # message and retries, and that retry must be taken, so the key is let go.
+            await (guard.stored(checked) if reply.is_success else guard.release(checked))
+        return reply
+
+    async def _checked_data(self, envelope: Envelope, body: bytes, header: _HeaderScan,
+                            esmtp: bool, queue_id: QueueId | None) -> Reply:
+        """Policies, then the spool; the first copy stored gets `queue_id` if given."""
         policies = self.policies
         if policies is None:
-            result = await self._store(envelope, body, header, esmtp)
+            result = await self._store(envelope, body, header, esmtp, queue_id)
             return result if isinstance(result, Reply) else self._queued(result)
-        decision = await policies.message(envelope, body)
+        try:
+            decision = await policies.message(envelope, body)
+        except STATE_ERRORS as exc:
+            return _state_unavailable("DATA", exc)
         if decision.refusal is not None:
             return decision.refusal
-        envelope = replace(envelope, tags=((CATEGORY_TAG, decision.category), *envelope.tags))
+        envelope = replace(envelope, category=decision.category,
+                           priority=self.priorities.of(decision.category))
         first: QueuedMessage | None = None
         stored = []
         for copy in decision.copies:
@@ -219,7 +262,8 @@ class Acceptor:
                 copy_envelope = envelope
             # The usual case: content unchanged (no category header, no List-Unsubscribe).
             copy_header = header if copy.content is body else _scan_header(copy.content)
-            result = await self._store(copy_envelope, copy.content, copy_header, esmtp)
+            result = await self._store(copy_envelope, copy.content, copy_header, esmtp,
+                                       queue_id if first is None else None)
             if isinstance(result, Reply):
                 if first is None:
                     return result
@@ -237,8 +281,8 @@ class Acceptor:
         return self._queued(first)
 
     async def _store(self, envelope: Envelope, body: bytes, header: _HeaderScan,
-                     esmtp: bool) -> QueuedMessage | Reply:
-        queue_id = self._spool.new_id()
+                     esmtp: bool, queue_id: QueueId | None = None) -> QueuedMessage | Reply:
+        queue_id = queue_id or self._spool.new_id()
         # The client's Message-ID is kept as it is (None if the field is empty).
         message_id = (header.message_id if header.has_message_id
                       else f"<{secrets.token_hex(16)}@{self._hostname}>")
@@ -291,6 +335,25 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"<Acceptor hostname={self._hostname!r}>"
+
+
+def configure_intake(acceptor: Acceptor, config: Config, state: StateStore,
+                     clock: Clock) -> None:
+    """Apply the `priorities:`, `idempotency:` and `admin.correlation_headers`
+    settings (at start and on reload)."""
+    acceptor.priorities = config.priorities
+    acceptor.correlation_headers = correlation_headers(config)
+    idem = config.idempotency
+    acceptor.idempotency = (IdempotencyGuard(state.idempotency, state.events, idem, clock)
+                            if idem.enabled else None)
+
+
+def _state_unavailable(stage: str, exc: Exception) -> Reply:
+    # One clear line, no traceback: the operator needs the file and the reason (a
+    # lock held by another process, a file made unreadable), and clients retry.
+    log.error("policy check at %s failed, state store unavailable (%s): answering %s",
+              stage, exc, replies.STATE_UNAVAILABLE)
+    return replies.STATE_UNAVAILABLE
 
 
 def correlation_headers(config: Config) -> tuple[str, ...]:

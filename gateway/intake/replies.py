@@ -26,6 +26,7 @@ __all__ = [
     "SENDER_OK",
     "SHUTTING_DOWN",
     "SPOOL_FAILED",
+    "STATE_UNAVAILABLE",
     "TIMEOUT",
     "TLS_ALREADY_ACTIVE",
     "TOO_MANY_RECIPIENTS",
@@ -59,6 +60,8 @@ LINE_TOO_LONG = Reply(
 SPOOL_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, try again later")
 DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")
+STATE_UNAVAILABLE = Reply(451, "4.3.0",
+                          "Temporary failure (state store unavailable), try again later")
 
 # -- session ----------------------------------------------------------------------------------
 TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded, closing connection")

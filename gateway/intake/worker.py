@@ -30,7 +30,7 @@ from gateway.bounces.service import inbox_for
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
-from gateway.intake.accept import Acceptor, correlation_headers
+from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
@@ -64,7 +64,7 @@ class _Worker:
         self.counters = SigningCounters()
         self.acceptor = Acceptor(self.spool, config.hostname, self.clock, self._on_queued,
                                  signer=signer_for(config.dkim, self.counters))
-        self.acceptor.correlation_headers = correlation_headers(config)
+        configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [
             IntakeServer(replace(lst, port=ports.get(lst.name, lst.port)), config,
                          self.acceptor, self.clock)
@@ -115,7 +115,7 @@ class _Worker:
             return
         self.config = new
         self.acceptor.signer = signer_for(new.dkim, self.counters)
-        self.acceptor.correlation_headers = correlation_headers(new)
+        configure_intake(self.acceptor, new, self.state, self.clock)
         for listener in self.listeners:
             listener.reconfigure(new)
 

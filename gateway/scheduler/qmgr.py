@@ -8,6 +8,9 @@ Strategies, as in qmgr.c:
   round, so a retry storm cannot starve fresh mail or the reverse;
 - per-destination concurrency: each (route, domain) has its own limit, taken
   before the global one, so one slow destination cannot hold every session;
+- priorities (lanes.py): new mail, due retries, the active set and every
+  concurrency limit are served highest priority first, and each priority may
+  hold only its share of them, so a critical message overtakes a newsletter;
 - the index answers "what is due now?"; nothing here scans the whole queue.
 
 A message's state changes by renaming its file (one os.replace). The index and
@@ -19,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +34,7 @@ from gateway.model import (
     DeliveryJob,
     Event,
     EventType,
+    Priority,
     QueuedMessage,
     QueueId,
     QueueState,
@@ -39,6 +43,8 @@ from gateway.model import (
     Reply,
     Route,
 )
+from gateway.scheduler.incoming import IncomingQueue
+from gateway.scheduler.lanes import PriorityGate, RateBucket
 from gateway.scheduler.retry import next_attempt_at
 from gateway.spool import Spool
 from gateway.spool.store import CorruptQueueFile
@@ -89,10 +95,12 @@ class Scheduler:
         self.events = events
         self.clock = clock
         self.config = config
-        self._incoming: deque[tuple[QueueId, QueuedMessage | None]] = deque()
+        self._incoming = IncomingQueue(spool, config.max_active)
         self._active: dict[QueueId, asyncio.Task[None]] = {}
-        self._global = asyncio.Semaphore(config.max_concurrency)
-        self._destinations: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._active_by = dict.fromkeys(Priority, 0)
+        self._global = PriorityGate(config.max_concurrency, config.priority_lanes)
+        self._destinations: dict[tuple[str, str], PriorityGate] = {}
+        self._rates = self._rate_buckets(config)
         self._wake = asyncio.Event()
         self._stopping = False
         self._scan_incoming_at = 0.0  # scan at once on start: files left by a crash
@@ -110,26 +118,27 @@ class Scheduler:
     # -- inputs ----------------------------------------------------------------------------
     def notify(self, qm: QueuedMessage) -> None:
         """Intake's fast path: a message just landed in incoming/."""
-        if len(self._incoming) < self.config.max_active:
-            self._incoming.append((qm.id, qm))
-        else:
-            self._scan_incoming_at = 0.0  # too many to hold in memory; find it on disk later
+        self._incoming.add(qm)
         self._wake.set()
 
     def notify_id(self, queue_id: QueueId) -> None:
         """An intake worker process stored this message in incoming/ (not indexed yet)."""
-        if len(self._incoming) < self.config.max_active:
-            self._incoming.append((queue_id, None))
-        else:
+        if not self._incoming.add_id(queue_id):
             self._scan_incoming_at = 0.0
         self._wake.set()
 
     def reconfigure(self, router: RouterPort, config: DeliveryConfig) -> None:
         self.router = router
-        if config.max_concurrency != self.config.max_concurrency:
-            self._global = asyncio.Semaphore(config.max_concurrency)
+        if (config.max_concurrency != self.config.max_concurrency
+                or config.priority_lanes != self.config.priority_lanes):
+            self._global = PriorityGate(config.max_concurrency, config.priority_lanes)
+            self._rates = self._rate_buckets(config)
         self.config = config
         self._destinations.clear()
+
+    def _rate_buckets(self, config: DeliveryConfig) -> dict[Priority, RateBucket]:
+        return {p: RateBucket(lane.rate, self.clock)
+                for p, lane in config.priority_lanes.items() if lane.rate}
 
     def poke(self) -> None:
         """Look at the queue now (an operator asked for a retry)."""
@@ -183,35 +192,40 @@ class Scheduler:
         now = self.clock.now()
         if now >= self._scan_incoming_at or now < self._scan_incoming_at - INCOMING_SCAN_EVERY:
             # (the second test catches a clock stepped backwards)
-            self._scan_incoming()
+            await self._incoming.scan(self._active)
             self._scan_incoming_at = now + INCOMING_SCAN_EVERY
-        while self._incoming and self._room():
-            queue_id, hint = self._incoming.popleft()
-            self._activate(queue_id, QueueState.INCOMING, hint)
+        for priority in Priority:  # highest first
+            room = self._room_for(priority)
+            if room > 0:
+                for queue_id, hint in await self._incoming.take(priority, room, self._active):
+                    self._activate(queue_id, QueueState.INCOMING, hint, priority)
         if self._room() and (now >= self._due_at or now < self._due_checked_at):
             await self._take_due(now)
 
     async def _take_due(self, now: float) -> None:
-        limit = self.config.max_active - len(self._active)
-        for queue_id in await self.spool.index.due(now, limit):
+        """Due retries, highest priority first, each priority up to its room."""
+        limits = {p: self._room_for(p) for p in Priority}
+        for queue_id, priority in await self.spool.index.due_by_priority(now, limits):
             if queue_id not in self._active:
-                self._activate(queue_id, QueueState.DEFERRED, None)
+                self._activate(queue_id, QueueState.DEFERRED, None, priority)
         self._due_checked_at = now
         next_due = await self.spool.index.next_due_time()
         self._due_at = min(now + TICK, next_due if next_due is not None else now + TICK)
 
     def _room(self) -> bool:
-        return not self._stopping and len(self._active) < self.config.max_active
+        return any(self._room_for(p) > 0 for p in Priority)
 
-    def _scan_incoming(self) -> None:
-        queued = {queue_id for queue_id, _ in self._incoming}
-        for queue_id in sorted(self.spool.files.ids(QueueState.INCOMING)):
-            if len(self._incoming) >= self.config.max_active:
-                break
-            if queue_id not in queued and queue_id not in self._active:
-                self._incoming.append((queue_id, None))
+    def _room_for(self, priority: Priority) -> int:
+        """How many more messages of `priority` the active set may take now."""
+        if self._stopping:
+            return 0
+        limit = self.config.max_active
+        lane = self.config.priority_lanes.get(priority)
+        cap = lane.cap(limit) if lane is not None else limit
+        return max(0, min(limit - len(self._active), cap - self._active_by[priority]))
 
-    def _activate(self, queue_id: QueueId, src: QueueState, hint: QueuedMessage | None) -> None:
+    def _activate(self, queue_id: QueueId, src: QueueState, hint: QueuedMessage | None,
+                  priority: Priority) -> None:
         if not self.spool.files.move(queue_id, src, QueueState.ACTIVE):
             self._resync_index(queue_id)
             return
@@ -219,10 +233,12 @@ class Scheduler:
             self.spool.index.set_state(queue_id, QueueState.ACTIVE)  # no-op if not indexed
         task = asyncio.get_running_loop().create_task(self._process(queue_id, hint))
         self._active[queue_id] = task
-        task.add_done_callback(lambda _: self._finished(queue_id))
+        self._active_by[priority] += 1
+        task.add_done_callback(lambda _: self._finished(queue_id, priority))
 
-    def _finished(self, queue_id: QueueId) -> None:
+    def _finished(self, queue_id: QueueId, priority: Priority) -> None:
         self._active.pop(queue_id, None)
+        self._active_by[priority] -= 1
         self._wake.set()
 
     def _resync_index(self, queue_id: QueueId) -> None:
@@ -290,7 +306,7 @@ class Scheduler:
         ]
 
     async def _deliver(self, job: DeliveryJob, content: bytes) -> Attempt:
-        async with self._destination(job), self._global:
+        async with self._slots(job):
             started = self.clock.now()
             try:
                 return await self.delivery.deliver(job, content)
@@ -302,15 +318,33 @@ class Scheduler:
                 results = tuple(RecipientResult(r, reply) for r in job.recipients)
                 return Attempt(job.route.name, "", results, started, self.clock.now())
 
-    def _destination(self, job: DeliveryJob) -> asyncio.Semaphore:
+    @asynccontextmanager
+    async def _slots(self, job: DeliveryJob) -> AsyncIterator[None]:
+        """A rate token (if the priority has a rate), a destination slot, a global slot:
+        each served highest priority first."""
+        priority = job.message.envelope.priority
+        rate = self._rates.get(priority)
+        if rate is not None:
+            await rate.take()  # before the slots: a rate-limited lane holds none meanwhile
+        key, gate = self._destination(job)
+        try:
+            async with gate.slot(priority), self._global.slot(priority):
+                yield
+        finally:
+            # One gate per recipient domain on mx routes: drop idle ones, or a queue
+            # that has mailed 100,000 domains keeps 100,000 gates.
+            if gate.idle and self._destinations.get(key) is gate:
+                del self._destinations[key]
+
+    def _destination(self, job: DeliveryJob) -> tuple[tuple[str, str], PriorityGate]:
         route = job.route
         key = (route.name, job.domain if route.kind == "mx" else "")
-        sem = self._destinations.get(key)
-        if sem is None:
+        gate = self._destinations.get(key)
+        if gate is None:
             limit = (route.max_connections_per_destination if route.kind == "mx"
                      else sum(s.max_connections for s in route.smarthosts))
-            sem = self._destinations[key] = asyncio.Semaphore(max(1, limit))
-        return sem
+            gate = self._destinations[key] = PriorityGate(limit, self.config.priority_lanes)
+        return key, gate
 
     # -- filing the outcome ------------------------------------------------------------------
     def _file(self, pending: _Pending,

@@ -17,11 +17,13 @@ once space returns, instead of sitting in deferred/ unscheduled.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.model import QueuedMessage, QueueId, QueueState, RecipientState, Reply
+from gateway.model import Priority, QueuedMessage, QueueId, QueueState, RecipientState, Reply
 from gateway.sqlite import BatchedDb, Row
 
 __all__ = ["IndexedMessage", "IndexedRecipient", "QueueIndex"]
@@ -36,10 +38,14 @@ _SCHEMA = (
         sender TEXT NOT NULL,
         message_id TEXT,
         size INTEGER NOT NULL,
-        recipient_count INTEGER NOT NULL
+        recipient_count INTEGER NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 2
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS messages_due ON messages(state, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS messages_message_id ON messages(message_id)",
+    # After the priority migration (_migrate): "what is due now?" is asked per priority.
+    "CREATE INDEX IF NOT EXISTS messages_due_priority"
+    " ON messages(state, priority, next_attempt_at)",
     """CREATE TABLE IF NOT EXISTS recipients (
         queue_id TEXT NOT NULL,
         idx INTEGER NOT NULL,
@@ -54,7 +60,7 @@ _SCHEMA = (
 
 _INSERT_MESSAGE = (
     "INSERT OR REPLACE INTO messages (id, state, created_at, next_attempt_at, attempts, sender,"
-    " message_id, size, recipient_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " message_id, size, recipient_count, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_RECIPIENT = (
     "INSERT OR REPLACE INTO recipients (queue_id, idx, address, state, route, updated_at,"
@@ -87,13 +93,16 @@ class IndexedMessage:
     message_id: str | None
     size: int
     recipient_count: int
+    priority: Priority = Priority.NORMAL
 
 
 class QueueIndex:
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._db = BatchedDb(path, _SCHEMA)
 
     async def open(self) -> None:
+        await asyncio.to_thread(_migrate, self._path)
         await self._db.open()
 
     async def close(self) -> None:
@@ -112,7 +121,8 @@ class QueueIndex:
         items = list(items)
         self._db.write_many(_INSERT_MESSAGE, (
             (qm.id, state.value, qm.envelope.received_at, qm.envelope.received_at, 0,
-             qm.envelope.mail_from, qm.envelope.message_id, qm.size, len(qm.envelope.recipients))
+             qm.envelope.mail_from, qm.envelope.message_id, qm.size, len(qm.envelope.recipients),
+             int(qm.envelope.priority))
             for qm, state in items
         ))
         self._db.write_many(_INSERT_RECIPIENT, (
@@ -148,6 +158,31 @@ class QueueIndex:
             (QueueState.DEFERRED.value, now, limit),
         )
         return [str(r[0]) for r in rows]
+
+    async def due_by_priority(self, now: float, limits: dict[Priority, int],
+                              state: QueueState = QueueState.DEFERRED
+                              ) -> list[tuple[QueueId, Priority]]:
+        """What is due now, highest priority first, at most limits[p] of priority p.
+
+        One range query per priority on (state, priority, next_attempt_at): a
+        million deferred messages of one priority never slow the look at another.
+        (`state` incoming: mail the scheduler parked, gateway.scheduler.incoming.)
+        """
+        out: list[tuple[QueueId, Priority]] = []
+        for priority in sorted(limits):
+            if limits[priority] <= 0:
+                continue
+            rows = await self._db.fetchall(
+                "SELECT id FROM messages WHERE state = ? AND priority = ?"
+                " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                (state.value, int(priority), now, limits[priority]),
+            )
+            out.extend((str(r[0]), priority) for r in rows)
+        return out
+
+    async def ids_in_state(self, state: QueueState) -> set[QueueId]:
+        rows = await self._db.fetchall("SELECT id FROM messages WHERE state = ?", (state.value,))
+        return {str(r[0]) for r in rows}
 
     async def next_due_time(self) -> float | None:
         rows = await self._db.fetchall(
@@ -194,8 +229,22 @@ class QueueIndex:
 
 _SELECT_MESSAGE = (
     "SELECT id, state, created_at, next_attempt_at, attempts, sender, message_id, size,"
-    " recipient_count FROM messages"
+    " recipient_count, priority FROM messages"
 )
+
+
+def _migrate(path: Path) -> None:
+    """Indexes made before priorities lack the column: add it (every row normal)."""
+    if not path.exists():
+        return
+    conn = sqlite3.connect(path, timeout=10.0)
+    try:
+        columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(messages)")}
+        if columns and "priority" not in columns:
+            conn.execute("ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 2")
+            conn.commit()
+    finally:
+        conn.close()
 
 
 def _message(row: Row) -> IndexedMessage:
@@ -203,7 +252,7 @@ def _message(row: Row) -> IndexedMessage:
         id=str(row[0]), state=QueueState(str(row[1])), created_at=float(row[2]),
         next_attempt_at=float(row[3]), attempts=int(row[4]), sender=str(row[5]),
         message_id=None if row[6] is None else str(row[6]), size=int(row[7]),
-        recipient_count=int(row[8]),
+        recipient_count=int(row[8]), priority=Priority(int(row[9])),
     )
 
 

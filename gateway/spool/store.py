@@ -36,7 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gateway.errors import SpoolError
-from gateway.model import Client, Envelope, QueuedMessage, QueueId, QueueState
+from gateway.model import Client, Envelope, Priority, QueuedMessage, QueueId, QueueState
 
 __all__ = ["MAGIC", "CorruptQueueFile", "QueueFiles", "decode_header", "encode_header"]
 
@@ -63,6 +63,10 @@ def encode_header(qm: QueuedMessage) -> bytes:
     }
     if env.not_before is not None:  # only shaped messages carry it (older files lack it)
         record["not_before"] = env.not_before
+    if env.category is not None:  # files written before priorities lack both: normal
+        record["category"] = env.category
+    if env.priority is not Priority.NORMAL:
+        record["priority"] = env.priority.label
     return MAGIC + json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -85,6 +89,8 @@ def decode_header(raw: bytes) -> tuple[QueuedMessage, int]:
             message_id=record["message_id"],
             not_before=(None if record.get("not_before") is None
                         else float(record["not_before"])),
+            category=None if record.get("category") is None else str(record["category"]),
+            priority=Priority.parse(str(record.get("priority", "normal"))),
         )
         return QueuedMessage(str(record["id"]), envelope, int(record["size"])), end + 1
     except (ValueError, KeyError, TypeError) as exc:

@@ -1,8 +1,9 @@
 """The state store: what the gateway remembers beyond the queue — events,
-suppressions, consent, rate counters and the audit log of policy changes.
+suppressions, consent, rate counters, idempotency keys and the audit log of
+policy changes.
 
 Stages talk to the narrow interfaces here (EventStore, SuppressionStore,
-ConsentStore, RateCounters, AuditLog), never to SQL. Two backends implement
+ConsentStore, RateCounters, IdempotencyStore, AuditLog), never to SQL. Two backends implement
 them (`open_state()` picks by config):
 
 - embedded, one node (default): SQLite files and a shared memory-mapped rate
@@ -13,7 +14,8 @@ them (`open_state()` picks by config):
   counters — each chosen on its own (`state:`, `rate_limits:`).
 
 A backend that cannot answer raises StateUnavailable; the policy stage turns
-it into 451 4.3.0 (gateway.policy.stage).
+it into 451 4.3.0 (gateway.policy.stage). Idempotency keys have only the
+SQLite backend so far (`idempotency.db`, shared by one node's processes).
 
 Adding a store (idempotency keys, a webhook outbox, breaker state …): a
 Protocol with async methods; a SQLite class on a StateDb (a file of its own
@@ -31,11 +33,13 @@ import sqlite3
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.errors import StateUnavailable
 from gateway.model import Secret
 from gateway.state.audit import AuditLog, SqliteAuditLog
 from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
+from gateway.state.idempotency import IdempotencyStore, SqliteIdempotencyStore
 from gateway.state.migrations import Migration, migrate_sqlite, sqlite_version
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.postgres import PostgresPool
@@ -50,10 +54,17 @@ from gateway.state.redis_limits import RedisRateCounters
 from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
 from gateway.state_config import StateConfig
 
-__all__ = ["AuditLog", "ConsentStore", "EventStore", "RateCounters", "SqliteEventStore",
-           "StateStore", "SuppressionStore", "open_state"]
+__all__ = ["STATE_ERRORS", "AuditLog", "ConsentStore", "EventStore", "IdempotencyStore",
+           "RateCounters", "SqliteEventStore", "StateStore", "SuppressionStore", "open_state"]
 
 log = logging.getLogger(__name__)
+
+# What a store raises when it cannot answer now — a SQLite file locked by another
+# process past the busy timeout, unreadable or not a database; a shared backend
+# away: callers answer with a temporary failure.
+STATE_ERRORS: tuple[type[Exception], ...] = (StateUnavailable, sqlite3.Error, OSError)
+OPEN_ATTEMPTS = 30  # state.db at start-up: about 6 minutes with SQLite's 10 s busy timeout
+OPEN_RETRY = 2.0  # seconds between attempts (real time: start-up, not scheduling)
 
 
 class StateStore:
@@ -64,7 +75,8 @@ class StateStore:
     - `policy.db`: suppressions, consent and the audit log — read for every
       recipient, written rarely (CLI, unsubscribes, bounces);
     - `ratelimits.table`: rate counters, updated for every recipient, in a
-      memory-mapped table shared by the node's processes (gateway.state.ratelimits).
+      memory-mapped table shared by the node's processes (gateway.state.ratelimits);
+    - `idempotency.db`: idempotency keys, written twice for every message.
 
     Apart because of how they are written. Policy state is read in small
     statements on the event loop that must not wait (gateway.state.db); a reader
@@ -83,6 +95,10 @@ class StateStore:
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
         self.rate_counters: RateCounters = SharedRateCounters(self.ratelimits_path)
         self.audit: AuditLog = SqliteAuditLog(self._policy_db)
+        # Opens on first use, like policy.db: idempotency off, never created.
+        self.idempotency_path = path.with_name("idempotency.db")
+        self._idempotency_db = StateDb(self.idempotency_path, sqlite_migrations.IDEMPOTENCY)
+        self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
         self.postgres: PostgresPool | None = None
         if config.dsn is not None:
             self._use_postgres(config.dsn)
@@ -123,12 +139,26 @@ class StateStore:
             # policy.db and ratelimits.table open on first use: without policy files,
             # nothing reads them, and a gateway that has none never creates them. An
             # existing policy.db is opened now, so a wrong schema stops the start.
-            await self.events.open()
+            await self._open_events()
             if self.policy_path.exists():
                 await self._policy_db.open()
         except BaseException:
             await self.close()  # no connection thread may keep the refused process alive
             raise
+
+    async def _open_events(self) -> None:
+        """state.db locked by another process or unreadable: say so and try again
+        (bounded) rather than exit into a service manager's restart loop."""
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                await self.events.open()
+                return
+            except (sqlite3.Error, OSError) as exc:
+                if attempt == OPEN_ATTEMPTS:
+                    raise
+                log.error("state store %s unavailable (%s); trying again in %.0fs"
+                          " (%d/%d)", self.path, exc, OPEN_RETRY, attempt, OPEN_ATTEMPTS)
+                await asyncio.sleep(OPEN_RETRY)
 
     async def migrate(self) -> list[tuple[str, int, list[Migration]]]:
         """Bring every database to this gateway's schema: (where, version before, applied)."""
@@ -145,11 +175,13 @@ class StateStore:
         gateway.bounces, and migrated there, too)."""
         return ((self.path, sqlite_migrations.EVENTS),
                 (self.policy_path, sqlite_migrations.POLICY),
-                (self.path.with_name("bounces.db"), sqlite_migrations.BOUNCES))
+                (self.path.with_name("bounces.db"), sqlite_migrations.BOUNCES),
+                (self.idempotency_path, sqlite_migrations.IDEMPOTENCY))
 
     async def close(self) -> None:
         log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)
         await self.rate_counters.close()
+        await self._idempotency_db.close()
         await self._policy_db.close()
         await self.events.close()
         if self.postgres is not None:

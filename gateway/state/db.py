@@ -70,7 +70,14 @@ class StateDb:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-db")
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._thread, self._connect)
+        try:
+            self._conn = await loop.run_in_executor(self._thread, self._connect)
+        except BaseException:
+            # Locked past the timeout or not a database: the next request tries again,
+            # with a thread of its own; this one must not linger.
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise
         quick = sqlite3.connect(self.path, timeout=0.0, isolation_level=None,
                                 check_same_thread=False)
         quick.execute("PRAGMA synchronous=NORMAL")

@@ -27,7 +27,7 @@ from gateway.state.migrations import migrate_sqlite
 from gateway.state.migrations.sqlite import EVENTS
 
 __all__ = ["CATEGORY_TAG", "EventStore", "SqliteEventStore", "Summary", "accepted_events",
-           "summary_of"]
+           "message_tags", "summary_of"]
 
 CATEGORY_TAG = ":category"  # a tag name no header field can have
 
@@ -96,8 +96,9 @@ class SqliteEventStore:
 
     def record_accepted(self, qm: QueuedMessage, now: float) -> None:
         self.record(accepted_events(qm, now))
-        if qm.envelope.tags:
-            self._db.write_many(_INSERT_TAG, ((qm.id, n, v) for n, v in qm.envelope.tags))
+        tags = message_tags(qm)
+        if tags:
+            self._db.write_many(_INSERT_TAG, ((qm.id, n, v) for n, v in tags))
 
     async def flush(self) -> None:
         await self._db.flush()
@@ -139,6 +140,13 @@ class SqliteEventStore:
             " ON t.queue_id = e.queue_id AND t.name = ?"
             " WHERE e.time >= ? GROUP BY 1, 2, 3", (CATEGORY_TAG, since))
         return summary_of(since, rows)
+
+
+def message_tags(qm: QueuedMessage) -> tuple[tuple[str, str], ...]:
+    """What to keep in message_tags: the category (when policies gave one) and the
+    correlation header values intake found."""
+    env = qm.envelope
+    return ((CATEGORY_TAG, env.category), *env.tags) if env.category else env.tags
 
 
 def summary_of(since: float, rows: Iterable[Row]) -> Summary:

@@ -32,7 +32,13 @@ from gateway.model import (
 )
 from gateway.model import SuppressionReason as Reason
 from gateway.state.audit import AuditEntry
-from gateway.state.events import CATEGORY_TAG, Summary, accepted_events, summary_of
+from gateway.state.events import (
+    CATEGORY_TAG,
+    Summary,
+    accepted_events,
+    message_tags,
+    summary_of,
+)
 from gateway.state.postgres import Conn, PostgresPool
 
 __all__ = ["PostgresAuditLog", "PostgresConsentStore", "PostgresEventStore",
@@ -225,8 +231,8 @@ class PostgresEventStore:
                       self._pool.where)
 
     def record_accepted(self, qm: QueuedMessage, now: float) -> None:
-        if qm.envelope.tags:  # before the events: a flush writes the tags first
-            self._pending_tags.extend((qm.id, n, v) for n, v in qm.envelope.tags)
+        # Before the events: a flush writes the tags first.
+        self._pending_tags.extend((qm.id, n, v) for n, v in message_tags(qm))
         self.record(accepted_events(qm, now))
 
     def record(self, events: Iterable[Event]) -> None:

@@ -195,6 +195,25 @@ async def test_rcpt_4xx_for_all_fails_over_but_5xx_stays(delivery: Delivery, bac
     assert backup.recipients() == ["a@dest.test", "b@dest.test"]
 
 
+async def test_deferring_mailboxes_never_open_the_breaker(delivery: Delivery) -> None:
+    # Mailbox-level 4xx at RCPT (full, greylisted) say nothing about the smarthost: three
+    # in a row must not stop the route for every other recipient.
+    sink = Sink().start()
+    sink.replies.update({f"full{i}@dest.test": "452 4.2.2 mailbox full" for i in range(5)})
+    try:
+        r = route(smarthost("only", sink.port), failures=3)
+        for i in range(5):
+            attempt = await delivery.deliver(job(r, f"full{i}@dest.test"), CONTENT)
+            assert replies(attempt) == [(452, "4.2.2")]
+        (breaker,) = [b for b in delivery.breakers() if b.name == "only"]
+        assert breaker.state is BreakerState.CLOSED
+        attempt = await delivery.deliver(job(r, "ok@dest.test"), CONTENT)
+        assert replies(attempt) == [(250, "2.0.0")]
+    finally:
+        sink.stop()
+    assert sink.recipients() == ["ok@dest.test"]
+
+
 async def test_every_smarthost_failing_defers(delivery: Delivery, raw: MakeRaw) -> None:
     _, port = await raw(greet_421)
     r = route(smarthost("primary", free_port()), smarthost("backup", port))

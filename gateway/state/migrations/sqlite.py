@@ -3,7 +3,8 @@
 One list per file: bounces.db holds what bounce handling remembers
 (gateway.state.bounces); state.db holds the events (written in batches
 all the time), policy.db the suppressions, consent and audit log (read for
-every recipient) — gateway.state.StateStore says why they are apart.
+every recipient), idempotency.db the idempotency keys (written for every
+message) — gateway.state.StateStore says why they are apart.
 Append only: a change is a new Migration at the end of its list.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from gateway.state.migrations import Migration
 
-__all__ = ["BOUNCES", "EVENTS", "POLICY"]
+__all__ = ["BOUNCES", "EVENTS", "IDEMPOTENCY", "POLICY"]
 
 EVENTS: tuple[Migration, ...] = (
     Migration(1, "events", (
@@ -91,5 +92,20 @@ BOUNCES: tuple[Migration, ...] = (
             time REAL NOT NULL,
             PRIMARY KEY (address, queue_id)
         ) WITHOUT ROWID""",
+    )),
+)
+
+IDEMPOTENCY: tuple[Migration, ...] = (
+    Migration(1, "idempotency keys", (
+        """CREATE TABLE IF NOT EXISTS idempotency_keys (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            queue_id TEXT NOT NULL,
+            stored INTEGER NOT NULL,
+            created REAL NOT NULL,
+            expires REAL NOT NULL,
+            PRIMARY KEY (scope, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency_keys(expires)",
     )),
 )

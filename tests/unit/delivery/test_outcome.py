@@ -14,6 +14,7 @@ QUEUED = Reply(250, "2.0.0", "queued")
 LATER = Reply(450, "4.2.1", "try later")
 NOUSER = Reply(550, "5.1.1", "no such user")
 BUSY = Reply(451, "4.3.0", "busy")
+CLOSING = Reply(421, "4.7.0", "too many connections, closing")
 REJECT = Reply(554, "5.7.1", "spam")
 RCPTS = ("a@x.test", "b@x.test", "c@x.test")
 
@@ -31,11 +32,15 @@ CASES = [
      (True, {"a@x.test": 250, "b@x.test": 450, "c@x.test": 550}, {})),
     ("every RCPT 5xx: the host works", TransactionReplies(OK, (NOUSER, NOUSER, NOUSER), REJECT),
      (True, {"a@x.test": 550, "b@x.test": 550, "c@x.test": 550}, {})),
-    ("every RCPT 4xx: the host failed", TransactionReplies(OK, (LATER, LATER, LATER), REJECT),
-     (False, {}, {"a@x.test": 450, "b@x.test": 450, "c@x.test": 450})),
+    ("every RCPT 4xx: all move on, mailbox replies do not fail the host",
+     TransactionReplies(OK, (LATER, LATER, LATER), REJECT),
+     (True, {}, {"a@x.test": 450, "b@x.test": 450, "c@x.test": 450})),
+    ("RCPT 421: the host failed, everyone moves on",
+     TransactionReplies(OK, (CLOSING, CLOSING, CLOSING)),
+     (False, {}, {"a@x.test": 421, "b@x.test": 421, "c@x.test": 421})),
     ("4xx and 5xx, none accepted: 5xx final, 4xx moves on",
      TransactionReplies(OK, (NOUSER, LATER, LATER)),
-     (False, {"a@x.test": 550}, {"b@x.test": 450, "c@x.test": 450})),
+     (True, {"a@x.test": 550}, {"b@x.test": 450, "c@x.test": 450})),
     ("MAIL 4xx: everyone moves on", TransactionReplies(BUSY, (BUSY, BUSY, BUSY)),
      (False, {}, {"a@x.test": 451, "b@x.test": 451, "c@x.test": 451})),
     ("MAIL 5xx: everyone bounces, the host works", TransactionReplies(REJECT, (REJECT,) * 3),

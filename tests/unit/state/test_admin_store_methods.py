@@ -53,7 +53,7 @@ async def test_tags_trace_and_summary(state: StateStore) -> None:
     for qid, booking, category in (("Q1", "B-1", "transactional"), ("Q2", "B-1", "marketing"),
                                    ("Q3", "B-2", "transactional")):
         env = Envelope("app@x.com", (f"{qid}@x.net",), client, 100.0,
-                       tags=((CATEGORY_TAG, category), ("x-booking-id", booking)))
+                       category=category, tags=(("x-booking-id", booking),))
         state.events.record_accepted(QueuedMessage(qid, env, 10), 100.0)
     state.events.record([Event(101.0, "Q1", EventType.DELIVERED, "Q1@x.net", route="r1",
                                reply=Reply(250, "2.0.0", "ok")),
