@@ -332,6 +332,7 @@ async def test_a_malformed_request_is_one_log_line(tmp_path: Path,
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: \x00\r\n\r\n")
             status = await reader.readline()
             writer.close()
+            await writer.wait_closed()
             assert status.split()[1] == b"400", status
             await asyncio.sleep(0.05)  # the server logs after answering
             (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
