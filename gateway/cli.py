@@ -9,6 +9,8 @@
     consent grant|withdraw|show|import       consent records
     bounce parse|ingest        classify returned mail (DSN, ARF, MTA texts, auto-replies)
     db migrate|status          state store schema versions (SQLite or PostgreSQL)
+    erase ADDRESS              remove an address from events, consent, audit (GDPR); its
+                               suppressions stay in force under a keyed hash
 
 Queue commands work on the spool directly, like postsuper: a state change is
 a rename, which the running gateway notices (it trusts the directory).
@@ -34,6 +36,8 @@ from gateway.errors import ConfigError, StateUnavailable
 from gateway.passwords import hash_password
 from gateway.policy.rules_file import load_policies
 from gateway.policy_cli import add_policy_parsers
+from gateway.retention import ErasureReport, erase_address
+from gateway.state import open_state
 
 __all__ = ["main"]
 
@@ -96,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     add_policy_parsers(sub, with_config)
     add_db_parsers(sub, with_config)
     _bounce_parser(sub)
+    er = with_config(sub.add_parser(
+        "erase", help="remove an address from events, consent and audit (GDPR erasure); "
+        "its suppressions stay in force under a keyed hash"))
+    er.add_argument("address")
+    er.add_argument("--by", help="who asks, for the audit log (default: cli:<login name>)")
+    er.add_argument("--json", action="store_true")
+    er.set_defaults(func=_erase)
     return p
 
 
@@ -407,6 +418,40 @@ def _bounce_apply(args: argparse.Namespace) -> int:
     for line in lines:
         print(json.dumps(line))
     return 1 if any("error" in line for line in lines) else 0
+
+
+# -- erase ------------------------------------------------------------------------------------
+
+
+def _erase(args: argparse.Namespace) -> int:
+    config = load_config(args.config, read_keys=False)
+    actor = args.by or f"cli:{getpass.getuser()}"
+
+    async def go() -> ErasureReport:
+        state = open_state(config)
+        await state.open()
+        try:
+            return await erase_address(state, args.address, actor)
+        finally:
+            await state.close()
+
+    try:
+        report = asyncio.run(go())
+    except ValueError as exc:
+        print(f"erase: {exc}", file=sys.stderr)
+        return 2
+    except NotImplementedError as exc:
+        print(f"erase: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+        return 0
+    print(f"erased; the address is now {report.token}")
+    for table, count in sorted(report.changed.items()):
+        print(f"  {table}: {count} rows")
+    if not report.checkpointed:
+        print("  (a database was busy: the old bytes go at its next checkpoint)")
+    return 0
 
 
 # -- passwd -----------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ from gateway.priority_config import (
     parse_idempotency,
     parse_priorities,
 )
+from gateway.retention_config import RetentionConfig, parse_retention
 from gateway.state_config import StateConfig, parse_state
+from gateway.webhooks.settings import WebhookConfig, parse_webhooks
 from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
@@ -133,6 +135,8 @@ class Config:
     # None or a directory without policy files: no policy checks.
     policies_dir: Path | None = None
     admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
+    webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.retention
     # Category → priority and each priority's share of delivery (gateway.priority_config).
     priorities: PriorityConfig = field(default_factory=PriorityConfig)
     idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
@@ -148,6 +152,11 @@ class Config:
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def erasure_key_path(self) -> Path:
+        """The key of erased addresses' hashes (gateway.state.address_hash)."""
+        return self.retention.erasure_key_file or self.data_dir / "erasure.key"
 
     @property
     def policy_snapshot_path(self) -> Path:
@@ -186,12 +195,17 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         dkim=parse_dkim(root.section("dkim"), base, read_keys),
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         admin=parse_admin(root, base),
+        webhooks=parse_webhooks(root, base),
+        retention=parse_retention(root.section("retention"), base),
         priorities=priorities,
         idempotency=parse_idempotency(root.section("idempotency")),
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
         state=parse_state(root, base),
     )
+    if cfg.webhooks and cfg.state.dsn is not None:
+        root.error("webhooks", "webhooks read their outbox from state.db: not available "
+                   "with state: postgresql yet")
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()

@@ -26,10 +26,15 @@ from gateway.intake.smtpd import IntakeServer
 from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
+from gateway.retention import RetentionJob
 from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import open_state
+from gateway.state.db import StateDb
+from gateway.state.migrations.sqlite import EVENTS
+from gateway.webhooks.dispatcher import WebhookDispatcher
+from gateway.webhooks.outbox import Outbox
 from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
@@ -57,6 +62,12 @@ class Gateway:
                           for lst in config.listeners]
         self.admin = AdminServer(self, config.admin) if config.admin is not None else None
         self.workers: IntakeWorkers | None = None
+        # state.db beside the batched event writer, for what is off the hot path: the
+        # webhook outbox and the retention purge (opened on first use).
+        self.events_db = StateDb(config.state_path, EVENTS)
+        self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.events_db), self.clock)
+        self.retention = RetentionJob(self.events_db, config.retention, self.clock)
+        self._reconfiguring: asyncio.Task[None] | None = None
         self.bounces = BounceService(config, self.state, self.spool, self.clock, self._enqueue)
         self.scheduler.on_filed = self.bounces.filed
         self.delivery.return_paths = self.bounces.return_paths
@@ -80,12 +91,19 @@ class Gateway:
         reserve the ports (see _reserve_ports) until they listen."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.state.open()
+        # Made now, before intake workers start, so every process hashes with it.
+        self.state.hasher.ensure_key()
         self.policy.start()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
         self.scheduler.start()
         if self.admin is not None:
             await self.admin.start()  # before the listeners: /readyz says when they are up
+        await self.webhooks.start()
+        if self.state.backend == "sqlite":
+            self.retention.start()
+        else:
+            log.warning("retention: events in %s are not purged yet", self.state.backend)
         await self.bounces.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
@@ -130,6 +148,12 @@ class Gateway:
             await self.admin.stop()
         await self.bounces.stop()
         await self.delivery.close()
+        if self._reconfiguring is not None:
+            await self._reconfiguring
+        # Whatever the senders had not sent waits in state.db for the next start.
+        await self.webhooks.stop()
+        await self.retention.stop()
+        await self.events_db.close()
         await self.spool.close()
         await self.policy.stop()
         await self.state.close()
@@ -158,6 +182,11 @@ class Gateway:
         self.bounces.reconfigure(new)
         for listener in self.listeners:
             listener.reconfigure(new)
+        self.retention.config = new.retention
+        if new.webhooks != self.webhooks.configs or any(
+                s.paused for s in self.webhooks.senders.values()):
+            self._reconfiguring = asyncio.get_running_loop().create_task(
+                self._reconfigure_webhooks(self._reconfiguring, new))
         log.info("configuration reloaded from %s", new.path)
         return True
 
@@ -170,6 +199,14 @@ class Gateway:
             return []
         return [f"listener {lst.listener.name} is not listening"
                 for lst in self.listeners if not lst.serving]
+    async def _reconfigure_webhooks(self, previous: asyncio.Task[None] | None,
+                                    new: Config) -> None:
+        if previous is not None:
+            await previous  # reloads in quick succession apply in order
+        try:
+            await self.webhooks.reconfigure(new.webhooks)
+        except Exception:
+            log.exception("reload: webhooks could not be restarted")
 
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage

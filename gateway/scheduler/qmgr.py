@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at the deferred queue
 INCOMING_SCAN_EVERY = 10.0  # seconds between directory scans of incoming/
+EVENT_FLUSH_TIMEOUT = 5.0  # seconds a finished message waits for its events to be stored
 
 
 class Deliverer(Protocol):
@@ -268,7 +269,7 @@ class Scheduler:
             return
         jobs = self._jobs(pending)
         attempts = await asyncio.gather(*(self._deliver(job, content) for job in jobs))
-        self._file(pending, [
+        await self._file(pending, [
             (job.route, attempt, result)
             for job, attempt in zip(jobs, attempts, strict=True)
             for result in attempt.results
@@ -347,8 +348,8 @@ class Scheduler:
         return key, gate
 
     # -- filing the outcome ------------------------------------------------------------------
-    def _file(self, pending: _Pending,
-              results: list[tuple[Route, Attempt, RecipientResult]]) -> None:
+    async def _file(self, pending: _Pending,
+                    results: list[tuple[Route, Attempt, RecipientResult]]) -> None:
         now = self.clock.now()
         qm = pending.qm
         attempt_no = pending.attempts + 1
@@ -373,7 +374,18 @@ class Scheduler:
             else:
                 self._resync_index(qm.id)
         else:
+            # The queue file is the last trace of this message: its final events (what
+            # webhooks and traces report) must be stored before it goes, or a kill -9
+            # in between would lose them. Bounded: a failing store never holds mail.
+            await self._store_events(qm)
             self._complete(qm, indexed=pending.indexed, pending=pending, outcome=outcome)
+
+    async def _store_events(self, qm: QueuedMessage) -> None:
+        try:
+            await asyncio.wait_for(self.events.flush(), EVENT_FLUSH_TIMEOUT)
+        except Exception as exc:  # logged; the delivery itself is done
+            log.warning("events of %s not stored before its queue file was removed: %s",
+                        qm.id, exc.__class__.__name__)
 
     def _record(self, pending: _Pending, outcome: _Outcome, now: float,
                 state: QueueState) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from gateway.config import Config
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
+from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AuditLog, SqliteAuditLog
 from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
@@ -54,8 +55,9 @@ from gateway.state.redis_limits import RedisRateCounters
 from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
 from gateway.state_config import StateConfig
 
-__all__ = ["STATE_ERRORS", "AuditLog", "ConsentStore", "EventStore", "IdempotencyStore",
-           "RateCounters", "SqliteEventStore", "StateStore", "SuppressionStore", "open_state"]
+__all__ = ["STATE_ERRORS", "AddressHasher", "AuditLog", "ConsentStore", "EventStore",
+           "IdempotencyStore", "RateCounters", "SqliteEventStore", "StateStore",
+           "SuppressionStore", "open_state"]
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,23 @@ class StateStore:
     statements on the event loop that must not wait (gateway.state.db); a reader
     of a file that other processes write all the time loses its page cache at
     every commit and meets their WAL checkpoints (measured; BENCHMARKS.md).
+
+    An erased address is kept as a keyed hash (`hasher`, gateway.state.address_hash;
+    gateway.state.erasure rewrites the SQLite files), which suppression lookups ask
+    for too.
     """
 
-    def __init__(self, path: Path, config: StateConfig | None = None) -> None:
+    def __init__(self, path: Path, config: StateConfig | None = None, *,
+                 erasure_key: Path | None = None) -> None:
         config = config or StateConfig()
         self.path = path
         self.policy_path = path.with_name("policy.db")
         self.ratelimits_path = path.with_name("ratelimits.table")
         self.events: EventStore = SqliteEventStore(path)
+        self.hasher = AddressHasher(erasure_key or path.with_name("erasure.key"))
         self._policy_db = StateDb(self.policy_path, sqlite_migrations.POLICY)
-        self.suppressions: SuppressionStore = SqliteSuppressionStore(self._policy_db)
+        self.suppressions: SuppressionStore = SqliteSuppressionStore(self._policy_db,
+                                                                     self.hasher)
         self.consent: ConsentStore = SqliteConsentStore(self._policy_db)
         self.rate_counters: RateCounters = SharedRateCounters(self.ratelimits_path)
         self.audit: AuditLog = SqliteAuditLog(self._policy_db)
@@ -190,7 +199,7 @@ class StateStore:
 
 def open_state(config: Config) -> StateStore:
     """The state store that `config` selects (not opened yet)."""
-    return StateStore(config.state_path, config.state)
+    return StateStore(config.state_path, config.state, erasure_key=config.erasure_key_path)
 
 
 def _migrate_file(path: Path, migrations: tuple[Migration, ...]) -> tuple[int, list[Migration]]:

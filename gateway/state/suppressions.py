@@ -4,6 +4,9 @@ The table's primary key is (target, scope), so a lookup — the recipient's
 address and its "@domain" — is one indexed query whatever the table's size.
 Targets are stored normalized (gateway.policy.addresses); callers normalize.
 Expired entries are ignored by lookups and removed by `purge_expired()`.
+An erased address's entries are kept under its keyed hash
+(gateway.state.address_hash): a lookup asks for the hash of the address too,
+in the same query.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Protocol
 
 from gateway.model import Suppression, SuppressionReason
 from gateway.sqlite import Row
+from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb
 
@@ -36,10 +40,18 @@ class SuppressionStore(Protocol):
 
 
 class SqliteSuppressionStore:
-    def __init__(self, db: StateDb) -> None:
+    def __init__(self, db: StateDb, hasher: AddressHasher | None = None) -> None:
         self._db = db
+        self._hasher = hasher
+
+    def _with_tokens(self, targets: tuple[str, ...]) -> tuple[str, ...]:
+        if self._hasher is None:
+            return targets
+        tokens = [self._hasher.token_if_keyed(t) for t in targets if not t.startswith("@")]
+        return targets + tuple(t for t in tokens if t is not None)
 
     async def lookup(self, targets: tuple[str, ...], now: float) -> list[Suppression]:
+        targets = self._with_tokens(targets)
         marks = ", ".join("?" * len(targets))
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM suppressions WHERE target IN ({marks})"
@@ -56,8 +68,11 @@ class SqliteSuppressionStore:
         return len(rows)
 
     async def remove(self, target: str, scope: str | None, actor: str, now: float) -> int:
-        where, params = ("target = ?", (target,)) if scope is None else (
-            "target = ? AND scope = ?", (target, scope))
+        # An erased address's entries (under its hash) go too: the person asked for mail.
+        forms = self._with_tokens((target,))
+        marks = ", ".join("?" * len(forms))
+        where, params = (f"target IN ({marks})", forms) if scope is None else (
+            f"target IN ({marks}) AND scope = ?", (*forms, scope))
         def run(c: sqlite3.Connection) -> int:
             count = c.execute(f"DELETE FROM suppressions WHERE {where}", params).rowcount
             c.execute(AUDIT_INSERT, audit_row(now, actor, "suppress.remove", {

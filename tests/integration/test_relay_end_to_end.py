@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import smtplib
+import sqlite3
 from pathlib import Path
 
 from gateway.clock import ManualClock
@@ -96,3 +97,32 @@ async def test_each_recipient_gets_its_own_outcome_and_retry(tmp_path: Path) -> 
             assert bounced.reply is not None and str(bounced.reply) == "550 5.1.1 No such user"
     finally:
         sink.stop()
+
+
+async def test_final_events_are_stored_before_the_queue_file_goes(tmp_path: Path) -> None:
+    # After the queue file is removed, the stored events are all that is left of a
+    # message (traces, webhooks): a kill -9 right then must not lose "delivered".
+    sink = Sink().start()
+    seen: dict[str, list[str]] = {}
+    try:
+        async with running_gateway(write_config(tmp_path, sink.port)) as gw:
+            files = gw.spool.files
+            real_remove = files.remove
+
+            def remove_and_look(queue_id: str, state: QueueState) -> bool:
+                with sqlite3.connect(gw.config.state_path) as db:  # another reader
+                    seen[queue_id] = [t for (t,) in db.execute(
+                        "SELECT type FROM events WHERE queue_id = ?", (queue_id,))]
+                return real_remove(queue_id, state)
+
+            files.remove = remove_and_look  # type: ignore[method-assign]
+            ids = [await send(gw.ports["relay"], [f"guest{i}@example.net"]) for i in range(10)]
+            await sink.await_for(10)
+            for _ in range(200):
+                if len(seen) == 10:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        sink.stop()
+    assert sorted(seen) == sorted(ids)
+    assert all(EventType.DELIVERED.value in types for types in seen.values()), seen

@@ -34,8 +34,16 @@ EVENTS: tuple[Migration, ...] = (
         "CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id)",
         "CREATE INDEX IF NOT EXISTS events_time ON events(time)",
     )),
+    # Each webhook's outbox cursor (gateway.webhooks.outbox), beside the events it reads.
+    Migration(2, "webhook cursors", (
+        """CREATE TABLE IF NOT EXISTS webhook_cursors (
+            name TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            updated REAL NOT NULL
+        ) WITHOUT ROWID""",
+    )),
     # What intake learned about a message for the admin API: category, correlation headers.
-    Migration(2, "message_tags", (
+    Migration(3, "message_tags", (
         """CREATE TABLE IF NOT EXISTS message_tags (
             queue_id TEXT NOT NULL,
             name TEXT NOT NULL,
