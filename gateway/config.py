@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gateway.admin.settings import AdminConfig, parse_admin
 from gateway.bounces.settings import BounceConfig, parse_bounces
 from gateway.dkim_config import DEFAULT_SIGNED_HEADERS, DkimConfig, DkimKey, parse_dkim
 from gateway.errors import ConfigProblem
@@ -45,6 +46,7 @@ from gateway.yamlnodes import Problems, Section, compose_file, parse_duration
 
 __all__ = [
     "DEFAULT_SIGNED_HEADERS",
+    "AdminConfig",
     "Config",
     "DeliveryConfig",
     "DkimConfig",
@@ -141,6 +143,7 @@ class Config:
     policies_dir: Path | None = None
     logging: LogConfig = field(default_factory=lambda: LogConfig())
     metrics_sample_interval: float = 10.0  # seconds between queue gauge samples
+    admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
     webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.retention
     # Category → priority and each priority's share of delivery (gateway.priority_config).
@@ -202,6 +205,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         policies_dir=base / root.get_str("policies_dir", "./policies"),
         logging=_logging(root.section("logging")),
         metrics_sample_interval=_metrics(root.section("metrics")),
+        admin=parse_admin(root, base),
         webhooks=parse_webhooks(root, base),
         retention=parse_retention(root.section("retention"), base),
         priorities=priorities,

@@ -77,6 +77,9 @@ class EventType(StrEnum):
     REJECTED = "rejected"  # refused at RCPT or DATA; queue_id is "" when no message exists
     DROPPED = "dropped"  # removed at DATA (consent, scoped suppression); others delivered
     DELAYED = "delayed"  # accepted, first attempt held back by a `delay` rate limit
+    # A recipient used a List-Unsubscribe link (admin API); queue_id "", detail names the
+    # category.
+    UNSUBSCRIBED = "unsubscribed"
     # Bounce handling (gateway.bounces): what a returned message or a delivery reply led to.
     SOFT_BOUNCED = "soft_bounced"  # a soft bounce that counts towards `soft.count`
     COMPLAINED = "complained"  # an ARF complaint about this message and recipient
@@ -184,6 +187,9 @@ class Envelope:
     # (gateway.priority_config); kept in the queue file so a restart keeps them.
     category: str | None = None
     priority: Priority = Priority.NORMAL
+    # (name, value) pairs intake learned for later lookups, not stored in the queue file:
+    # configured correlation header fields (lower-case) for the admin API's traces.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

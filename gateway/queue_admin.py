@@ -19,7 +19,8 @@ from gateway.model import Event, EventType, QueueId, QueueState, RecipientState
 from gateway.spool.index import QueueIndex
 from gateway.spool.queue_id import is_queue_id
 from gateway.spool.store import CorruptQueueFile, QueueFiles
-from gateway.state import open_state
+from gateway.state import StateStore, open_state
+from gateway.state.events import EventStore
 
 __all__ = ["QueueAdmin", "QueueAdminError", "QueueRow"]
 
@@ -46,13 +47,19 @@ class QueueRow:
 
 
 class QueueAdmin:
-    def __init__(self, config: Config, now: Callable[[], float]) -> None:
+    def __init__(self, config: Config, now: Callable[[], float], *,
+                 files: QueueFiles | None = None, index: QueueIndex | None = None,
+                 events: EventStore | None = None) -> None:
+        """Own connections by default (the CLI); the admin API passes the running
+        gateway's spool and event store, already open, so its writes are ordered
+        with the scheduler's."""
         self.config = config
         self.now = now
-        self.files = QueueFiles(config.spool_dir)
-        self.index = QueueIndex(config.spool_dir / "queue.db")
-        self.state = open_state(config)  # events: in SQLite or PostgreSQL, as configured
-        self.events = self.state.events
+        self.files = files or QueueFiles(config.spool_dir)
+        self.index = index or QueueIndex(config.spool_dir / "queue.db")
+        # The CLI's own store, in SQLite or PostgreSQL as configured (opened by run()).
+        self.state = open_state(config) if events is None else None
+        self.events: EventStore = events or self._own_state().events
         self.router = Router(config.routes)
 
     @classmethod
@@ -62,14 +69,19 @@ class QueueAdmin:
         if not config.spool_dir.is_dir():
             raise QueueAdminError("no_spool", f"no spool at {config.spool_dir}")
         admin = cls(config, time.time)
+        state = admin._own_state()
         await admin.index.open()
-        await admin.state.open()
+        await state.open()
         try:
             return await action(admin)
         finally:
-            await admin.state.close()
+            await state.close()
             await admin.index.close()
             admin.files.close()
+
+    def _own_state(self) -> StateStore:
+        assert self.state is not None, "built with the gateway's own event store"
+        return self.state
 
     # -- reading -----------------------------------------------------------------------------
     async def listing(self, *, state: str | None = None, route: str | None = None,

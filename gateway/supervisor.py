@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from gateway import metrics
+from gateway.admin.server import AdminServer
 from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
@@ -33,7 +34,6 @@ from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import open_state
 from gateway.state.db import StateDb
-from gateway.state.events import accepted_events
 from gateway.state.migrations.sqlite import EVENTS
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox
@@ -62,6 +62,7 @@ class Gateway:
         configure_intake(self.acceptor, config, self.state, self.clock)
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
+        self.admin = AdminServer(self, config.admin) if config.admin is not None else None
         self.workers: IntakeWorkers | None = None
         self.queue_metrics = QueueSampler(self.spool, self.clock,
                                           config.metrics_sample_interval)
@@ -105,6 +106,8 @@ class Gateway:
         self.scheduler.start()
         self.queue_metrics.start()
         metrics.RUNNING.attach(self._collectors)
+        if self.admin is not None:
+            await self.admin.start()  # before the listeners: /readyz says when they are up
         await self.webhooks.start()
         if self.state.backend == "sqlite":
             self.retention.start()
@@ -150,6 +153,8 @@ class Gateway:
         for listener in self.listeners:
             await listener.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
+        if self.admin is not None:
+            await self.admin.stop()
         await self.queue_metrics.stop()
         metrics.RUNNING.detach(self._collectors)
         await self.bounces.stop()
@@ -198,6 +203,15 @@ class Gateway:
         metrics.record_reload("config", True)
         return True
 
+    def listener_problems(self) -> list[str]:
+        """Why intake is not up, for /readyz (empty: every listener accepts)."""
+        if self.workers is not None:
+            running = self.workers.running
+            if running < self.workers.count:
+                return [f"{running} of {self.workers.count} intake workers are running"]
+            return []
+        return [f"listener {lst.listener.name} is not listening"
+                for lst in self.listeners if not lst.serving]
     async def _reconfigure_webhooks(self, previous: asyncio.Task[None] | None,
                                     new: Config) -> None:
         if previous is not None:
@@ -218,7 +232,7 @@ class Gateway:
         return qm
 
     def _on_queued(self, qm: QueuedMessage) -> None:
-        self.state.events.record(accepted_events(qm, self.clock.now()))
+        self.state.events.record_accepted(qm, self.clock.now())
         self.scheduler.notify(qm)
 
 
@@ -230,6 +244,9 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("data_dir")
     if old.policies_dir != new.policies_dir:
         out.append("policies_dir")
+    old_admin = (old.admin.address, old.admin.port) if old.admin else None
+    if old_admin != ((new.admin.address, new.admin.port) if new.admin else None):
+        out.append("admin listener")
     if old.bounces != new.bounces:
         out.append("bounces")
     if old.state != new.state:
@@ -247,7 +264,14 @@ async def serve(config_path: Path) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload_all(gateway))
-    await gateway.start(spawn_workers=True)
+    try:
+        await gateway.start(spawn_workers=True)
+    except OSError as exc:
+        # A port in use, most often: say so in one line, and close what did start
+        # (its threads would keep the process alive).
+        log.error("cannot start: %s", exc)
+        await gateway.stop()
+        return 1
     log.info("smtp-gateway ready: %r", gateway)
     await stop.wait()
     log.info("stopping: no new sessions; waiting up to %.0fs for deliveries",

@@ -47,6 +47,11 @@ class IntakeWorkers:
         pids = ",".join(str(p.pid) for p in self._procs.values())
         return f"<IntakeWorkers {len(self._procs)}/{self.count} pids={pids}>"
 
+    @property
+    def running(self) -> int:
+        """Worker processes alive now (for the admin API's /readyz)."""
+        return sum(1 for proc in self._procs.values() if proc.returncode is None)
+
     async def start(self, timeout: float = 30.0) -> None:
         """Start every worker; return once each listens (or `timeout` passed)."""
         for slot in range(self.count):

@@ -88,8 +88,10 @@ __all__ = [
     "Transaction",
     "address_problem",
     "configure_intake",
+    "correlation_headers",
     "envelope_path",
     "has_long_line",
+    "header_tags",
     "normalize_line_endings",
     "received_header",
 ]
@@ -154,6 +156,9 @@ class Acceptor:
         self._hostname = hostname
         self._clock = clock  # for the policy checks to come (rate windows)
         self._on_queued = on_queued
+        # Header fields whose values are recorded for traces (admin.correlation_headers);
+        # empty: no extra work per message.
+        self.correlation_headers: tuple[str, ...] = ()
         # Mail for the bounce domain (gateway.bounces.inbox); None: no bounce domain.
         self.bounce_inbox: BounceInbox | None = None
 
@@ -224,6 +229,8 @@ class Acceptor:
         if prepared is None:
             return replies.LINE_TOO_LONG, "line_too_long"
         body, header = prepared
+        if self.correlation_headers:
+            envelope = replace(envelope, tags=header_tags(body, self.correlation_headers))
         guard = self.idempotency
         if guard is None:
             return await self._checked_data(envelope, body, header, esmtp, None)
@@ -347,8 +354,10 @@ class Acceptor:
 
 def configure_intake(acceptor: Acceptor, config: Config, state: StateStore,
                      clock: Clock) -> None:
-    """Apply the `priorities:` and `idempotency:` sections (at start and on reload)."""
+    """Apply the `priorities:`, `idempotency:` and `admin.correlation_headers`
+    settings (at start and on reload)."""
     acceptor.priorities = config.priorities
+    acceptor.correlation_headers = correlation_headers(config)
     idem = config.idempotency
     acceptor.idempotency = (IdempotencyGuard(state.idempotency, state.events, idem, clock)
                             if idem.enabled else None)
@@ -360,6 +369,35 @@ def _state_unavailable(stage: str, exc: Exception) -> Reply:
     log.error("policy check at %s failed, state store unavailable (%s): answering %s",
               stage, exc, replies.STATE_UNAVAILABLE)
     return replies.STATE_UNAVAILABLE
+
+
+def correlation_headers(config: Config) -> tuple[str, ...]:
+    return config.admin.correlation_headers if config.admin is not None else ()
+
+
+def header_tags(content: bytes, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The first value of each of `names` (lower-case) in the header section, unfolded
+    and cut to 200 characters: enough for an id, and bounded whatever a client sends.
+
+    A few byte searches in the lower-cased header section rather than a parse of
+    every field: this runs for every message when correlation headers are set."""
+    end = content.find(b"\r\n\r\n")
+    head = b"\r\n" + (content if end < 0 else content[:end + 2])
+    lowered = head.lower()
+    out = []
+    for name in names:
+        start = lowered.find(b"\r\n" + name.encode("ascii") + b":")
+        if start < 0:
+            continue
+        pos = start + len(name) + 3
+        stop = lowered.find(b"\r\n", pos)
+        while stop >= 0 and head[stop + 2:stop + 3] in (b" ", b"\t"):  # folded
+            stop = lowered.find(b"\r\n", stop + 2)
+        raw = head[pos:stop if stop >= 0 else len(head)]
+        value = " ".join(raw.decode("utf-8", "replace").split())
+        if value:
+            out.append((name, value[:200]))
+    return tuple(out)
 
 
 def _address_refusal(transaction: Transaction, recipient: str) -> Reply | None:

@@ -120,6 +120,11 @@ class IntakeServer:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    @property
+    def serving(self) -> bool:
+        """Accepting connections (for the admin API's /readyz)."""
+        return self._server is not None and self._server.is_serving()
+
     async def start(self, *, reuse_port: bool = False) -> None:
         """Listen. With `reuse_port`, intake worker processes bind the same port and the
         kernel spreads connections between them (SO_REUSEPORT)."""

@@ -41,7 +41,6 @@ from gateway.policy.stage import PolicyStage
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
 from gateway.state import open_state
-from gateway.state.events import accepted_events
 
 __all__ = ["READY", "parse_ports", "run_worker"]
 
@@ -87,7 +86,7 @@ class _Worker:
         self.acceptor.policies = stage
 
     def _on_queued(self, qm: QueuedMessage) -> None:
-        self.state.events.record(accepted_events(qm, self.clock.now()))
+        self.state.events.record_accepted(qm, self.clock.now())
         try:
             self._out.write(qm.id.encode("ascii") + b"\n")
             self._out.flush()

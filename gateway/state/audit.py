@@ -33,6 +33,9 @@ def audit_row(time: float, actor: str, action: str, detail: dict[str, object]) -
 
 class AuditLog(Protocol):
     async def entries(self, limit: int = 100) -> list[AuditEntry]: ...
+    async def record(self, actor: str, action: str, detail: dict[str, object],
+                     now: float) -> None:
+        """An audit row for a change made elsewhere (the queue: admin API)."""
 
 
 class SqliteAuditLog:
@@ -43,3 +46,7 @@ class SqliteAuditLog:
         rows = await self._db.fetchall(
             "SELECT time, actor, action, detail FROM audit ORDER BY seq DESC LIMIT ?", (limit,))
         return [AuditEntry(float(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    async def record(self, actor: str, action: str, detail: dict[str, object],
+                     now: float) -> None:
+        await self._db.transaction([(AUDIT_INSERT, [audit_row(now, actor, action, detail)])])

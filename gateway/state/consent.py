@@ -27,6 +27,8 @@ class ConsentStore(Protocol):
         """The latest record per address (addresses without any are absent)."""
     async def record(self, records: Iterable[ConsentRecord], actor: str, now: float) -> int: ...
     async def history(self, address: str) -> list[ConsentRecord]: ...
+    async def page(self, after: int, limit: int) -> list[tuple[int, ConsentRecord]]:
+        """(sequence number, record) in the order they were written, after `after`."""
 
 
 class SqliteConsentStore:
@@ -58,6 +60,12 @@ class SqliteConsentStore:
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM consent WHERE address = ? ORDER BY time, seq", (address,))
         return [_record(r) for r in rows]
+
+    async def page(self, after: int, limit: int) -> list[tuple[int, ConsentRecord]]:
+        rows = await self._db.fetchall(
+            f"SELECT seq, {_COLUMNS} FROM consent WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit))
+        return [(int(r[0]), _record(r[1:])) for r in rows]
 
 
 def _record(r: Row) -> ConsentRecord:

@@ -1,6 +1,13 @@
 """Events: each recipient's life, step by step (KumoMTA's log records, Postfix's
 maillog lines — but queryable). Audit, metrics and webhooks build on these.
 
+Beside them, `message_tags` keeps what intake learned about a message that
+later events do not repeat: its category and the values of the configured
+correlation headers (e.g. X-Booking-Id), so an operator can trace a message
+by them and the summary can count by category (the admin API). Its rows are
+keyed by queue id, which sorts by arrival time: retention can drop them with
+`queue_id < new_queue_id(cutoff)`.
+
 Writes are batched (gateway.sqlite); a query flushes first, so a caller always
 sees the events it recorded.
 """
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +27,12 @@ from gateway.sqlite import BatchedDb, Row
 from gateway.state.migrations import migrate_sqlite
 from gateway.state.migrations.sqlite import EVENTS
 
-__all__ = ["EventStore", "SqliteEventStore", "accepted_events"]
+__all__ = ["CATEGORY_TAG", "EventStore", "SqliteEventStore", "Summary", "accepted_events",
+           "message_tags", "summary_of"]
+
+CATEGORY_TAG = ":category"  # a tag name no header field can have
+
+_INSERT_TAG = "INSERT OR REPLACE INTO message_tags (queue_id, name, value) VALUES (?, ?, ?)"
 
 _INSERT = (
     "INSERT INTO events (time, queue_id, type, recipient, message_id, route, host,"
@@ -40,15 +53,31 @@ def accepted_events(qm: QueuedMessage, now: float) -> list[Event]:
                   message_id=env.message_id, detail=detail) for rcpt in env.recipients]
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Event counts since a time, by type, and by (category or route, type)."""
+
+    since: float
+    totals: dict[str, int] = field(default_factory=dict)
+    by_category: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_route: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 class EventStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def record(self, events: Iterable[Event]) -> None:
         """Queue events for storage; never blocks the caller."""
+    def record_accepted(self, qm: QueuedMessage, now: float) -> None:
+        """The `accepted` events of a message intake stored, and its tags."""
     async def flush(self) -> None:
         """Wait until the events recorded so far are stored."""
     async def by_queue_id(self, queue_id: QueueId) -> list[Event]: ...
     async def by_message_id(self, message_id: str) -> list[Event]: ...
+    async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
+        """Every event of the messages tagged name=value (e.g. x-booking-id=B-123)."""
+    async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]: ...
+    async def summary(self, since: float) -> Summary: ...
 
 
 class SqliteEventStore:
@@ -68,6 +97,12 @@ class SqliteEventStore:
         self._db.write_many(_INSERT, (_row(e) for e in events))
         log_events(events)  # the log line of each (gateway.event_log)
 
+    def record_accepted(self, qm: QueuedMessage, now: float) -> None:
+        self.record(accepted_events(qm, now))
+        tags = message_tags(qm)
+        if tags:
+            self._db.write_many(_INSERT_TAG, ((qm.id, n, v) for n, v in tags))
+
     async def flush(self) -> None:
         await self._db.flush()
 
@@ -82,6 +117,53 @@ class SqliteEventStore:
             (message_id,),
         )
         return [_event(r) for r in rows]
+
+    async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
+        rows = await self._db.fetchall(
+            _SELECT + " WHERE queue_id IN (SELECT queue_id FROM message_tags"
+            " WHERE name = ? AND value = ? LIMIT ?) ORDER BY seq", (name, value, limit))
+        return [_event(r) for r in rows]
+
+    async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]:
+        ids = sorted(set(queue_ids))
+        out: dict[QueueId, dict[str, str]] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound on host parameters
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in await self._db.fetchall(
+                    f"SELECT queue_id, name, value FROM message_tags WHERE queue_id IN ({marks})",
+                    tuple(chunk)):
+                out.setdefault(str(r[0]), {})[str(r[1])] = str(r[2])
+        return out
+
+    async def summary(self, since: float) -> Summary:
+        rows = await self._db.fetchall(
+            "SELECT e.type, COALESCE(t.value, ''), COALESCE(e.route, ''), COUNT(*)"
+            " FROM events e LEFT JOIN message_tags t"
+            " ON t.queue_id = e.queue_id AND t.name = ?"
+            " WHERE e.time >= ? GROUP BY 1, 2, 3", (CATEGORY_TAG, since))
+        return summary_of(since, rows)
+
+
+def message_tags(qm: QueuedMessage) -> tuple[tuple[str, str], ...]:
+    """What to keep in message_tags: the category (when policies gave one) and the
+    correlation header values intake found."""
+    env = qm.envelope
+    return ((CATEGORY_TAG, env.category), *env.tags) if env.category else env.tags
+
+
+def summary_of(since: float, rows: Iterable[Row]) -> Summary:
+    """A Summary from (type, category or '', route or '', count) rows (both backends)."""
+    out = Summary(since)
+    for kind, category, route, count in rows:
+        n = int(count)
+        out.totals[kind] = out.totals.get(kind, 0) + n
+        by_cat = out.by_category.setdefault(category or "none", {})
+        by_cat[kind] = by_cat.get(kind, 0) + n
+        if route:
+            by_route = out.by_route.setdefault(route, {})
+            by_route[kind] = by_route.get(kind, 0) + n
+    return out
 
 
 def _row(e: Event) -> tuple[object, ...]:

@@ -22,9 +22,24 @@ from typing import Any
 
 from gateway.errors import StateUnavailable
 from gateway.event_log import log_events
-from gateway.model import ConsentRecord, Event, EventType, QueueId, Reply, Suppression
+from gateway.model import (
+    ConsentRecord,
+    Event,
+    EventType,
+    QueuedMessage,
+    QueueId,
+    Reply,
+    Suppression,
+)
 from gateway.model import SuppressionReason as Reason
 from gateway.state.audit import AuditEntry
+from gateway.state.events import (
+    CATEGORY_TAG,
+    Summary,
+    accepted_events,
+    message_tags,
+    summary_of,
+)
 from gateway.state.postgres import Conn, PostgresPool
 
 __all__ = ["PostgresAuditLog", "PostgresConsentStore", "PostgresEventStore",
@@ -36,6 +51,8 @@ FLUSH_INTERVAL = 0.02  # seconds events wait to be written together
 MAX_PENDING_EVENTS = 100_000  # kept in memory while the server is away
 RETRY_INTERVAL = 0.25  # seconds between flush tries then (the pool's backoff paces real tries)
 _AUDIT = "INSERT INTO audit (time, actor, action, detail) VALUES ($1, $2, $3, $4)"
+_TAG_UPSERT = ("INSERT INTO message_tags (queue_id, name, value) VALUES ($1, $2, $3)"
+               " ON CONFLICT (queue_id, name) DO UPDATE SET value = EXCLUDED.value")
 
 
 def _audit(now: float, actor: str, action: str, detail: dict[str, object]
@@ -95,6 +112,12 @@ class PostgresSuppressionStore:
             f"SELECT {_SUP_COLUMNS} FROM suppressions ORDER BY target"))
         return [_suppression(r) for r in rows]
 
+    async def page(self, after: tuple[str, str], limit: int) -> list[Suppression]:
+        rows = await self._pool.run(lambda c: c.fetch(
+            f"SELECT {_SUP_COLUMNS} FROM suppressions WHERE (target, scope) > ($1, $2)"
+            " ORDER BY target, scope LIMIT $3", after[0], after[1], limit))
+        return [_suppression(r) for r in rows]
+
     async def count(self) -> int:
         return int(await self._pool.run(lambda c: c.fetchval(
             "SELECT count(*) FROM suppressions")))
@@ -148,6 +171,12 @@ class PostgresConsentStore:
             address))
         return [_consent(r) for r in rows]
 
+    async def page(self, after: int, limit: int) -> list[tuple[int, ConsentRecord]]:
+        rows = await self._pool.run(lambda c: c.fetch(
+            f"SELECT seq, {_CONSENT_COLUMNS} FROM consent WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after, limit))
+        return [(int(r[0]), _consent(tuple(r)[1:])) for r in rows]
+
 
 def _consent(r: Any) -> ConsentRecord:
     return ConsentRecord(address=r[0], category=r[1], granted=bool(r[2]), time=float(r[3]),
@@ -166,6 +195,10 @@ class PostgresAuditLog:
             "SELECT time, actor, action, detail FROM audit ORDER BY seq DESC LIMIT $1", limit))
         return [AuditEntry(float(r[0]), r[1], r[2], r[3]) for r in rows]
 
+    async def record(self, actor: str, action: str, detail: dict[str, object],
+                     now: float) -> None:
+        await self._pool.run(lambda c: c.execute(_AUDIT, *_audit(now, actor, action, detail)))
+
 
 # -- events -----------------------------------------------------------------------------------
 
@@ -179,6 +212,7 @@ class PostgresEventStore:
     def __init__(self, pool: PostgresPool) -> None:
         self._pool = pool
         self._pending: list[EventRow] = []
+        self._pending_tags: list[tuple[str, str, str]] = []  # message_tags rows
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -196,6 +230,11 @@ class PostgresEventStore:
         if self._pending:
             log.error("%d events could not be written to %s", len(self._pending),
                       self._pool.where)
+
+    def record_accepted(self, qm: QueuedMessage, now: float) -> None:
+        # Before the events: a flush writes the tags first.
+        self._pending_tags.extend((qm.id, n, v) for n, v in message_tags(qm))
+        self.record(accepted_events(qm, now))
 
     def record(self, events: Iterable[Event]) -> None:
         events = list(events)
@@ -223,6 +262,16 @@ class PostgresEventStore:
 
     async def flush(self) -> None:
         async with self._lock:
+            while self._pending_tags:
+                tags, self._pending_tags = self._pending_tags, []
+
+                async def upsert(c: Conn, rows: list[tuple[str, str, str]] = tags) -> None:
+                    await c.executemany(_TAG_UPSERT, rows)
+                try:
+                    await self._pool.run(upsert)
+                except BaseException:
+                    self._pending_tags[:0] = tags
+                    raise
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
@@ -243,6 +292,33 @@ class PostgresEventStore:
             _EVENT_SELECT + " WHERE queue_id IN (SELECT DISTINCT queue_id FROM events"
             " WHERE message_id = $1) ORDER BY time, seq", message_id))
         return [_event(r) for r in rows]
+
+    async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
+        await self.flush()
+        rows = await self._pool.run(lambda c: c.fetch(
+            _EVENT_SELECT + " WHERE queue_id IN (SELECT queue_id FROM message_tags"
+            " WHERE name = $1 AND value = $2 LIMIT $3) ORDER BY seq", name, value, limit))
+        return [_event(r) for r in rows]
+
+    async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]:
+        await self.flush()
+        ids = sorted(set(queue_ids))
+        rows = await self._pool.run(lambda c: c.fetch(
+            "SELECT queue_id, name, value FROM message_tags WHERE queue_id = ANY($1::text[])",
+            ids))
+        out: dict[QueueId, dict[str, str]] = {}
+        for r in rows:
+            out.setdefault(r[0], {})[r[1]] = r[2]
+        return out
+
+    async def summary(self, since: float) -> Summary:
+        await self.flush()
+        rows = await self._pool.run(lambda c: c.fetch(
+            "SELECT e.type, COALESCE(t.value, ''), COALESCE(e.route, ''), COUNT(*)"
+            " FROM events e LEFT JOIN message_tags t"
+            " ON t.queue_id = e.queue_id AND t.name = $1"
+            " WHERE e.time >= $2 GROUP BY 1, 2, 3", CATEGORY_TAG, since))
+        return summary_of(since, [tuple(r) for r in rows])
 
 
 def _copier(rows: list[EventRow]) -> Callable[[Conn], Awaitable[object]]:

@@ -33,6 +33,8 @@ class SuppressionStore(Protocol):
     async def add(self, entries: Iterable[Suppression], actor: str, now: float) -> int: ...
     async def remove(self, target: str, scope: str | None, actor: str, now: float) -> int: ...
     async def all(self) -> list[Suppression]: ...
+    async def page(self, after: tuple[str, str], limit: int) -> list[Suppression]:
+        """Entries ordered by (target, scope), those after `after`, at most `limit`."""
     async def count(self) -> int: ...
     async def purge_expired(self, now: float) -> int: ...
 
@@ -80,6 +82,12 @@ class SqliteSuppressionStore:
 
     async def all(self) -> list[Suppression]:
         rows = await self._db.fetchall(f"SELECT {_COLUMNS} FROM suppressions ORDER BY target")
+        return [_suppression(r) for r in rows]
+
+    async def page(self, after: tuple[str, str], limit: int) -> list[Suppression]:
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM suppressions WHERE (target, scope) > (?, ?)"
+            " ORDER BY target, scope LIMIT ?", (*after, limit))
         return [_suppression(r) for r in rows]
 
     async def count(self) -> int:

@@ -93,7 +93,7 @@ async def test_two_nodes_share_suppressions_limits_and_events(
     a_config = node_config(tmp_path / "a", sink.port, pg_dsn, redis_prefix, workers=2)
     b_config = node_config(tmp_path / "b", sink.port, pg_dsn, redis_prefix, workers=1)
     assert "up to date" in cli("db", "migrate", "-c", str(a_config))
-    assert "version 1 (this gateway: 1) up to date" in cli("db", "status", "-c", str(b_config))
+    assert "version 2 (this gateway: 2) up to date" in cli("db", "status", "-c", str(b_config))
     a = GatewayProcess(a_config).start()
     b = GatewayProcess(b_config).start()
     try:

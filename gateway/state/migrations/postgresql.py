@@ -59,4 +59,14 @@ POSTGRESQL: tuple[Migration, ...] = (
             detail text NOT NULL
         )""",
     )),
+    # What intake learned about a message for the admin API: category, correlation headers.
+    Migration(2, "message_tags", (
+        """CREATE TABLE message_tags (
+            queue_id text NOT NULL,
+            name text NOT NULL,
+            value text NOT NULL,
+            PRIMARY KEY (queue_id, name)
+        )""",
+        "CREATE INDEX message_tags_value ON message_tags (name, value)",
+    )),
 )

@@ -42,6 +42,16 @@ EVENTS: tuple[Migration, ...] = (
             updated REAL NOT NULL
         ) WITHOUT ROWID""",
     )),
+    # What intake learned about a message for the admin API: category, correlation headers.
+    Migration(3, "message_tags", (
+        """CREATE TABLE IF NOT EXISTS message_tags (
+            queue_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (queue_id, name)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS message_tags_value ON message_tags(name, value)",
+    )),
 )
 
 POLICY: tuple[Migration, ...] = (

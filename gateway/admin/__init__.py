@@ -1,0 +1,1 @@
+"""The admin HTTP API (aiohttp) on its own listener; see server.py."""
