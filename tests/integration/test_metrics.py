@@ -242,8 +242,9 @@ async def test_worker_processes_report_to_the_master(tmp_path: Path) -> None:
             # Delivery is the master's own: recorded directly.
             assert after.delta(before, "smtp_gateway_recipients_total", outcome="delivered",
                                route="sink") == 6
+            # (>= 1: the route retries after 1 s on the real clock, and 451s again)
             assert after.delta(before, "smtp_gateway_recipients_total", outcome="deferred",
-                               route="sink") == 1
+                               route="sink") >= 1
             pids = worker_pids(config)
             assert len(pids) == 2
 
