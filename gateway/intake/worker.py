@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from gateway import early_signals
 from gateway.bounces.service import inbox_for
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
@@ -141,6 +143,7 @@ class _Worker:
         configure_intake(self.acceptor, new, self.state, self.clock)
         for listener in self.listeners:
             listener.reconfigure(new)
+        log.info("intake worker %d: configuration reloaded from %s", os.getpid(), new.path)
 
 
 async def run_worker(config_path: Path, ports: dict[str, int]) -> int:
@@ -150,6 +153,8 @@ async def run_worker(config_path: Path, ports: dict[str, int]) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, worker.reload)
+    if early_signals.hup_pending:  # came while we started: the config we read may be old
+        worker.reload()
     loop.add_reader(sys.stdin.fileno(), _watch_lifeline, stop)
     try:
         try:
