@@ -20,6 +20,7 @@ from gateway.admin.errors import ApiError, json_body, json_response
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address
 from gateway.policy_cli import normalize_target
+from gateway.retention import erase_address
 from gateway.yamlnodes import parse_duration
 
 __all__ = ["add_policy_routes"]
@@ -38,6 +39,7 @@ def add_policy_routes(app: web.Application) -> None:
     r.add_post("/v1/consent", record_consent, name="consent.record")
     r.add_get("/v1/consent/{address}", get_consent, name="consent.get", allow_head=False)
     r.add_get("/v1/audit", list_audit, name="audit.list", allow_head=False)
+    r.add_post("/v1/erasure", erase, name="erasure")
 
 
 # -- suppressions ---------------------------------------------------------------------------
@@ -144,6 +146,26 @@ async def remove_suppression(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"no suppression for {target}"
                        + (f" with scope {scope}" if scope else ""))
     return json_response({"target": target, "scope": scope or "*", "removed": count})
+
+
+# -- erasure --------------------------------------------------------------------------------
+
+
+async def erase(request: web.Request) -> web.Response:
+    """GDPR erasure, as `smtp-gateway erase` (gateway.retention): the address leaves
+    events, consent, audit and tags; its keyed hash keeps any suppression in force."""
+    data = await json_body(request)
+    _unknown_keys(data, {"address"})
+    address = data.get("address")
+    if not isinstance(address, str) or not address:
+        raise ApiError(422, "bad_address", "address: a string is required")
+    try:
+        report = await erase_address(context(request).gateway.state, address, actor(request))
+    except ValueError as exc:
+        raise ApiError(422, "bad_address", str(exc)) from None
+    except NotImplementedError as exc:
+        raise ApiError(501, "not_implemented", str(exc)) from None
+    return json_response(report.as_dict())
 
 
 # -- consent --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from gateway.spool.queue_id import new_queue_id
 from gateway.supervisor import Gateway
 from tests.fixtures.admin import TOKEN, Api, ApiResult, admin_section
 from tests.fixtures.gateway import running_gateway, write_config
+from tests.fixtures.policy import write_policy
 from tests.fixtures.sink import Sink
 from tests.integration.test_queue_cli import until
 from tests.integration.test_relay_end_to_end import send
@@ -342,3 +343,44 @@ async def test_a_malformed_request_is_one_log_line(tmp_path: Path,
             assert "\n" not in record.getMessage()
     finally:
         sink.stop()
+
+
+async def test_erasure_over_the_api(tmp_path: Path) -> None:
+    sink = Sink().start()
+    write_policy(tmp_path, "consent.yaml", """\
+        categories:
+          transactional: {basis: contract}
+        """)
+    try:
+        async with running_gateway(config_for(tmp_path, sink)) as gw:
+            api = api_for(gw)
+            await send(gw.ports["relay"], ["guest@example.net"])
+            await sink.await_for(1)
+            added = await api.post("/v1/suppressions", json_body={
+                "target": "guest@example.net", "reason": "complaint"})
+            assert added.status == 201, added.text
+            assert_error(await api.post("/v1/erasure", json_body={}), 422, "bad_address")
+            assert_error(await api.post("/v1/erasure", json_body={"address": "nobody"}),
+                         422, "bad_address")
+            assert_error(await api.post("/v1/erasure", json_body={
+                "address": "guest@example.net", "extra": 1}), 422, "invalid")
+            assert_error(await api.post("/v1/erasure", json_body={"address": "x@y.test"},
+                                        token=None), 401, "unauthorized")
+            erased = await api.post("/v1/erasure", json_body={"address": "guest@example.net"})
+            assert erased.status == 200, erased.text
+            assert "guest" not in erased.text and erased.json["changed"]["suppressions"] == 1
+            for path in (gw.config.state_path, gw.state.policy_path):
+                assert b"guest@example.net" not in path.read_bytes(), path.name
+            reply = await asyncio.to_thread(_rcpt, gw.ports["relay"], "guest@example.net")
+            assert reply == (550, b"5.7.1 Recipient address is suppressed (complaint)")
+            audit = await api.get("/v1/audit")
+            assert "guest@example.net" not in audit.text and erased.json["token"] in audit.text
+    finally:
+        sink.stop()
+
+
+def _rcpt(port: int, address: str) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("app.test")
+        s.mail("app@example.com")
+        return s.rcpt(address)
