@@ -18,7 +18,6 @@ as a bound parameter or escaped pattern.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from gateway.retention_config import RetentionConfig
 from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher, checkpoint_file, erase_files, purge_events
+from gateway.tasks import cancel
 
 __all__ = ["ErasureReport", "RetentionConfig", "RetentionJob", "erase_address",
            "purge_older_than"]
@@ -77,11 +77,8 @@ class RetentionJob:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from gateway.bounces.ingest import BounceProcessor
+from gateway.tasks import cancel
 
 __all__ = ["Maildir", "MaildirIngester"]
 
@@ -133,11 +134,8 @@ class MaildirIngester:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         # Real time, not the injected clock: this polls a directory, it schedules no mail.

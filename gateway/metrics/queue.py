@@ -25,7 +25,6 @@ sampled arrival times, so they keep growing between samples.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from gateway.metrics.families import NO_CATEGORY, NO_ROUTE
 from gateway.model import QueueState, Route
 from gateway.spool import Spool
 from gateway.spool.store import CorruptQueueFile
+from gateway.tasks import cancel
 
 __all__ = ["BreakerCollector", "QueueSample", "QueueSampler"]
 
@@ -68,11 +68,8 @@ class QueueSampler(Collector):
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         # Real time between samples: this observes the queue, it schedules no mail.

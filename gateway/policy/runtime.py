@@ -16,7 +16,6 @@ on a bad policy file, as on a bad config file: check-config says why.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from gateway.errors import ConfigError
 from gateway.policy.rules_file import PolicyFiles, PolicySet, load_policies
 from gateway.policy.stage import PolicyStage
 from gateway.state import StateStore
+from gateway.tasks import cancel
 
 __all__ = ["POLL_INTERVAL", "PolicyRuntime"]
 
@@ -127,11 +127,8 @@ class PolicyRuntime:
             self._task = asyncio.get_running_loop().create_task(self._watch(interval))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _watch(self, interval: float) -> None:
         # Real time, not the injected clock: this polls files, it schedules no mail.
