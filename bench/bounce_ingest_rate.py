@@ -33,7 +33,7 @@ from gateway.model import Client, Envelope, QueuedMessage
 from gateway.policy.rules_file import ConsentSettings, PolicySet, SuppressionSettings
 from gateway.spool.queue_id import new_queue_id
 from gateway.state import StateStore
-from gateway.state.bounces import BounceStore
+from gateway.state.bounces import SqliteBounceStore
 from gateway.state.events import accepted_events
 
 DSN = """\
@@ -65,7 +65,7 @@ Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: User unknown
 async def run(n: int, root: Path) -> None:
     state = StateStore(root / "state.db")
     await state.open()
-    store = BounceStore(root / "bounces.db")
+    store = SqliteBounceStore(root / "bounces.db")
     policies = PolicySet(root, SuppressionSettings(), ConsentSettings(), (), (), BounceRules())
     actions = BounceActions(state, store, SystemClock(), policies=policies)
     codec = VerpCodec(b"k" * 32, "bounces.example.com")

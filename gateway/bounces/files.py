@@ -2,7 +2,8 @@
 
 Each message of each .eml or mbox file goes through the same BounceProcessor
 as mail from SMTP, IMAP or a Maildir, against the configured state (the
-gateway may be running: the state files are shared by processes). The key
+gateway may be running: the state files, or the PostgreSQL database, are
+shared by processes and nodes). The key
 is the SHA-256 of the message, so ingesting the same file twice counts each
 bounce once.
 """
@@ -19,8 +20,7 @@ from gateway.bounces.service import codec_for
 from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.policy.rules_file import load_policies
-from gateway.state import StateStore
-from gateway.state.bounces import BounceStore
+from gateway.state import open_state
 
 __all__ = ["ingest_files"]
 
@@ -29,8 +29,8 @@ async def ingest_files(config: Config, paths: list[Path]) -> list[dict[str, Any]
     """One result line per message: file, index, outcome (or error)."""
     from gateway.bounces.mbox import messages
 
-    state = StateStore(config.state_path)
-    store = BounceStore(config.data_dir / "bounces.db")
+    state = open_state(config)  # the configured backend: PostgreSQL is shared with the nodes
+    store = state.bounces
     policies = load_policies(config.policies_dir) if config.policies_dir else None
     actions = BounceActions(state, store, SystemClock(), policies=policies)
     processor = BounceProcessor(actions, store, codec_for(config))
@@ -48,6 +48,5 @@ async def ingest_files(config: Config, paths: list[Path]) -> list[dict[str, Any]
                 out.append(line)
         await actions.drain()
     finally:
-        await store.close()
         await state.close()
     return out

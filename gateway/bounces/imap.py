@@ -7,6 +7,8 @@ the key `imap:<user>@<host>/<folder>:<UIDVALIDITY>:<UID>`; the move comes
 after processing. A crash in between leaves the message in the folder, and
 the next poll processes it again — found as a duplicate in the state store,
 it is counted once and then moved. Nothing is lost, nothing counted twice.
+Several nodes may poll the same mailbox (the ledger on PostgreSQL): the one
+that claims a message processes and moves it, the others leave it be.
 
 Moving uses UID MOVE (RFC 6851) when the server offers it, else UID COPY +
 \\Deleted + expunge. With `processed_folder: ""` messages stay where they
@@ -28,7 +30,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.bounces.ingest import BounceProcessor
+from gateway.bounces.ingest import BUSY, BounceProcessor
 from gateway.bounces.settings import ImapSettings
 
 __all__ = ["ImapIngester", "ImapMailbox"]
@@ -179,12 +181,14 @@ class ImapIngester:
                 s = self.settings
                 key = f"imap:{s.username}@{s.host}/{s.folder}:{box.uidvalidity}:{uid}"
                 try:
-                    await self.processor.process(data, self.source, key)
+                    outcome = await self.processor.process(data, self.source, key)
                 except Exception:
                     # Left in the folder (tried again at the next poll); the rest go on.
                     self.processor.counters.errors += 1
                     log.exception("%r: processing UID %s failed", self, uid)
                     continue
+                if outcome == BUSY:
+                    continue  # another node is processing it and moves it when done
                 if self.after_process is not None:
                     self.after_process(key)
                 await asyncio.to_thread(box.finish, uid)

@@ -4,9 +4,13 @@ Mailman counterpart: `runners/bounce.py` (VERP first, then the scanners).
 Every ingestion path (SMTP at the bounce domain, IMAP, Maildir, files) hands
 its messages to `BounceProcessor.process(data, source, key)`, where `key`
 names the message in its source (Maildir file name, IMAP UIDVALIDITY:UID,
-file path and index). A key already processed is skipped, so a crash
+file path and index). The key is claimed in the ledger first
+(gateway.state.bounces): a key already processed is skipped, so a crash
 between processing and moving the message on costs nothing and counts
-nothing twice.
+nothing twice; a key another node is processing right now is left alone
+(`BUSY`: the caller leaves the message in its mailbox). With the ledger on
+PostgreSQL this holds across nodes polling the same mailbox; with the
+database away the claim raises, and the message stays for the next poll.
 
 Which message a bounce is about:
 1. a VERP address that verifies decides (queue id and recipient index; the
@@ -23,6 +27,7 @@ Security: reads untrusted mail (parsing is gateway.bounces.classify's).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -35,11 +40,17 @@ from gateway.bounces.report import BounceRecipient, BounceReport, Kind
 from gateway.bounces.verp import VerpCodec
 from gateway.model import Event, EventType
 from gateway.policy.addresses import normalize_address
-from gateway.state.bounces import BounceStore
+from gateway.state import STATE_ERRORS
+from gateway.state.bounces import BounceStore, Ledger
 
-__all__ = ["BounceProcessor"]
+__all__ = ["BUSY", "BounceProcessor"]
 
 log = logging.getLogger(__name__)
+
+BUSY = "busy"  # the outcome that says: being processed elsewhere, leave the message
+# A claim not marked after this long died with its process (processing takes
+# milliseconds): another poll, on any node, takes the message over.
+STALE_CLAIM = 300.0
 
 _ACTED = (Kind.HARD, Kind.SOFT, Kind.COMPLAINT)
 SOFT_REASONS = frozenset({"mailbox_full"})
@@ -58,17 +69,28 @@ class BounceProcessor:
 
     async def process(self, data: bytes, source: str, key: str) -> str:
         """Process one message unless `key` was processed before; return the outcome
-        (processed, unmatched, forged, unclassified, not_bounce, duplicate)."""
-        if await self.store.seen(key):
+        (processed, unmatched, forged, unclassified, not_bounce, duplicate, or BUSY)."""
+        found = await self.store.claim(key, source, self.actions.clock.now(), STALE_CLAIM)
+        if found is Ledger.DONE:
             self.counters.duplicates += 1
             return "duplicate"
-        msg = _parse_message(data)
-        report = parse(msg, self.verp)
-        outcome = await self._handle(msg, report, source, key)
-        # Events stored before the key is marked: a crash in between repeats the
-        # (idempotent) actions rather than losing their events.
-        await self.actions.state.events.flush()
-        await self.store.mark(key, source, outcome, self.actions.clock.now())
+        if found is Ledger.BUSY:
+            log.info("bounce %s (%s): being processed elsewhere; left for now", key, source)
+            return BUSY
+        try:
+            msg = _parse_message(data)
+            report = parse(msg, self.verp)
+            outcome = await self._handle(msg, report, source, key)
+            # Events stored before the key is marked: a crash in between repeats the
+            # (idempotent) actions rather than losing their events.
+            await self.actions.state.events.flush()
+            await self.store.mark(key, source, outcome, self.actions.clock.now())
+        except BaseException:
+            # The message stays in its mailbox: let the next poll have it at once (if
+            # the store is away too, the claim goes stale instead).
+            with contextlib.suppress(*STATE_ERRORS):
+                await self.store.release(key)
+            raise
         self.counters.processed += 1
         return outcome
 

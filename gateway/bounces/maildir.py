@@ -9,7 +9,8 @@ Writing follows the Maildir protocol (tmp/ → fsync → rename into new/ →
 fsync new/). Processing is keyed by the file's unique name (see
 gateway.bounces.ingest): a crash after processing and before the move to
 cur/ reprocesses the file at the next look, which is then skipped as a
-duplicate, so nothing is counted twice and nothing is lost.
+duplicate, so nothing is counted twice and nothing is lost. A file another
+node is processing (a Maildir shared over the network) is left in new/.
 
 Security: file contents are untrusted mail; names are generated here or
 read from the directory and never interpreted beyond the ":2," suffix.
@@ -26,7 +27,7 @@ import socket
 import time
 from pathlib import Path
 
-from gateway.bounces.ingest import BounceProcessor
+from gateway.bounces.ingest import BUSY, BounceProcessor
 from gateway.tasks import cancel
 
 __all__ = ["Maildir", "MaildirIngester"]
@@ -119,12 +120,15 @@ class MaildirIngester:
                 except FileNotFoundError:
                     continue
                 try:
-                    await self.processor.process(data, self.source, f"{self.source}:{name}")
+                    outcome = await self.processor.process(data, self.source,
+                                                           f"{self.source}:{name}")
                 except Exception:
                     # Left in new/: tried again at the next look.
                     self.processor.counters.errors += 1
                     log.exception("bounce %s in %s: processing failed", name, self.maildir)
                     continue
+                if outcome == BUSY:
+                    continue  # another node has it: it moves it when done
                 await asyncio.to_thread(self.maildir.done, name, keep=self.keep)
                 handled += 1
             return handled

@@ -32,7 +32,6 @@ from gateway.model import (
 from gateway.policy.rules_file import PolicySet
 from gateway.spool import Spool
 from gateway.state import StateStore
-from gateway.state.bounces import BounceStore
 
 __all__ = ["BounceService", "DsnSender", "inbox_for"]
 
@@ -115,7 +114,7 @@ class BounceService:
     def __init__(self, config: Config, state: StateStore, spool: Spool, clock: Clock,
                  enqueue: Enqueue) -> None:
         self.config = config
-        self.store = BounceStore(config.data_dir / "bounces.db")
+        self.store = state.bounces  # bounces.db, or the shared database (closed with it)
         self.counters = BounceCounters()
         self.actions = BounceActions(state, self.store, clock, self.counters)
         codec = codec_for(config)
@@ -172,4 +171,3 @@ class BounceService:
         for ingester in self.ingesters:
             await ingester.stop()
         await self.actions.drain()
-        await self.store.close()

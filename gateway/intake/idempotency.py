@@ -20,11 +20,22 @@ At DATA, before the policy checks (a resend must not spend rate tokens again):
   sessions racing): wait a moment for it; then the same 250, or 451 4.3.0 if
   it is still not stored, so the client tries again later.
 
-If the state store cannot be reached (locked by another process, unreadable),
-the answer is 451 4.3.0: a message must not be queued twice for lack of a check.
+If the state store cannot be reached (locked by another process, unreadable,
+or the shared PostgreSQL database away), the answer is 451 4.3.0: fail
+closed, as the suppression check does, rather than queue without the check.
+Why, with the keys on PostgreSQL for N nodes: a 451 loses nothing — the app
+keeps the message and its SMTP library retries, as after any 4xx, and the
+retry is taken once the database answers — while a message queued without
+the check may be a second booking confirmation or payment receipt, which
+cannot be taken back and which the app cannot tell apart from the first.
+The price is availability: with the database away a node accepts no message
+that has a key. With policy files that changes nothing (the suppression
+check at RCPT already answers 451 then); without them, an operator who
+prefers availability over exactly-once sets `idempotency: {enabled: false}`.
 
 Security: reads untrusted header values; a key is only compared, never
-interpreted, and capped at MAX_KEY octets.
+interpreted, and capped at MAX_KEY octets (UTF-8; a NUL, which PostgreSQL
+text cannot hold, becomes U+FFFD).
 """
 
 from __future__ import annotations
@@ -89,7 +100,7 @@ class IdempotencyGuard:
             return None
         client = envelope.client
         scope = f"user:{client.auth_user}" if client.auth_user else f"ip:{client.address}"
-        return scope, key[:MAX_KEY]
+        return scope, _capped(key.replace("\0", "\ufffd"))
 
     async def check(self, envelope: Envelope, content: bytes, message_id: str | None,
                     queue_id: QueueId) -> Ticket | Reply | None:
@@ -116,8 +127,8 @@ class IdempotencyGuard:
                 else:
                     claim = current
         except STATE_ERRORS as exc:
-            log.error("idempotency check failed, state store %s unavailable (%s): "
-                      "answering 451", self._store_name(), exc)
+            log.error("idempotency check failed, state store %r unavailable (%s): "
+                      "answering 451", self._store, exc)
             return replies.STATE_UNAVAILABLE
         if claim.won:
             return Ticket(scope, key, queue_id)
@@ -149,6 +160,10 @@ class IdempotencyGuard:
                   message_id=message_id, detail=f"scope={scope} {key.split(':', 1)[0]}")
             for rcpt in envelope.recipients])
 
-    def _store_name(self) -> str:
-        return "idempotency.db"
+
+def _capped(key: str) -> str:
+    """At most MAX_KEY octets of UTF-8, cut between characters (an index entry of the
+    shared database has a size limit)."""
+    raw = key.encode()
+    return key if len(raw) <= MAX_KEY else raw[:MAX_KEY].decode(errors="ignore")
 

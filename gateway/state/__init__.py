@@ -10,14 +10,15 @@ them (`open_state()` picks by config):
   table in the data directory; the policy reads run on the event loop (a few
   microseconds; gateway.state.db), so the async methods return at once;
 - shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
-  consent, audit and events, and Redis (gateway.state.redis_limits) for rate
-  counters — each chosen on its own (`state:`, `rate_limits:`).
+  consent, audit, events, idempotency keys and the bounce ledger, and Redis
+  (gateway.state.redis_limits) for rate counters — each chosen on its own
+  (`state:`, `rate_limits:`).
 
 A backend that cannot answer raises StateUnavailable; the policy stage turns
-it into 451 4.3.0 (gateway.policy.stage). Idempotency keys have only the
-SQLite backend so far (`idempotency.db`, shared by one node's processes).
+it into 451 4.3.0 (gateway.policy.stage), and so does the idempotency check
+(gateway.intake.idempotency).
 
-Adding a store (idempotency keys, a webhook outbox, breaker state …): a
+Adding a store (a webhook outbox, breaker state …): a
 Protocol with async methods; a SQLite class on a StateDb (a file of its own
 if its write pattern differs, with its Migration list in migrations/sqlite.py)
 and a PostgreSQL class on PostgresPool (a new Migration appended to
@@ -37,10 +38,15 @@ from gateway.errors import StateUnavailable
 from gateway.model import Secret
 from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AuditLog, SqliteAuditLog
+from gateway.state.bounces import BounceStore, PostgresBounceStore, SqliteBounceStore
 from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
-from gateway.state.idempotency import IdempotencyStore, SqliteIdempotencyStore
+from gateway.state.idempotency import (
+    IdempotencyStore,
+    PostgresIdempotencyStore,
+    SqliteIdempotencyStore,
+)
 from gateway.state.migrations import Migration, migrate_sqlite, sqlite_version
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.postgres import PostgresPool
@@ -55,8 +61,8 @@ from gateway.state.redis_limits import RedisRateCounters
 from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
 from gateway.state_config import StateConfig
 
-__all__ = ["STATE_ERRORS", "AddressHasher", "AuditLog", "ConsentStore", "EventStore",
-           "IdempotencyStore", "RateCounters", "SqliteEventStore", "StateStore",
+__all__ = ["STATE_ERRORS", "AddressHasher", "AuditLog", "BounceStore", "ConsentStore",
+           "EventStore", "IdempotencyStore", "RateCounters", "SqliteEventStore", "StateStore",
            "SuppressionStore", "open_state"]
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,8 @@ class StateStore:
       recipient, written rarely (CLI, unsubscribes, bounces);
     - `ratelimits.table`: rate counters, updated for every recipient, in a
       memory-mapped table shared by the node's processes (gateway.state.ratelimits);
-    - `idempotency.db`: idempotency keys, written twice for every message.
+    - `idempotency.db`: idempotency keys, written twice for every message;
+    - `bounces.db`: the bounce ledger and soft-bounce counts (gateway.state.bounces).
 
     Apart because of how they are written. Policy state is read in small
     statements on the event loop that must not wait (gateway.state.db); a reader
@@ -108,6 +115,7 @@ class StateStore:
         self.idempotency_path = path.with_name("idempotency.db")
         self._idempotency_db = StateDb(self.idempotency_path, sqlite_migrations.IDEMPOTENCY)
         self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
+        self.bounces: BounceStore = SqliteBounceStore(path.with_name("bounces.db"))
         self.postgres: PostgresPool | None = None
         if config.dsn is not None:
             self._use_postgres(config.dsn)
@@ -122,6 +130,8 @@ class StateStore:
         self.suppressions = PostgresSuppressionStore(pool)
         self.consent = PostgresConsentStore(pool)
         self.audit = PostgresAuditLog(pool)
+        self.idempotency = PostgresIdempotencyStore(pool)
+        self.bounces = PostgresBounceStore(pool)
 
     def health(self) -> dict[str, bool]:
         """Shared backends and whether they answered last time (for a readiness check:
@@ -180,8 +190,8 @@ class StateStore:
         return out
 
     def sqlite_files(self) -> tuple[tuple[Path, tuple[Migration, ...]], ...]:
-        """The embedded databases and their migration lists (bounces.db is opened by
-        gateway.bounces, and migrated there, too)."""
+        """The embedded databases and their migration lists (bounces.db and
+        idempotency.db are opened, and migrated, on first use)."""
         return ((self.path, sqlite_migrations.EVENTS),
                 (self.policy_path, sqlite_migrations.POLICY),
                 (self.path.with_name("bounces.db"), sqlite_migrations.BOUNCES),
@@ -191,6 +201,7 @@ class StateStore:
         log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)
         await self.rate_counters.close()
         await self._idempotency_db.close()
+        await self.bounces.close()
         await self._policy_db.close()
         await self.events.close()
         if self.postgres is not None:

@@ -1,7 +1,8 @@
 """PostgreSQL away (issue 8): suppression lookups fail closed — 451 4.3.0 at RCPT, never
 250 (a possibly suppressed address mailed) nor 550 (a good one bounced) — while
 queued mail is still delivered; the gateway reconnects by itself and writes the
-events it kept meanwhile. The database is cut mid-run with a TCP forwarder in
+events it kept meanwhile. The idempotency check fails closed too: 451 4.3.0 at
+DATA, nothing queued, and the retry is taken once the database is back. The database is cut mid-run with a TCP forwarder in
 front of the real server (tests/fixtures/tcp_proxy.py)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
 
 
 UNAVAILABLE = (451, "4.3.0 Policy state temporarily unavailable, try again later")
+STATE_UNAVAILABLE = (451, "4.3.0 Temporary failure (state store unavailable), try again later")
 
 
 def through(dsn: str, port: int) -> str:
@@ -105,3 +107,45 @@ async def test_unreachable_database_at_start(tmp_path: Path, pg_dsn: str) -> Non
             assert await rcpt_reply(gw, "guest@example.net") == UNAVAILABLE
     finally:
         sink.stop()
+
+
+async def test_idempotency_check_with_the_database_away_answers_451_at_data(
+        tmp_path: Path, pg_dsn: str) -> None:
+    # No policy files: RCPT needs no database, so DATA shows the idempotency check's own
+    # answer. A message queued without it might be a second booking confirmation.
+    database = TcpProxy(5432).start()
+    sink = Sink().start()
+    config = write_config(tmp_path, sink.port,
+                          extra=f"state: {through(pg_dsn, database.port)}\n")
+    first = message(extra="Message-ID: <first@example.com>\r\n")
+    retried = message(extra="Message-ID: <during-outage@example.com>\r\n")
+    try:
+        async with running_gateway(config) as gw:
+            sent = await smtp_session(gw.ports["relay"], ["guest@example.net"], first)
+            assert sent.data is not None and sent.data[0] == 250
+            queue_id = sent.data[1].rsplit(" ", 1)[1]
+            await sink.await_for(1)
+            database.cut()
+            for msg in (first, retried):  # a resend and a new message: neither is queued
+                sent = await smtp_session(gw.ports["relay"], ["guest@example.net"], msg)
+                assert sent.rcpt["guest@example.net"][0] == 250
+                assert sent.data == STATE_UNAVAILABLE
+            assert gw.spool.files.ids(QueueState.INCOMING) == []
+            assert gw.spool.files.ids(QueueState.ACTIVE) == []
+            database.start()
+            deadline = time.monotonic() + 30
+            while (sent := await smtp_session(gw.ports["relay"], ["guest@example.net"],
+                                              retried)).data == STATE_UNAVAILABLE:
+                assert time.monotonic() < deadline  # the pool's backoff, then it reconnects
+                await asyncio.sleep(0.1)
+            assert sent.data is not None and sent.data[0] == 250
+            resent = await smtp_session(gw.ports["relay"], ["guest@example.net"], first)
+            assert resent.data == (250, f"2.0.0 Ok: queued as {queue_id}")
+            await sink.await_for(2)
+            trace = await gw.state.events.by_message_id("<first@example.com>")
+            assert {e.queue_id for e in trace} == {queue_id}
+            assert [e.type for e in trace].count(EventType.DUPLICATE) == 1
+    finally:
+        database.cut()
+        sink.stop()
+    assert sink.count() == 2

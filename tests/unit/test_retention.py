@@ -18,7 +18,7 @@ from gateway.retention import RetentionJob, erase_address, purge_older_than
 from gateway.retention_config import RetentionConfig
 from gateway.state import StateStore
 from gateway.state.address_hash import AddressHasher
-from gateway.state.bounces import BounceStore
+from gateway.state.bounces import SqliteBounceStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher
 from gateway.state.migrations.sqlite import EVENTS
@@ -117,7 +117,7 @@ async def test_erasure_hashes_the_address_everywhere_and_keeps_its_suppression(
                                               "bounces", note=f"ARF about {addr}")], "cli", 1.0)
     await state.consent.record([ConsentRecord(addr, "marketing", True, 2.0, "explicit",
                                               f"form filled by {addr}")], addr, 2.0)
-    bounces = BounceStore(tmp_path / "bounces.db")
+    bounces = SqliteBounceStore(tmp_path / "bounces.db")
     await bounces.add_soft(addr, "Q0", NOW, 86400)
     await bounces.add_soft("other@example.net", "Q0", NOW, 86400)
     await bounces.close()

@@ -1,6 +1,7 @@
 """Schema migrations of the shared PostgreSQL state database (gateway.state.postgres).
 
-One database for what the SQLite backend keeps in state.db and policy.db.
+One database for what the SQLite backend keeps in state.db, policy.db,
+idempotency.db and bounces.db.
 Times are float seconds since the epoch (double precision), as in SQLite and
 in gateway.model, so both backends hand the stages the same values.
 Append only: a change is a new Migration at the end of the list.
@@ -68,5 +69,32 @@ POSTGRESQL: tuple[Migration, ...] = (
             PRIMARY KEY (queue_id, name)
         )""",
         "CREATE INDEX message_tags_value ON message_tags (name, value)",
+    )),
+    # What the SQLite backend keeps in idempotency.db and bounces.db, so that a resend
+    # through another node, or a bounce polled by two nodes, is known to all of them.
+    Migration(3, "idempotency keys, bounce ledger, soft bounces", (
+        """CREATE TABLE idempotency_keys (
+            scope text NOT NULL,
+            key text NOT NULL,
+            queue_id text NOT NULL,
+            stored boolean NOT NULL,
+            created double precision NOT NULL,
+            expires double precision NOT NULL,
+            PRIMARY KEY (scope, key)
+        )""",
+        "CREATE INDEX idempotency_expires ON idempotency_keys (expires)",
+        """CREATE TABLE bounces_ingested (
+            key text PRIMARY KEY,
+            time double precision NOT NULL,
+            source text NOT NULL,
+            outcome text NOT NULL
+        )""",
+        "CREATE INDEX bounces_ingested_time ON bounces_ingested (time)",
+        """CREATE TABLE soft_bounces (
+            address text NOT NULL,
+            queue_id text NOT NULL,
+            time double precision NOT NULL,
+            PRIMARY KEY (address, queue_id)
+        )""",
     )),
 )

@@ -22,7 +22,7 @@ from gateway.model import (
 )
 from gateway.policy.rules_file import PolicySet, load_policies
 from gateway.state import StateStore
-from gateway.state.bounces import BounceStore
+from gateway.state.bounces import SqliteBounceStore
 
 DAY = 86400.0
 QM = QueuedMessage("01HF7YAT00GHXCJX9Q", Envelope(
@@ -43,7 +43,7 @@ def _policies(tmp_path: Path, text: str = "{}\n") -> PolicySet:
 async def parts(tmp_path: Path) -> AsyncIterator[tuple[BounceActions, ManualClock]]:
     state = StateStore(tmp_path / "state.db")
     await state.open()
-    store = BounceStore(tmp_path / "bounces.db")
+    store = SqliteBounceStore(tmp_path / "bounces.db")
     clock = ManualClock()
     actions = BounceActions(state, store, clock, policies=_policies(tmp_path))
     yield actions, clock
@@ -146,7 +146,7 @@ async def test_delivery_outcomes(parts: tuple[BounceActions, ManualClock], kind:
 
 
 async def test_store_purges_old_keys(tmp_path: Path) -> None:
-    store = BounceStore(tmp_path / "b.db")
+    store = SqliteBounceStore(tmp_path / "b.db")
     try:
         await store.mark("old", "imap", "processed", 100.0)
         await store.mark("new", "imap", "processed", 200.0)

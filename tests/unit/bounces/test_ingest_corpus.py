@@ -15,7 +15,7 @@ from gateway.config import load_config
 from gateway.model import Client, Envelope, EventType, QueuedMessage
 from gateway.policy.rules_file import load_policies
 from gateway.state import StateStore
-from gateway.state.bounces import BounceStore
+from gateway.state.bounces import SqliteBounceStore
 from gateway.state.events import accepted_events
 from tests.fixtures.bounces import dsn_text
 
@@ -44,7 +44,7 @@ async def test_full_mailbox_reported_as_failed_counts_as_soft(tmp_path: Path) ->
     (tmp_path / "p" / "bounces.yaml").write_text("{}\n")
     state = StateStore(tmp_path / "state.db")
     await state.open()
-    store = BounceStore(tmp_path / "bounces.db")
+    store = SqliteBounceStore(tmp_path / "bounces.db")
     try:
         qm = QueuedMessage("01HF7YAT00GHXCJX9Q", Envelope(
             "app@example.com", ("full@example.net",), Client("relay", "127.0.0.1"), 1.0,

@@ -42,5 +42,14 @@ def test_idempotency_key_header_is_the_whole_key_and_is_capped() -> None:
     assert a == b and a is not None and len(a[1]) == MAX_KEY
 
 
+def test_the_cap_is_in_octets_and_cuts_between_characters() -> None:
+    keyed = ("Idempotency-Key: " + "\u4e2d" * 400 + "\r\n").encode() + CONTENT
+    found = guard().key_of(env(), keyed, None)
+    assert found is not None
+    assert found[1] == "key:" + "\u4e2d" * 331  # 4 + 331 * 3 = 997 octets: 998 cuts one
+    nul = guard().key_of(env(), b"Idempotency-Key: a\0b\r\n" + CONTENT, None)
+    assert nul is not None and nul[1] == "key:a\ufffdb"
+
+
 def test_no_message_id_no_key() -> None:
     assert guard().key_of(env(), b"Subject: hi\r\n\r\nbody\r\n", None) is None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
@@ -12,9 +13,23 @@ import asyncpg
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
+from gateway.clock import ManualClock
+from gateway.intake.idempotency import MAX_KEY, IdempotencyGuard
+from gateway.model import (
+    Client,
+    ConsentRecord,
+    Envelope,
+    Event,
+    EventType,
+    Reply,
+    Suppression,
+    SuppressionReason,
+)
+from gateway.priority_config import IdempotencyConfig
 from gateway.state import StateStore
-from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering
+from gateway.state.bounces import Ledger
+from gateway.state.idempotency import Claim
+from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering, latest
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.migrations.postgresql import POSTGRESQL
 from tests.fixtures.backends import (
@@ -28,12 +43,25 @@ __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
 
 
 BACKENDS = ["sqlite", "postgresql"]
+DAY = 86400.0
 
 
 @pytest.fixture(params=BACKENDS)
 async def state(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
     dsn = request.getfixturevalue("pg_dsn") if request.param == "postgresql" else None
     store = StateStore(tmp_path / "state.db", sqlite_or_pg_state_config(request.param, dsn))
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def other_node(state: StateStore, request: pytest.FixtureRequest
+                     ) -> AsyncIterator[StateStore]:
+    """A second StateStore on the same backend: another node on PostgreSQL (a pool of
+    its own), another process of the node on SQLite (connections of its own)."""
+    dsn = request.getfixturevalue("pg_dsn") if state.backend == "postgresql" else None
+    store = StateStore(state.path, sqlite_or_pg_state_config(state.backend, dsn))
     await store.open()
     yield store
     await store.close()
@@ -125,7 +153,8 @@ async def test_events_by_queue_id_and_message_id(state: StateStore) -> None:
 
 
 async def test_every_migration_list_is_numbered_in_order() -> None:
-    for migrations in (sqlite_migrations.EVENTS, sqlite_migrations.POLICY, POSTGRESQL):
+    for migrations in (sqlite_migrations.EVENTS, sqlite_migrations.POLICY,
+                       sqlite_migrations.BOUNCES, sqlite_migrations.IDEMPOTENCY, POSTGRESQL):
         check_numbering(migrations)
 
 
@@ -168,9 +197,149 @@ async def test_postgresql_without_migrations_asks_for_db_migrate(tmp_path: Path)
     try:
         dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
         pg = StateStore(tmp_path / "x.db", sqlite_or_pg_state_config("postgresql", dsn))
-        with pytest.raises(ConfigError, match=r"schema version 0, this gateway needs 2: "
+        with pytest.raises(ConfigError, match=rf"schema version 0, this gateway needs "
+                                              rf"{latest(POSTGRESQL)}: "
                                               r"run `smtp-gateway db migrate`"):
             await pg.open()
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+# -- idempotency keys ---------------------------------------------------------------------------
+
+
+async def test_idempotency_first_claim_wins_and_later_ones_see_it(state: StateStore) -> None:
+    keys = state.idempotency
+    assert await keys.claim("ip:1", "k", "Q1", 100.0, DAY, 600) == Claim(True, "Q1", False)
+    assert await keys.claim("ip:1", "k", "Q2", 101.0, DAY, 600) == Claim(False, "Q1", False)
+    await keys.stored("ip:1", "k", "Q1")
+    assert await keys.claim("ip:1", "k", "Q3", 102.0, DAY, 600) == Claim(False, "Q1", True)
+    assert await keys.lookup("ip:1", "k", 103.0) == Claim(False, "Q1", True)
+    # Another client's key space.
+    assert (await keys.claim("ip:2", "k", "Q4", 102.0, DAY, 600)).won
+
+
+async def test_idempotency_release_lets_the_retry_in_but_never_drops_a_stored_key(
+        state: StateStore) -> None:
+    keys = state.idempotency
+    await keys.claim("u", "k", "Q1", 0.0, DAY, 600)
+    await keys.release("u", "k", "Q1")
+    assert await keys.lookup("u", "k", 1.0) is None
+    assert await keys.claim("u", "k", "Q2", 1.0, DAY, 600) == Claim(True, "Q2", False)
+    await keys.stored("u", "k", "Q2")
+    await keys.release("u", "k", "Q2")  # too late: it is stored
+    assert await keys.lookup("u", "k", 2.0) == Claim(False, "Q2", True)
+
+
+async def test_idempotency_expired_and_abandoned_claims_are_taken_over(state: StateStore
+                                                                       ) -> None:
+    keys = state.idempotency
+    await keys.claim("u", "done", "Q1", 0.0, 3600, 600)
+    await keys.stored("u", "done", "Q1")
+    assert (await keys.claim("u", "done", "Q2", 3599.0, 3600, 600)).won is False
+    assert await keys.claim("u", "done", "Q3", 3600.5, 3600, 600) == Claim(True, "Q3", False)
+    assert await keys.lookup("u", "done", 3601.0) == Claim(False, "Q3", False)  # not stored
+    await keys.claim("u", "crashed", "Q4", 0.0, DAY, 600)  # never stored: its process died
+    assert await keys.claim("u", "crashed", "Q5", 599.0, DAY, 600) == Claim(False, "Q4", False)
+    assert await keys.claim("u", "crashed", "Q6", 601.0, DAY, 600) == Claim(True, "Q6", False)
+
+
+async def test_idempotency_purge_forgets_expired_keys(state: StateStore) -> None:
+    keys = state.idempotency
+    for i in range(5):
+        await keys.claim("u", f"k{i}", f"Q{i}", float(i), 10.0, 600)
+    assert await keys.purge(12.5) == 3  # expired at 10, 11, 12
+    assert await keys.lookup("u", "k0", 0.0) is None
+    assert await keys.lookup("u", "k4", 12.5) == Claim(False, "Q4", False)
+
+
+async def test_idempotency_keys_up_to_the_cap_in_any_script(state: StateStore) -> None:
+    # The longest key the guard makes, in 2-, 3- and 4-octet characters and with a NUL:
+    # PostgreSQL's text and its index take it.
+    value = "\0" + "\u00e9\u4e2d\U0001f600" * 400
+    content = f"Idempotency-Key: {value}\r\n\r\nbody\r\n".encode()
+    envelope = Envelope("app@example.com", ("a@example.net",),
+                        Client("submission", "192.0.2.1", auth_user="u" * 200), 0.0)
+    guard = IdempotencyGuard(state.idempotency, state.events, IdempotencyConfig(),
+                             ManualClock())
+    found = guard.key_of(envelope, content, None)
+    assert found is not None and len(found[1].encode()) > MAX_KEY - 4
+    scope, key = found
+    assert (await state.idempotency.claim(scope, key, "Q1", 0.0, DAY, 600)).won
+    assert await state.idempotency.lookup(scope, key, 1.0) == Claim(False, "Q1", False)
+
+
+async def test_idempotency_racing_claims_from_two_nodes_one_wins(
+        state: StateStore, other_node: StateStore) -> None:
+    # Twenty submissions of one message, half through each node, all at once.
+    stores = [state.idempotency, other_node.idempotency]
+    claims = await asyncio.gather(*(
+        stores[i % 2].claim("user:app", "key:order-7", f"Q{i:02d}", 50.0, DAY, 600)
+        for i in range(20)))
+    winners = [c for c in claims if c.won]
+    assert len(winners) == 1
+    assert {c.queue_id for c in claims} == {winners[0].queue_id}
+    await stores[1].stored("user:app", "key:order-7", winners[0].queue_id)
+    assert await stores[0].lookup("user:app", "key:order-7", 51.0) == Claim(
+        False, winners[0].queue_id, True)
+
+
+# -- the bounce ledger and soft-bounce counts ------------------------------------------------
+
+
+async def test_bounce_ledger_claim_mark_and_what_another_node_sees(
+        state: StateStore, other_node: StateStore) -> None:
+    a, b = state.bounces, other_node.bounces
+    assert await a.claim("imap:box:7:1", "imap", 100.0, 300) is Ledger.CLAIMED
+    assert await b.claim("imap:box:7:1", "imap", 101.0, 300) is Ledger.BUSY
+    assert not await b.seen("imap:box:7:1")
+    await a.mark("imap:box:7:1", "imap", "processed", 102.0)
+    assert await b.claim("imap:box:7:1", "imap", 103.0, 300) is Ledger.DONE
+    assert await b.seen("imap:box:7:1")
+    await b.mark("imap:box:7:1", "imap", "forged", 104.0)  # a key keeps its first outcome
+    assert await a.ingested() == [("imap:box:7:1", "imap", "processed")]
+
+
+async def test_bounce_ledger_release_and_a_stale_claim_are_taken_over(
+        state: StateStore, other_node: StateStore) -> None:
+    a, b = state.bounces, other_node.bounces
+    assert await a.claim("k1", "maildir", 100.0, 300) is Ledger.CLAIMED
+    await a.release("k1")  # processing failed: the next poll, on any node, retries
+    assert await b.claim("k1", "maildir", 101.0, 300) is Ledger.CLAIMED
+    # b dies without marking; a takes over once the claim is older than stale_after.
+    assert await a.claim("k1", "maildir", 400.0, 300) is Ledger.BUSY
+    assert await a.claim("k1", "maildir", 401.5, 300) is Ledger.CLAIMED
+    await a.mark("k1", "maildir", "unmatched", 402.0)
+    await a.release("k1")  # a marked key is never released
+    assert await b.claim("k1", "maildir", 10_000.0, 300) is Ledger.DONE
+    assert await a.ingested() == [("k1", "maildir", "unmatched")]
+
+
+async def test_bounce_ledger_racing_claims_from_two_nodes_one_wins(
+        state: StateStore, other_node: StateStore) -> None:
+    stores = [state.bounces, other_node.bounces]
+    found = await asyncio.gather(*(stores[i % 2].claim("imap:box:9:3", "imap", 10.0, 300)
+                                   for i in range(20)))
+    assert found.count(Ledger.CLAIMED) == 1 and found.count(Ledger.BUSY) == 19
+
+
+async def test_bounce_ledger_purge_and_keys_marked_without_a_claim(state: StateStore) -> None:
+    store = state.bounces
+    await store.mark("old", "imap", "processed", 100.0)
+    await store.mark("new", "imap", "processed", 200.0)
+    assert await store.purge(150.0) == 1
+    assert await store.ingested() == [("new", "imap", "processed")]
+    assert not await store.seen("old") and await store.seen("new")
+
+
+async def test_soft_bounces_count_once_per_message_within_the_window(
+        state: StateStore, other_node: StateStore) -> None:
+    a, b = state.bounces, other_node.bounces
+    assert await a.add_soft("g@example.net", "Q1", 100.0, 3600) == (1, True)
+    assert await b.add_soft("g@example.net", "Q1", 101.0, 3600) == (1, False)  # same message
+    assert await b.add_soft("g@example.net", "Q2", 102.0, 3600) == (2, True)
+    assert await a.add_soft("h@example.net", "Q2", 102.0, 3600) == (1, True)
+    assert await a.add_soft("g@example.net", "Q3", 3701.0, 3600) == (2, True)  # Q1 is out
+    await b.clear_soft("g@example.net")
+    assert await a.add_soft("g@example.net", "Q4", 3702.0, 3600) == (1, True)
