@@ -7,9 +7,11 @@ the real StateStore interfaces, as the policy stage and the event writer call th
 Creates (and drops) a database of its own on the PostgreSQL server, fills both
 backends with ROWS suppressions and ROWS/10 consent records, then times N of:
 suppression lookup (half hits, half misses; the address and its @domain, as at
-RCPT), consent lookup (the latest record of one address), and event writes
+RCPT), consent lookup (the latest record of one address), event writes
 (one event recorded and flushed = the latency a reader waits for; and a
-batch of 100, per event = the writer's cost). Prints a Markdown table.
+batch of 100, per event = the writer's cost), and idempotency keys as intake
+uses them at DATA (a new message: claim, then stored — the claim alone too;
+a resend: a claim that finds the key held). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -82,12 +84,30 @@ async def measure(state: StateStore, rows: int, n: int) -> dict[str, list[float]
         state.events.record([event(i * 100 + k) for k in range(100)])
         await flush(state)
 
+    keys = state.idempotency
+
+    async def claim(i: int) -> None:
+        assert (await keys.claim("ip:192.0.2.1", f"mid:a:{i}", f"A{i:08d}", 1000.0 + i,
+                                 86400.0, 600.0)).won
+
+    async def claim_and_store(i: int) -> None:
+        await keys.claim("ip:192.0.2.1", f"mid:b:{i}", f"B{i:08d}", 1000.0 + i, 86400.0,
+                         600.0)
+        await keys.stored("ip:192.0.2.1", f"mid:b:{i}", f"B{i:08d}")
+
+    async def resend(i: int) -> None:
+        assert not (await keys.claim("ip:192.0.2.1", f"mid:b:{i}", f"C{i:08d}",
+                                     1000.0 + n + i, 86400.0, 600.0)).won
+
     await timed(200, lookup)  # warm caches and connections
     out = {"suppression lookup": await timed(n, lookup),
            "consent lookup": await timed(n, consent),
            "event write, 1 + flush": await timed(n, one_event)}
     out["event write, batch of 100, per event"] = [
         t / 100 for t in await timed(max(1, n // 20), batch)]
+    out["idempotency claim (new key)"] = await timed(n, claim)
+    out["idempotency claim + stored (a new message)"] = await timed(n, claim_and_store)
+    out["idempotency claim, key held (a resend)"] = await timed(n, resend)
     return out
 
 

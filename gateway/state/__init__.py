@@ -3,8 +3,8 @@ suppressions, consent, rate counters, idempotency keys and the audit log of
 policy changes.
 
 Stages talk to the narrow interfaces here (EventStore, SuppressionStore,
-ConsentStore, RateCounters, IdempotencyStore, AuditLog), never to SQL. Two backends implement
-them (`open_state()` picks by config):
+ConsentStore, RateCounters, IdempotencyStore, BounceStore, AuditLog), never to
+SQL. Two backends implement them (`open_state()` picks by config):
 
 - embedded, one node (default): SQLite files and a shared memory-mapped rate
   table in the data directory; the policy reads run on the event loop (a few
