@@ -2,8 +2,9 @@
 250 (a possibly suppressed address mailed) nor 550 (a good one bounced) — while
 queued mail is still delivered; the gateway reconnects by itself and writes the
 events it kept meanwhile. The idempotency check fails closed too: 451 4.3.0 at
-DATA, nothing queued, and the retry is taken once the database is back. The database is cut mid-run with a TCP forwarder in
-front of the real server (tests/fixtures/tcp_proxy.py)."""
+DATA, nothing queued, and the retry is taken once the database is back. The
+database is cut mid-run with a TCP forwarder in front of the real server
+(tests/fixtures/tcp_proxy.py)."""
 
 from __future__ import annotations
 
