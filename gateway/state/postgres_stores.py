@@ -9,6 +9,9 @@ then the oldest are dropped and counted: events are a record, not the truth
 of delivery, which is the queue files) and is tried again after the backoff.
 
 Security: addresses come from clients; they are only ever bound parameters.
+Text from a message (a Message-ID, a header value, a remote reply) may hold a
+NUL, which PostgreSQL text cannot: it is stored as U+FFFD, or one such event
+would fail every batch it is in, and the node would write no event again.
 """
 
 from __future__ import annotations
@@ -233,7 +236,8 @@ class PostgresEventStore:
 
     def record_accepted(self, qm: QueuedMessage, now: float) -> None:
         # Before the events: a flush writes the tags first.
-        self._pending_tags.extend((qm.id, n, v) for n, v in message_tags(qm))
+        self._pending_tags.extend((qm.id, n, v.replace("\0", "\ufffd"))
+                                  for n, v in message_tags(qm))
         self.record(accepted_events(qm, now))
 
     def record(self, events: Iterable[Event]) -> None:
@@ -327,9 +331,14 @@ def _copier(rows: list[EventRow]) -> Callable[[Conn], Awaitable[object]]:
 
 def _event_row(e: Event) -> EventRow:
     reply = e.reply
-    return (e.time, e.queue_id, e.type.value, e.recipient, e.message_id, e.route, e.host,
-            reply.code if reply else None, reply.enhanced if reply else None,
-            reply.text if reply else None, e.detail)
+    return (e.time, e.queue_id, e.type.value, _text(e.recipient), _text(e.message_id),
+            e.route, _text(e.host), reply.code if reply else None,
+            _text(reply.enhanced) if reply else None, _text(reply.text) if reply else None,
+            _text(e.detail))
+
+
+def _text(value: str | None) -> str | None:
+    return value.replace("\0", "\ufffd") if value and "\0" in value else value
 
 
 def _event(r: Any) -> Event:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
@@ -12,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.errors import ConfigError
 from gateway.clock import ManualClock
+from gateway.errors import ConfigError
 from gateway.intake.idempotency import MAX_KEY, IdempotencyGuard
 from gateway.model import (
     Client,
@@ -150,6 +151,19 @@ async def test_events_by_queue_id_and_message_id(state: StateStore) -> None:
     trace = await state.events.by_message_id("<m1@x>")
     assert [(e.queue_id, e.time) for e in trace] == [("Q1", 1.0), ("Q1", 2.0), ("Q2", 3.0)]
     assert await state.events.by_message_id("<none@x>") == []
+
+
+async def test_an_event_with_a_nul_is_stored_and_does_not_block_the_next(
+        state: StateStore) -> None:
+    # A client's Message-ID may hold a NUL; PostgreSQL text cannot (stored as U+FFFD).
+    state.events.record([Event(1.0, "Q1", EventType.ACCEPTED, "a@example.net", "<a\0b@x>",
+                               detail="from <s> \0")])
+    with contextlib.suppress(Exception):
+        await state.events.flush()
+    state.events.record([Event(2.0, "Q2", EventType.ACCEPTED, "b@example.net", "<ok@x>")])
+    assert [e.queue_id for e in await state.events.by_message_id("<ok@x>")] == ["Q2"]
+    (bad,) = await state.events.by_queue_id("Q1")
+    assert (bad.message_id or "").replace("\0", "\ufffd") == "<a\ufffdb@x>"
 
 
 async def test_every_migration_list_is_numbered_in_order() -> None:
