@@ -31,7 +31,7 @@ from gateway.model import (
 )
 from gateway.policy.rules_file import PolicySet
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state import STATE_ERRORS, StateStore
 
 __all__ = ["BounceService", "DsnSender", "inbox_for"]
 
@@ -163,7 +163,12 @@ class BounceService:
 
     async def start(self) -> None:
         if self.ingesters:
-            await self.store.purge(self.actions.clock.now() - KEY_RETENTION)
+            try:
+                await self.store.purge(self.actions.clock.now() - KEY_RETENTION)
+            except STATE_ERRORS as exc:
+                # The shared database away at start: the queue must still go out, and
+                # old keys can wait for the next start; ingestion retries by itself.
+                log.warning("bounce ledger not purged, state store unavailable: %s", exc)
         for ingester in self.ingesters:
             ingester.start()
 

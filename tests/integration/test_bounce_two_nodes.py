@@ -28,7 +28,11 @@ from gateway.state.bounces import Ledger
 from gateway.state.events import accepted_events
 from gateway.state_config import StateConfig
 from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
-from tests.fixtures.bounces import dsn_text
+from tests.fixtures.bounces import bounce_config, dsn_text
+from tests.fixtures.gateway import running_gateway
+from tests.fixtures.net import free_port
+from tests.fixtures.policy import smtp_session
+from tests.fixtures.sink import Sink
 from tests.fixtures.tcp_proxy import TcpProxy
 
 __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
@@ -155,3 +159,22 @@ async def test_database_away_the_bounce_waits_in_the_mailbox(tmp_path: Path, pg_
     finally:
         await node.state.close()
         database.cut()
+
+
+async def test_a_node_with_bounce_pollers_starts_with_the_database_away(
+        tmp_path: Path, pg_dsn: str) -> None:
+    # Its queue must go out; the pollers retry the ledger by themselves.
+    sink = Sink().start()
+    maildir = Maildir(tmp_path / "bounce-mail", fsync=False)
+    maildir.create()
+    name = maildir.deliver(b"From: x@example.net\r\nSubject: a bounce\r\n\r\nbody\r\n")
+    config = bounce_config(tmp_path, sink.port, bounces_extra="maildir: bounce-mail\n")
+    config.write_text(config.read_text() + f"state: {_through(pg_dsn, free_port())}\n")
+    try:
+        async with running_gateway(config) as gw:
+            sent = await smtp_session(gw.ports["relay"], ["guest@example.net"])
+            assert sent.rcpt["guest@example.net"][0] == 451  # serving, and failing closed
+            assert gw.bounces.counters.processed == 0
+            assert os.listdir(maildir.path / "new") == [name]
+    finally:
+        sink.stop()
