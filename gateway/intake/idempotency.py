@@ -127,8 +127,8 @@ class IdempotencyGuard:
                 else:
                     claim = current
         except STATE_ERRORS as exc:
-            log.error("idempotency check failed, state store %r unavailable (%s): "
-                      "answering 451", self._store, exc)
+            log.error("idempotency check failed, state store %s unavailable (%s): "
+                      "answering 451", self._store.where, exc)
             return replies.STATE_UNAVAILABLE
         if claim.won:
             return Ticket(scope, key, queue_id)

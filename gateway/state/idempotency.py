@@ -50,6 +50,10 @@ class Claim:
 
 
 class IdempotencyStore(Protocol):
+    @property
+    def where(self) -> str:
+        """The file or the database (without password), for log lines."""
+
     async def claim(self, scope: str, key: str, queue_id: QueueId, now: float,
                     window: float, stale_after: float) -> Claim: ...
 
@@ -121,8 +125,12 @@ class SqliteIdempotencyStore:
         self._purges.done(now)
         return await self._db.execute("DELETE FROM idempotency_keys WHERE expires <= ?", (now,))
 
+    @property
+    def where(self) -> str:
+        return str(self._db.path)
+
     def __repr__(self) -> str:
-        return f"<SqliteIdempotencyStore {self._db.path}>"
+        return f"<SqliteIdempotencyStore {self.where}>"
 
 
 # The row may be taken over when it has expired, or was never stored and is older than
@@ -180,5 +188,9 @@ class PostgresIdempotencyStore:
             "DELETE FROM idempotency_keys WHERE expires <= $1", now))
         return int(str(status).split()[-1])
 
+    @property
+    def where(self) -> str:
+        return self._pool.where
+
     def __repr__(self) -> str:
-        return f"<PostgresIdempotencyStore {self._pool.where}>"
+        return f"<PostgresIdempotencyStore {self.where}>"
