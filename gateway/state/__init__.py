@@ -119,7 +119,7 @@ class StateStore:
     def _use_postgres(self, dsn: Secret) -> None:
         pool = self.postgres = PostgresPool(dsn)
         self.events = PostgresEventStore(pool)
-        self.suppressions = PostgresSuppressionStore(pool)
+        self.suppressions = PostgresSuppressionStore(pool, self.hasher)
         self.consent = PostgresConsentStore(pool)
         self.audit = PostgresAuditLog(pool)
 
