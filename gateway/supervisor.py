@@ -105,7 +105,11 @@ class Gateway:
         await self.state.open()
         # Made now, before intake workers start, so every process hashes with it.
         self.state.hasher.ensure_key()
-        await self._check_erasure_key()
+        try:
+            await self._check_erasure_key()
+        except ConfigError:
+            await self.state.close()  # refused: nothing else has started yet
+            raise
         self.policy.start()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)

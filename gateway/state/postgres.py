@@ -149,14 +149,15 @@ class PostgresPool:
             log.warning("state database %s is back after %d failed tries", self.where, ended)
         return result
 
-    async def connect(self) -> Conn:
+    async def connect(self, settings: dict[str, str] | None = None) -> Conn:
         """A connection of its own, outside the pool, for a session that must last (a
-        webhook's advisory lock: gateway.webhooks.outbox_postgres); the caller closes it.
-        StateUnavailable if the server is not there; the schema is checked first."""
+        webhook's advisory lock: gateway.webhooks.outbox_postgres), with these session
+        `settings`; the caller closes it. StateUnavailable if the server is not there;
+        the schema is checked first."""
         try:
             conn = await asyncpg.connect(self._dsn.value, timeout=CONNECT_TIMEOUT,
                                          command_timeout=COMMAND_TIMEOUT,
-                                         server_settings=_KEEPALIVE)
+                                         server_settings={**_KEEPALIVE, **(settings or {})})
         except Exception as exc:
             if not is_unavailable(exc):
                 raise

@@ -55,6 +55,10 @@ lost its session cannot move the cursor: its next statement fails and it asks
 for the lock again. A batch it POSTed meanwhile may be POSTed again by the new
 holder (at-least-once; receivers drop duplicates by `id`).
 
+The cursor is written with `synchronous_commit = off` on that session: a
+server crash may forget its last moves (the events go again), never skip one,
+and a batch costs no fsync.
+
 Rejected: a lease row with an expiry that the holder renews. Failover would
 wait out the lease instead of following the socket's close; the expiry needs
 clocks that agree across nodes; the holder writes a row every few seconds. The
@@ -115,11 +119,11 @@ _HORIZON = (
     "  (SELECT 1 FROM pg_stat_activity a WHERE a.backend_xid = x::xid"
     "   AND a.datname <> current_database())), pg_snapshot_xmax(s.snap)) AS horizon"
     " FROM (SELECT pg_current_snapshot() AS snap) s")
-# One round trip: the horizon, whether committed rows wait above it, and the batch
-# below it with each event's category tag.
+# One round trip: the horizon (computed once), whether committed rows wait above it (the
+# newest xid: one index probe), and the batch below it with each event's category tag.
 _READ = (
-    f"WITH h AS ({_HORIZON})"
-    " SELECT h.horizon, EXISTS (SELECT 1 FROM events WHERE xid >= h.horizon) AS held,"
+    f"WITH h AS MATERIALIZED ({_HORIZON})"
+    " SELECT h.horizon, coalesce((SELECT max(xid) FROM events) >= h.horizon, false) AS held,"
     " e.* FROM h LEFT JOIN LATERAL ("
     "  SELECT v.seq, v.time, v.type, v.queue_id, v.recipient, v.message_id, v.route, v.host,"
     "  v.reply_code, v.reply_enhanced, v.reply_text, v.detail, v.xid, t.value AS tag"
@@ -237,7 +241,7 @@ class _PostgresLease:
         """`fn` on the lease's session. Any failure ends the session — and the lock with
         it — so the sender asks again; a server that is away is StateUnavailable."""
         if self._conn is None:
-            self._conn = await self._pool.connect()
+            self._conn = await self._pool.connect({"synchronous_commit": "off"})
         try:
             return await fn(self._conn)
         except Exception as exc:
