@@ -152,8 +152,12 @@ class PostgresPool:
     async def connect(self, settings: dict[str, str] | None = None) -> Conn:
         """A connection of its own, outside the pool, for a session that must last (a
         webhook's advisory lock: gateway.webhooks.outbox_postgres), with these session
-        `settings`; the caller closes it. StateUnavailable if the server is not there;
-        the schema is checked first."""
+        `settings`; the caller closes it. StateUnavailable if the server is not there
+        (now, or within the pool's backoff after a failure); the schema is checked first."""
+        wait = self._backoff.wait()
+        if wait > 0:
+            raise StateUnavailable(f"state database {self.where} unavailable "
+                                   f"(next try in {wait:.1f}s)")
         try:
             conn = await asyncpg.connect(self._dsn.value, timeout=CONNECT_TIMEOUT,
                                          command_timeout=COMMAND_TIMEOUT,
@@ -161,6 +165,7 @@ class PostgresPool:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
+            self._failed(exc)
             raise StateUnavailable(f"state database {self.where} unavailable: "
                                    f"{type(exc).__name__}") from None
         try:

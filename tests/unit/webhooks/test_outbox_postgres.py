@@ -1,6 +1,7 @@
 """The PostgreSQL outbox on a real server (127.0.0.1:5432): events committed out of id
 order by concurrent writers are all sent; one node at a time holds a webhook's
-lease, and a holder whose session ended can no longer move the cursor."""
+lease, a holder whose session ended can no longer move the cursor, and a node cut
+off from the database (a TCP forwarder, reset) hands the webhook to another."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -21,6 +23,7 @@ from gateway.webhooks.outbox import Position
 from gateway.webhooks.outbox_postgres import HELD_WARNING, PostgresOutbox
 from gateway.webhooks.settings import WebhookConfig
 from tests.fixtures.backends import PG_ADMIN_DSN, pg_database, pg_dsn
+from tests.fixtures.tcp_proxy import TcpProxy
 from tests.fixtures.webhook_receiver import Receiver
 
 __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
@@ -221,3 +224,50 @@ async def test_a_transaction_that_never_ends_is_reported_once(
         await stuck.close()
         await writer.close()
 
+
+
+async def test_a_node_cut_off_from_the_database_hands_the_webhook_over_and_comes_back(
+        pg_dsn: str, clock: ManualClock, receiver: Receiver) -> None:
+    proxy = TcpProxy(5432).start()
+    parts = urlsplit(pg_dsn)
+    cut_off = PostgresPool(Secret(f"postgresql://postgres@127.0.0.1:{proxy.port}{parts.path}"))
+    direct = PostgresPool(Secret(pg_dsn))
+    writer = await asyncpg.connect(pg_dsn)
+    await cut_off.open()
+    await direct.open()
+    hook = WebhookConfig(name="app", url=receiver.url, secret=Secret(SECRET), events=TYPES,
+                         poll_interval=1.0)
+    node_a = WebhookDispatcher([hook], PostgresOutbox(cut_off, clock, holder="node-a"), clock)
+    node_b = WebhookDispatcher([hook], PostgresOutbox(direct, clock, holder="node-b"), clock)
+    try:
+        await node_a.start()
+        await until(lambda: node_a.senders["app"].cursor is not None, "node A holding")
+        await node_b.start()
+        await until(lambda: sleeping(clock) == 2, "both senders idle")
+        assert node_b.senders["app"].cursor is None  # standing by
+        first = await writer.fetchval(_INSERT, "Q1", "a@example.net")
+        clock.advance(1.0)
+        await until(lambda: node_a.events_sent == 1, "node A sending")
+        proxy.cut()  # node A's connections reset: the server drops its lock with them
+        second = await writer.fetchval(_INSERT, "Q2", "b@example.net")
+        for _ in range(200):  # bounded; the server needs a moment to end A's session
+            clock.advance(1.0)
+            await asyncio.sleep(0.02)
+            if node_b.events_sent:
+                break
+        assert node_b.events_sent == 1 and node_a.senders["app"].cursor is None
+        assert node_a.senders["app"].outbox_failures >= 1
+        proxy.start()  # A is back: it asks again, and stands by while B holds the webhook
+        for _ in range(30):  # past the pool's reconnection backoff (real time)
+            clock.advance(1.0)
+            await asyncio.sleep(0.02)
+        assert node_a.senders["app"].outbox_failures == 0
+        assert node_a.senders["app"].cursor is None
+        assert sorted(receiver.ids().items()) == [(first, 1), (second, 1)]
+    finally:
+        await node_a.stop()
+        await node_b.stop()
+        proxy.stop()
+        await writer.close()
+        await cut_off.close()
+        await direct.close()
