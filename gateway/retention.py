@@ -42,6 +42,7 @@ from gateway.state.erasure import (
     purge_events,
 )
 from gateway.state.erasure_postgres import (
+    check_erasure_key,
     erase_in_postgres,
     purge_events_in_postgres,
     vacuum_tables,
@@ -190,11 +191,12 @@ class PostgresScrubber:
 
     async def scrub(self, matcher: AddressMatcher, actor: str, now: float
                     ) -> tuple[dict[str, int], bool]:
-        path = self._state.path
+        path, hasher = self._state.path, self._state.hasher
+        # The key first: with another node's key nothing may change, not even here.
+        await self._pool.run(lambda c: check_erasure_key(c, hasher, now), transaction=True)
         node = await asyncio.to_thread(erase_node_counters, (
             path.with_name("ratelimits.db"), path.with_name("bounces.db")), matcher)
-        changed = await erase_in_postgres(self._pool, self._state.hasher, matcher, actor,
-                                          now, node)
+        changed = await erase_in_postgres(self._pool, hasher, matcher, actor, now, node)
         vacuumed = await vacuum_tables(self._pool, [t for t, n in changed.items() if n])
         vacuumed = await _checkpoint((path.with_name("bounces.db"),)) and vacuumed
         return {**node, **changed}, vacuumed

@@ -142,11 +142,15 @@ async def test_a_node_with_another_erasure_key_is_refused(
     await erase_address(state, ADDRESS, "cli", now=NOW)  # stores the key's fingerprint
     other = node(tmp_path / "b", pg_dsn)  # a key of its own, made at first use
     await other.open()
+    bounces = BounceStore(other.path.with_name("bounces.db"))
+    await bounces.add_soft("someone@example.org", "Q0", NOW, 86400)
     try:
         with pytest.raises(ConfigError, match="not the one the other nodes"):
             await erase_address(other, "someone@example.org", "cli", now=NOW)
-        # Nothing was changed by the refused erase.
+        # Nothing was changed by the refused erase, not even the node's own bounces.db.
         assert [s.target for s in await state.suppressions.all()] == [
             state.hasher.token(ADDRESS)]
+        assert (await bounces.add_soft("someone@example.org", "Q1", NOW, 86400))[0] == 2
     finally:
+        await bounces.close()
         await other.close()
