@@ -441,9 +441,6 @@ def _erase(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"erase: {exc}", file=sys.stderr)
         return 2
-    except NotImplementedError as exc:
-        print(f"erase: {exc}", file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
         return 0

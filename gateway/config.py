@@ -214,9 +214,6 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
                               tuple(lst.name for lst in listeners)),
         state=parse_state(root, base),
     )
-    if cfg.webhooks and cfg.state.dsn is not None:
-        root.error("webhooks", "webhooks read their outbox from state.db: not available "
-                   "with state: postgresql yet")
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()

@@ -10,8 +10,9 @@ them (`open_state()` picks by config):
   table in the data directory; the policy reads run on the event loop (a few
   microseconds; gateway.state.db), so the async methods return at once;
 - shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
-  consent, audit and events, and Redis (gateway.state.redis_limits) for rate
-  counters — each chosen on its own (`state:`, `rate_limits:`).
+  consent, audit and events — with the webhook outbox's cursors and leases
+  (gateway.webhooks.outbox_postgres) — and Redis (gateway.state.redis_limits)
+  for rate counters — each chosen on its own (`state:`, `rate_limits:`).
 
 A backend that cannot answer raises StateUnavailable; the policy stage turns
 it into 451 4.3.0 (gateway.policy.stage). Idempotency keys have only the
@@ -86,8 +87,8 @@ class StateStore:
     every commit and meets their WAL checkpoints (measured; BENCHMARKS.md).
 
     An erased address is kept as a keyed hash (`hasher`, gateway.state.address_hash;
-    gateway.state.erasure rewrites the SQLite files), which suppression lookups ask
-    for too.
+    gateway.state.erasure rewrites the SQLite files, gateway.state.erasure_postgres
+    the shared database), which suppression lookups on either backend ask for too.
     """
 
     def __init__(self, path: Path, config: StateConfig | None = None, *,
@@ -119,7 +120,7 @@ class StateStore:
     def _use_postgres(self, dsn: Secret) -> None:
         pool = self.postgres = PostgresPool(dsn)
         self.events = PostgresEventStore(pool)
-        self.suppressions = PostgresSuppressionStore(pool)
+        self.suppressions = PostgresSuppressionStore(pool, self.hasher)
         self.consent = PostgresConsentStore(pool)
         self.audit = PostgresAuditLog(pool)
 

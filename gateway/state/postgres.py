@@ -52,6 +52,11 @@ COMMAND_TIMEOUT = 5.0
 _UNAVAILABLE_CLASSES = ("08", "57", "53", "3D")
 # A lock number of our own for migrations (pg_advisory_xact_lock): "smtpgw" in ASCII.
 _MIGRATION_LOCK = 0x736D7470_6777
+# A dedicated connection's session (an advisory lock lives as long as it): the server
+# probes an idle client, so a node cut off by the network loses its locks in ~25 s, not
+# after the kernel's two hours.
+_KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+              "tcp_keepalives_count": "3"}
 
 
 def redact_dsn(dsn: str) -> str:
@@ -143,6 +148,33 @@ class PostgresPool:
         if ended:
             log.warning("state database %s is back after %d failed tries", self.where, ended)
         return result
+
+    async def connect(self, settings: dict[str, str] | None = None) -> Conn:
+        """A connection of its own, outside the pool, for a session that must last (a
+        webhook's advisory lock: gateway.webhooks.outbox_postgres), with these session
+        `settings`; the caller closes it. StateUnavailable if the server is not there
+        (now, or within the pool's backoff after a failure); the schema is checked first."""
+        wait = self._backoff.wait()
+        if wait > 0:
+            raise StateUnavailable(f"state database {self.where} unavailable "
+                                   f"(next try in {wait:.1f}s)")
+        try:
+            conn = await asyncpg.connect(self._dsn.value, timeout=CONNECT_TIMEOUT,
+                                         command_timeout=COMMAND_TIMEOUT,
+                                         server_settings={**_KEEPALIVE, **(settings or {})})
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self._failed(exc)
+            raise StateUnavailable(f"state database {self.where} unavailable: "
+                                   f"{type(exc).__name__}") from None
+        try:
+            if not self._schema_ok:
+                await self._check_schema(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     def _failed(self, exc: BaseException) -> None:
         pause = self._backoff.failed()

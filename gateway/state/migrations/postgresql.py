@@ -69,4 +69,31 @@ POSTGRESQL: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX message_tags_value ON message_tags (name, value)",
     )),
+    # Taken by another branch (issue 8), merged separately; empty here so that the
+    # numbering stays 1, 2, 3, … — the lead keeps the real one at merge.
+    Migration(3, "reserved", ()),
+    # The webhook outbox on PostgreSQL (gateway.webhooks.outbox_postgres): each event row
+    # names the transaction that wrote it, and each webhook's cursor is a (xid, seq)
+    # position. The column is added without a value for the existing rows (no table
+    # rewrite): they were written before webhooks could run on PostgreSQL, and a new
+    # webhook starts at the head anyway. The erasure key's fingerprint lets every node
+    # check that it hashes addresses with the same key (gateway.state.erasure_postgres).
+    Migration(4, "webhook outbox, erasure key check", (
+        "ALTER TABLE events ADD COLUMN xid xid8",
+        "ALTER TABLE events ALTER COLUMN xid SET DEFAULT pg_current_xact_id()",
+        "CREATE INDEX events_outbox ON events (xid, seq)",
+        """CREATE TABLE webhook_cursors (
+            name text PRIMARY KEY,
+            lock_key integer GENERATED ALWAYS AS IDENTITY UNIQUE,
+            xid xid8 NOT NULL,
+            seq bigint NOT NULL,
+            updated double precision NOT NULL,
+            holder text NOT NULL
+        )""",
+        """CREATE TABLE erasure_key (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            fingerprint text NOT NULL,
+            created double precision NOT NULL
+        )""",
+    )),
 )

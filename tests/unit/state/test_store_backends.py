@@ -14,7 +14,7 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
 from gateway.state import StateStore
-from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering
+from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering, latest
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.migrations.postgresql import POSTGRESQL
 from tests.fixtures.backends import (
@@ -168,7 +168,8 @@ async def test_postgresql_without_migrations_asks_for_db_migrate(tmp_path: Path)
     try:
         dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
         pg = StateStore(tmp_path / "x.db", sqlite_or_pg_state_config("postgresql", dsn))
-        with pytest.raises(ConfigError, match=r"schema version 0, this gateway needs 2: "
+        with pytest.raises(ConfigError, match=rf"schema version 0, this gateway needs "
+                                              rf"{latest(POSTGRESQL)}: "
                                               r"run `smtp-gateway db migrate`"):
             await pg.open()
     finally:
