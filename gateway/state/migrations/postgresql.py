@@ -69,4 +69,23 @@ POSTGRESQL: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX message_tags_value ON message_tags (name, value)",
     )),
+    # PLACEHOLDERS: 3 and 4 are taken by branches merged in parallel (issue 8); the
+    # real ones replace these two at merge. They change nothing.
+    Migration(3, "placeholder (replaced at merge)", ()),
+    Migration(4, "placeholder (replaced at merge)", ()),
+    # Each smarthost's circuit breaker as the cluster last saw it
+    # (gateway.delivery.breaker_sharing): the last transition, which node made it,
+    # and a generation that every write bumps (nodes apply only newer ones).
+    Migration(5, "breakers", (
+        """CREATE TABLE breakers (
+            route text NOT NULL,
+            smarthost text NOT NULL,
+            state text NOT NULL,
+            retry_at double precision NOT NULL,
+            generation bigint NOT NULL,
+            node text NOT NULL,
+            changed double precision NOT NULL,
+            PRIMARY KEY (route, smarthost)
+        )""",
+    )),
 )
