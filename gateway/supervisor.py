@@ -54,7 +54,8 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
-        self.delivery = Delivery(config.delivery, self.clock)
+        self.delivery = Delivery(config.delivery, self.clock, breaker_store=self.state.breakers,
+                                 node=config.node_name)
         self.router = Router(config.routes)
         self.scheduler = Scheduler(self.spool, self.delivery, self.router, self.state.events,
                                    self.clock, config.delivery)
@@ -277,6 +278,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("bounces")
     if old.state != new.state:
         out.append("state")
+    if old.node_name != new.node_name:
+        out.append("node_name")
     return out
 
 

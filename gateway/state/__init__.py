@@ -10,9 +10,10 @@ them (`open_state()` picks by config):
   table in the data directory; the policy reads run on the event loop (a few
   microseconds; gateway.state.db), so the async methods return at once;
 - shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
-  consent, audit and events — with the webhook outbox's cursors and leases
-  (gateway.webhooks.outbox_postgres) — and Redis (gateway.state.redis_limits)
-  for rate counters — each chosen on its own (`state:`, `rate_limits:`).
+  consent, audit, events and circuit-breaker transitions — with the webhook
+  outbox's cursors and leases (gateway.webhooks.outbox_postgres) — and Redis
+  (gateway.state.redis_limits) for rate counters — each chosen on its own
+  (`state:`, `rate_limits:`).
 
 A backend that cannot answer raises StateUnavailable; the policy stage turns
 it into 451 4.3.0 (gateway.policy.stage). Idempotency keys have only the
@@ -29,6 +30,7 @@ tests/unit/state/test_store_backends.py, which runs them on both backends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from pathlib import Path
@@ -38,6 +40,8 @@ from gateway.errors import StateUnavailable
 from gateway.model import Secret
 from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AuditLog, SqliteAuditLog
+from gateway.state.backoff import BackendHealth
+from gateway.state.breakers import BreakerStore, PostgresBreakerStore
 from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
@@ -109,6 +113,9 @@ class StateStore:
         self.idempotency_path = path.with_name("idempotency.db")
         self._idempotency_db = StateDb(self.idempotency_path, sqlite_migrations.IDEMPOTENCY)
         self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
+        # Circuit-breaker state shared by the nodes; None (SQLite): each breaker stays in
+        # the one delivery process's memory (gateway.state.breakers says why).
+        self.breakers: BreakerStore | None = None
         self.postgres: PostgresPool | None = None
         if config.dsn is not None:
             self._use_postgres(config.dsn)
@@ -123,16 +130,31 @@ class StateStore:
         self.suppressions = PostgresSuppressionStore(pool, self.hasher)
         self.consent = PostgresConsentStore(pool)
         self.audit = PostgresAuditLog(pool)
+        self.breakers = PostgresBreakerStore(pool)
 
     def health(self) -> dict[str, bool]:
-        """Shared backends and whether they answered last time (for a readiness check:
-        False while backing off after a failure). Empty for the embedded ones."""
+        """Shared backends and whether they answered last time (False while backing
+        off after a failure). Empty for the embedded ones."""
+        return {name: report.up for name, report in self.backends().items()}
+
+    def backends(self) -> dict[str, BackendHealth]:
+        """Each shared backend's last known health (postgresql, redis)."""
         out = {}
         if self.postgres is not None:
-            out["postgresql"] = self.postgres.available
+            out["postgresql"] = self.postgres.health()
         if isinstance(self.rate_counters, RedisRateCounters):
-            out["redis"] = self.rate_counters.available
+            out["redis"] = self.rate_counters.health()
         return out
+
+    async def probe(self) -> dict[str, BackendHealth]:
+        """Ask each shared backend now (for /readyz; paced by their backoffs), then
+        report as `backends()`."""
+        shared = [b for b in (self.postgres, self.rate_counters)
+                  if isinstance(b, PostgresPool | RedisRateCounters)]
+        for backend in shared:
+            with contextlib.suppress(StateUnavailable):
+                await backend.ping()
+        return self.backends()
 
     @property
     def backend(self) -> str:

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,7 +34,7 @@ import asyncpg
 
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
-from gateway.state.backoff import Backoff
+from gateway.state.backoff import BackendHealth, Backoff
 from gateway.state.migrations import MIGRATIONS_TABLE, Migration, check_version, latest
 from gateway.state.migrations.postgresql import POSTGRESQL
 
@@ -98,6 +99,17 @@ class PostgresPool:
     def available(self) -> bool:
         """False while backing off after a failure (for readiness)."""
         return self._backoff.failures == 0 and self._schema_problem is None
+
+    def health(self) -> BackendHealth:
+        report = self._backoff.health()
+        if self._schema_problem is not None:
+            return replace(report, up=False, last_error="SchemaError")
+        return report
+
+    async def ping(self) -> None:
+        """For readiness: StateUnavailable unless the server answers now (paced by the
+        backoff like any request, so a probe every second costs a dead server nothing)."""
+        await self.run(lambda c: c.fetchval("SELECT 1"))
 
     async def open(self) -> None:
         """Create the pool and check the schema if the server answers. A server that is
@@ -177,7 +189,7 @@ class PostgresPool:
         return conn
 
     def _failed(self, exc: BaseException) -> None:
-        pause = self._backoff.failed()
+        pause = self._backoff.failed(exc)
         tries = self._backoff.failures
         if tries == 1 or tries % 10 == 0:
             log.error("state database %s unavailable (%s: %s); try %d, next in %.2fs",

@@ -96,4 +96,19 @@ POSTGRESQL: tuple[Migration, ...] = (
             created double precision NOT NULL
         )""",
     )),
+    # Each smarthost's circuit breaker as the cluster last saw it
+    # (gateway.delivery.breaker_sharing): the last transition, which node made it,
+    # and a generation that every write bumps (nodes apply only newer ones).
+    Migration(5, "breakers", (
+        """CREATE TABLE breakers (
+            route text NOT NULL,
+            smarthost text NOT NULL,
+            state text NOT NULL,
+            retry_at double precision NOT NULL,
+            generation bigint NOT NULL,
+            node text NOT NULL,
+            changed double precision NOT NULL,
+            PRIMARY KEY (route, smarthost)
+        )""",
+    )),
 )
