@@ -1,4 +1,4 @@
-"""Shared by bench/priority_latency.py and bench/soak.py: a gateway subprocess
+"""Shared by bench/priority_latency.py, bench/soak.py and bench/two_nodes.py: a gateway subprocess
 configured as in production (durable spool, intake workers), a timing sink, an
 SMTP client, and RSS sampling of the gateway's processes from /proc.
 
@@ -84,7 +84,7 @@ class TimingSink:
 
 def write_config(directory: Path, port: int, sink_port: int, *, extra: str = "",
                  consent: str | None = None, sink_connections: int = 20,
-                 breaker_failures: int = 3) -> Path:
+                 breaker_failures: int = 3, workers: int | str = "auto") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     if consent is not None:
         (directory / "policies").mkdir(exist_ok=True)
@@ -94,7 +94,7 @@ def write_config(directory: Path, port: int, sink_port: int, *, extra: str = "",
         hostname: gateway.bench
         data_dir: ./var
         log_level: warning
-        intake_workers: auto
+        intake_workers: {workers}
         listeners:
           - {{name: relay, kind: relay, address: 127.0.0.1, port: {port},
               networks: [127.0.0.0/8]}}

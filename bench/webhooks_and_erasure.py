@@ -2,6 +2,7 @@
 
     python3 bench/webhooks_and_erasure.py [--entries 100000] [--events 1000000]
                                           [--webhook-events 50000]
+                                          [--backends sqlite,postgresql] [--pg DSN]
 
 1. `SuppressionStore.lookup()` — the query each RCPT costs — with no erasure
    key (nothing ever erased: no hash computed) and with one (the recipient's
@@ -11,18 +12,27 @@
    the erased address) plus the suppression table: the scan-and-rewrite time.
 3. A webhook sender draining a backlog of `--webhook-events` events to a local
    aiohttp receiver that verifies each signature (batch_size 100 and 500).
+
+2 and 3 run on each of `--backends`: SQLite files in a temporary directory, and
+PostgreSQL in a scratch database made on the server of `--pg` (an admin DSN,
+default postgresql://postgres@127.0.0.1:5432/postgres) and dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,12 +42,38 @@ from gateway.retention import erase_address
 from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.migrations.sqlite import EVENTS
+from gateway.state_config import StateConfig
 from gateway.webhooks.dispatcher import WebhookDispatcher
-from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.outbox import Outbox, SqliteOutbox
+from gateway.webhooks.outbox_postgres import PostgresOutbox
 from gateway.webhooks.settings import WebhookConfig
 from tests.fixtures.webhook_receiver import Receiver
 
 SECRET = "bench-secret-0123456789"
+# A state store on the backend being measured, in a directory of its own.
+Opener = Callable[[Path], StateStore]
+
+
+@asynccontextmanager
+async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
+    """A database made (and migrated) for this run on the server of `admin_dsn`."""
+    name = f"hookbench_{os.getpid()}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    dsn = admin_dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        await StateStore(Path("/nonexistent/state.db"), StateConfig(dsn=Secret(dsn))).migrate()
+        yield dsn
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def empty_events(state: StateStore) -> None:
+    if state.postgres is not None:
+        await state.postgres.run(lambda c: c.execute(
+            "TRUNCATE events, message_tags, webhook_cursors, suppressions, consent, audit,"
+            " erasure_key"))
 
 
 async def lookups(state: StateStore, entries: int, n: int = 4000) -> tuple[float, float]:
@@ -71,9 +107,10 @@ async def bench_lookup(work: Path, entries: int) -> None:
           f" p95 {after[1]:.1f} µs |")
 
 
-async def bench_erase(work: Path, events: int) -> None:
-    state = StateStore(work / "state.db")
+async def bench_erase(work: Path, events: int, open_state: Opener, backend: str) -> None:
+    state = open_state(work)
     await state.open()
+    await empty_events(state)
     reply = Reply(250, "2.0.0", "OK")
     for start in range(0, events, 100_000):
         state.events.record(
@@ -89,19 +126,24 @@ async def bench_erase(work: Path, events: int) -> None:
     report = await erase_address(state, "guest@example.net", "bench")
     elapsed = time.perf_counter() - t0
     await state.close()
-    print(f"| erase, {events:,} events | {elapsed:.2f} s | {report.changed['events']:,} events"
-          f" rewritten, checkpointed={report.checkpointed} |")
+    print(f"| erase, {events:,} events, {backend} | {elapsed:.2f} s |"
+          f" {report.changed['events']:,} events rewritten, checkpointed={report.checkpointed} |")
 
 
-async def bench_webhook(work: Path, count: int, batch: int) -> None:
-    state = StateStore(work / f"hook{batch}.db")
+async def bench_webhook(work: Path, count: int, batch: int, open_state: Opener,
+                        backend: str) -> None:
+    state = open_state(work)
     await state.open()
+    await empty_events(state)
     receiver = Receiver(SECRET).start()
     clock = SystemClock()
     cfg = WebhookConfig(name="bench", url=receiver.url, secret=Secret(SECRET),
                         batch_size=batch, poll_interval=0.05)
     events_db = StateDb(state.path, EVENTS)
-    dispatcher = WebhookDispatcher([cfg], Outbox(events_db), clock)
+    outbox: Outbox = SqliteOutbox(events_db)
+    if state.postgres is not None:
+        outbox = PostgresOutbox(state.postgres, clock)
+    dispatcher = WebhookDispatcher([cfg], outbox, clock)
     await dispatcher.start()
     await asyncio.sleep(0.2)  # the sender's cursor is set (at the empty table's head)
     reply = Reply(250, "2.0.0", "OK")
@@ -120,19 +162,35 @@ async def bench_webhook(work: Path, count: int, batch: int) -> None:
     receiver.stop()
     await state.close()
     assert not receiver.rejected and len(receiver.events()) == count
-    print(f"| webhook drain, batch_size {batch} | {count:,} events in {elapsed:.2f} s |"
-          f" {count / elapsed:,.0f} events/s ({len(receiver.batches)} POSTs) |")
+    print(f"| webhook drain, batch_size {batch}, {backend} | {count:,} events in {elapsed:.2f} s"
+          f" | {count / elapsed:,.0f} events/s ({len(receiver.batches)} POSTs) |")
+
+
+async def on_backend(work: Path, args: argparse.Namespace, backend: str, dsn: str | None
+                     ) -> None:
+    config = StateConfig() if dsn is None else StateConfig(dsn=Secret(dsn))
+
+    def open_state(directory: Path) -> StateStore:
+        directory.mkdir(exist_ok=True)
+        return StateStore(directory / "state.db", config)
+    await bench_erase(work / f"erase-{backend}", args.events, open_state, backend)
+    for batch in (100, 500):
+        await bench_webhook(work / f"hook{batch}-{backend}", args.webhook_events, batch,
+                            open_state, backend)
 
 
 async def main(args: argparse.Namespace) -> None:
+    backends = args.backends.split(",")
     with tempfile.TemporaryDirectory(prefix="hookbench.") as tmp:
         work = Path(tmp)
         (work / "a").mkdir()
-        (work / "b").mkdir()
-        await bench_lookup(work / "a", args.entries)
-        await bench_erase(work / "b", args.events)
-        for batch in (100, 500):
-            await bench_webhook(work, args.webhook_events, batch)
+        if args.entries:
+            await bench_lookup(work / "a", args.entries)
+        if "sqlite" in backends:
+            await on_backend(work, args, "sqlite", None)
+        if "postgresql" in backends:
+            async with scratch_database(args.pg) as dsn:
+                await on_backend(work, args, "postgresql", dsn)
 
 
 if __name__ == "__main__":
@@ -140,4 +198,7 @@ if __name__ == "__main__":
     p.add_argument("--entries", type=int, default=100_000)
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--webhook-events", type=int, default=50_000)
+    p.add_argument("--backends", default="sqlite,postgresql")
+    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="an admin DSN: a scratch database is made on that server")
     asyncio.run(main(p.parse_args()))

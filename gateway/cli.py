@@ -177,7 +177,7 @@ def _intake_worker(args: argparse.Namespace) -> int:
 def _setup_logging(config: Config) -> None:
     from gateway.event_log import setup_logging
 
-    setup_logging(config.log_level, config.logging, config.data_dir)
+    setup_logging(config.log_level, config.logging, config.data_dir, config.node_name)
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -441,9 +441,6 @@ def _erase(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"erase: {exc}", file=sys.stderr)
         return 2
-    except NotImplementedError as exc:
-        print(f"erase: {exc}", file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
         return 0

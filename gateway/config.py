@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import stat
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class Config:
     bounces: BounceConfig = field(default_factory=BounceConfig)
     # Where policy state lives: SQLite / this node's table, or PostgreSQL / Redis.
     state: StateConfig = field(default_factory=StateConfig)
+    # This node's name among several (logs, /readyz, who changed a shared breaker).
+    node_name: str = field(default_factory=socket.gethostname)
 
     @property
     def spool_dir(self) -> Path:
@@ -213,15 +217,22 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         bounces=parse_bounces(root.section("bounces"), base,
                               tuple(lst.name for lst in listeners)),
         state=parse_state(root, base),
+        node_name=_node_name(root),
     )
-    if cfg.webhooks and cfg.state.dsn is not None:
-        root.error("webhooks", "webhooks read their outbox from state.db: not available "
-                   "with state: postgresql yet")
     if cfg.bounces.verp is None and not problems.items and any(r.verp for r in cfg.routes):
         root.error("routes", "a route has 'verp: true' but 'bounces.verp' is not configured")
     root.done()
     problems.raise_if_any()
     return cfg
+
+
+def _node_name(root: Section) -> str:
+    """A label in logs and JSON: printable ASCII without spaces, at most 64 characters."""
+    name = root.get_str("node_name", socket.gethostname())
+    if not _NODE_NAME.fullmatch(name):
+        root.error("node_name", f"'{name[:70]}' is not a node name: 1-64 characters of "
+                   "letters, digits, '.', '-', '_'")
+    return name
 
 
 def _logging(sec: Section) -> LogConfig:

@@ -5,9 +5,10 @@ Every event a stage records (gateway.state.events) is also written as one line
 by the `gateway.events` logger, carrying its queue id, recipient, route, host,
 remote reply and detail — never any message content, which no event holds.
 Other log records get the same format (`logging.format`), so a JSON log is
-JSON throughout:
+JSON throughout. Every line names the node (`node_name:`, by default the
+machine's host name), so the logs of N nodes can be merged:
 
-    {"ts":"2026-11-23T14:02:11.512Z","level":"info","logger":"gateway.events",
+    {"ts":"2026-11-23T14:02:11.512Z","level":"info","logger":"gateway.events","node":"gw-a",
      "event":"delivered","queue_id":"01JD5Q8W3K7H2M9XQ4RT","recipient":"g***@example.net",
      "route":"default","host":"mx1.example.net","reply":"250 2.0.0 Ok"}
 
@@ -98,13 +99,16 @@ def _iso(timestamp: float) -> str:
 class _Structured(logging.Formatter):
     """Shared by JSON and logfmt: a record becomes an ordered dict of fields."""
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, node: str = "") -> None:
         super().__init__()
         self.redactor = redactor
+        self.node = node
 
     def fields(self, record: logging.LogRecord) -> dict[str, str]:
         event = getattr(record, "gateway_event", None)
         out = {"level": record.levelname.lower(), "logger": record.name}
+        if self.node:
+            out["node"] = self.node
         if isinstance(event, Event):
             out = {"ts": _iso(event.time), **out, "event": event.type.value,
                    **_event_fields(event, self.redactor)}
@@ -137,8 +141,10 @@ def _logfmt_value(value: str) -> str:
 class TextFormatter(logging.Formatter):
     """The classic line; an event's fields follow its type as key=value pairs."""
 
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__(_TEXT_FORMAT)
+    def __init__(self, redactor: Redactor, node: str = "") -> None:
+        # The node's name before the pid, as syslog puts the host before the program.
+        super().__init__(_TEXT_FORMAT.replace("%(process)d", f"{node} %(process)d")
+                         if node else _TEXT_FORMAT)
         self.redactor = redactor
 
     def formatMessage(self, record: logging.LogRecord) -> str:
@@ -153,13 +159,14 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
-def make_formatter(config: LogConfig, key: bytes = b"") -> logging.Formatter:
+def make_formatter(config: LogConfig, key: bytes = b"", node: str = "") -> logging.Formatter:
+    """`node`: this node's name (`node_name:`) in every line; empty: none."""
     redactor = Redactor(config.redact_addresses, key)
     if config.format == "json":
-        return JsonFormatter(redactor)
+        return JsonFormatter(redactor, node)
     if config.format == "logfmt":
-        return LogfmtFormatter(redactor)
-    return TextFormatter(redactor)
+        return LogfmtFormatter(redactor, node)
+    return TextFormatter(redactor, node)
 
 
 def redaction_key(data_dir: Path) -> bytes:
@@ -180,10 +187,10 @@ def redaction_key(data_dir: Path) -> bytes:
     return key
 
 
-def setup_logging(level: str, config: LogConfig, data_dir: Path) -> None:
+def setup_logging(level: str, config: LogConfig, data_dir: Path, node: str = "") -> None:
     key = redaction_key(data_dir) if config.redact_addresses == "hash" else b""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(make_formatter(config, key))
+    handler.setFormatter(make_formatter(config, key, node))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

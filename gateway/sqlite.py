@@ -41,8 +41,14 @@ class BatchedDb:
     """One aiosqlite connection plus an ordered write queue."""
 
     def __init__(self, path: Path, schema: Sequence[str], *, flush_interval: float = 0.02,
-                 max_pending: int = 2000) -> None:
+                 max_pending: int = 2000, statements_commute: bool = False) -> None:
+        """`statements_commute`: different statements of one batch may run in any order
+        (each keeps its own rows' order). Then a batch costs one executemany per
+        statement; otherwise one per run of the same statement, and writes that
+        alternate (an event, a tag, an event …) cost a thread hop each (measured:
+        BENCHMARKS.md, policies)."""
         self.path = path
+        self._commute = statements_commute
         self._schema = schema
         self._flush_interval = flush_interval
         self._max_pending = max_pending
@@ -108,9 +114,8 @@ class BatchedDb:
         db = self.db
         try:
             await db.execute("BEGIN IMMEDIATE")
-            # Consecutive writes of the same statement go in one executemany.
-            for sql, group in groupby(batch, key=lambda item: item[0]):
-                await db.executemany(sql, [params for _, params in group])
+            for sql, rows in _runs(batch, self._commute):
+                await db.executemany(sql, rows)
             await db.execute("COMMIT")
             return True
         except sqlite3.OperationalError as exc:
@@ -151,3 +156,15 @@ class BatchedDb:
             await self.flush()
             await self._db.close()
             self._db = None
+
+
+def _runs(batch: list[tuple[str, Row]], commute: bool) -> list[tuple[str, list[Row]]]:
+    """The batch as (statement, rows) runs, one executemany each: consecutive writes
+    of the same statement together, or, when statements commute, all of them."""
+    if not commute:
+        return [(sql, [params for _, params in group])
+                for sql, group in groupby(batch, key=lambda item: item[0])]
+    runs: dict[str, list[Row]] = {}
+    for sql, params in batch:
+        runs.setdefault(sql, []).append(params)
+    return list(runs.items())

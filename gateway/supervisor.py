@@ -21,22 +21,24 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery import Delivery
 from gateway.delivery.router import Router
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StateUnavailable
 from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
 from gateway.metrics.queue import BreakerCollector, QueueSampler
 from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
-from gateway.retention import RetentionJob
+from gateway.retention import RetentionJob, purger_for
 from gateway.scheduler import Scheduler
 from gateway.signing import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import open_state
+from gateway.state import StateStore, open_state
 from gateway.state.db import StateDb
+from gateway.state.erasure_postgres import check_erasure_key
 from gateway.state.migrations.sqlite import EVENTS
 from gateway.webhooks.dispatcher import WebhookDispatcher
-from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.outbox import Outbox, SqliteOutbox
+from gateway.webhooks.outbox_postgres import PostgresOutbox
 from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
@@ -52,7 +54,8 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
-        self.delivery = Delivery(config.delivery, self.clock)
+        self.delivery = Delivery(config.delivery, self.clock, breaker_store=self.state.breakers,
+                                 node=config.node_name)
         self.router = Router(config.routes)
         self.scheduler = Scheduler(self.spool, self.delivery, self.router, self.state.events,
                                    self.clock, config.delivery)
@@ -69,11 +72,14 @@ class Gateway:
         self._collectors = (self.queue_metrics,
                             BreakerCollector(lambda: self.config.routes, self.delivery.breakers))
         # state.db beside the batched event writer, for what is off the hot path: the
-        # webhook outbox and the retention purge (opened on first use).
+        # webhook outbox and the retention purge (opened on first use; with PostgreSQL
+        # both read the shared database instead, and state.db is not made).
         self.events_db = StateDb(config.state_path, EVENTS)
-        self.webhooks = WebhookDispatcher(config.webhooks, Outbox(self.events_db), self.clock,
-                                          on_delivery=metrics.record_webhook_delivery)
-        self.retention = RetentionJob(self.events_db, config.retention, self.clock)
+        self.webhooks = WebhookDispatcher(config.webhooks, _outbox(self.state, self.events_db,
+                                                                   self.clock),
+                                          self.clock, on_delivery=metrics.record_webhook_delivery)
+        self.retention = RetentionJob(purger_for(self.state, self.events_db),
+                                      config.retention, self.clock)
         self._reconfiguring: asyncio.Task[None] | None = None
         self.bounces = BounceService(config, self.state, self.spool, self.clock, self._enqueue)
         self.scheduler.on_filed = self.bounces.filed
@@ -100,6 +106,11 @@ class Gateway:
         await self.state.open()
         # Made now, before intake workers start, so every process hashes with it.
         self.state.hasher.ensure_key()
+        try:
+            await self._check_erasure_key()
+        except ConfigError:
+            await self.state.close()  # refused: nothing else has started yet
+            raise
         self.policy.start()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
@@ -109,10 +120,7 @@ class Gateway:
         if self.admin is not None:
             await self.admin.start()  # before the listeners: /readyz says when they are up
         await self.webhooks.start()
-        if self.state.backend == "sqlite":
-            self.retention.start()
-        else:
-            log.warning("retention: events in %s are not purged yet", self.state.backend)
+        self.retention.start()
         await self.bounces.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
@@ -127,6 +135,19 @@ class Gateway:
         finally:
             for sock in reserved:
                 sock.close()
+
+    async def _check_erasure_key(self) -> None:
+        """With shared state, every node must hash erased addresses with the same key:
+        refuse to start with another (ConfigError). A server that is away now is
+        checked again at the next erase."""
+        pool = self.state.postgres
+        if pool is None:
+            return
+        try:
+            await pool.run(lambda c: check_erasure_key(c, self.state.hasher, self.clock.now()),
+                           transaction=True)
+        except StateUnavailable as exc:
+            log.warning("erasure key not compared with the other nodes' yet: %s", exc)
 
     def _reserve_ports(self) -> list[socket.socket]:
         """Bind each listener's port with SO_REUSEPORT but never listen on it.
@@ -236,6 +257,12 @@ class Gateway:
         self.scheduler.notify(qm)
 
 
+def _outbox(state: StateStore, events_db: StateDb, clock: Clock) -> Outbox:
+    if state.postgres is not None:
+        return PostgresOutbox(state.postgres, clock)
+    return SqliteOutbox(events_db)
+
+
 def _restart_only_changes(old: Config, new: Config) -> list[str]:
     out = []
     if old.listeners != new.listeners:
@@ -251,6 +278,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         out.append("bounces")
     if old.state != new.state:
         out.append("state")
+    if old.node_name != new.node_name:
+        out.append("node_name")
     return out
 
 

@@ -2,8 +2,14 @@
 
 Ready means: the state store answers and its directory takes a write, the
 spool takes a write (a probe file written, fsynced and removed in spool/tmp —
-a full disk fails here), and every listener (or intake worker) is up. Not
-ready answers 503 with each reason, for a load balancer or an operator.
+a full disk fails here), each shared backend (PostgreSQL, Redis) answers this
+node, and every listener (or intake worker) is up. Not ready answers 503 with
+each reason, for a load balancer or an operator.
+
+Both answers name the node (`node_name:`) and report each shared backend as
+this node sees it: `{"state": "up"|"down", "last_error": "ConnectionRefusedError",
+"last_error_age": 12.5}` (seconds; null: no error since start) — a node of N
+that alone cannot reach the database is told apart from a database that is down.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from gateway.admin.auth import LOCAL, PUBLIC
 from gateway.admin.context import context
 from gateway.admin.errors import error_response, json_response
 from gateway.metrics import exposition
+from gateway.state.backoff import BackendHealth
 
 __all__ = ["add_health_routes", "probe_write"]
 
@@ -63,15 +70,31 @@ async def readyz(request: web.Request) -> web.Response:
         problem = await asyncio.to_thread(probe_write, directory)
         if problem:
             reasons.append(f"{name} not writable: {problem}")
-    try:
-        await gw.state.events.by_queue_id("-")  # the event store answers (no such id)
-        if gw.policy.stage is not None:
-            await gw.state.suppressions.lookup(("readyz@invalid",), ctx.now())
-    except Exception as exc:
-        reasons.append(f"state store: {exc}")
-    reasons.extend(f"state store: {name} is unreachable"
-                   for name, up in gw.state.health().items() if not up)  # PostgreSQL, Redis
+    if gw.state.backend == "sqlite":  # a shared one is asked by probe() below
+        try:
+            await gw.state.events.by_queue_id("-")  # the event store answers (no such id)
+            if gw.policy.stage is not None:
+                await gw.state.suppressions.lookup(("readyz@invalid",), ctx.now())
+        except Exception as exc:
+            reasons.append(f"state store: {exc}")
+    backends = await gw.state.probe()  # PostgreSQL, Redis
+    reasons.extend(_down(name, report) for name, report in backends.items() if not report.up)
     reasons.extend(gw.listener_problems())
+    body = {"node": gw.config.node_name,
+            "backends": {name: _report(r) for name, r in backends.items()}}
     if reasons:
-        return error_response(503, "not_ready", "; ".join(reasons), extra={"reasons": reasons})
-    return json_response({"status": "ready"})
+        return error_response(503, "not_ready", "; ".join(reasons),
+                              extra={"reasons": reasons, **body})
+    return json_response({"status": "ready", **body})
+
+
+def _report(report: BackendHealth) -> dict[str, object]:
+    age = None if report.last_error_age is None else round(report.last_error_age, 1)
+    return {"state": "up" if report.up else "down", "last_error": report.last_error,
+            "last_error_age": age}
+
+
+def _down(name: str, report: BackendHealth) -> str:
+    if report.last_error is None or report.last_error_age is None:
+        return f"{name} is unreachable"
+    return f"{name} is unreachable ({report.last_error} {report.last_error_age:.1f}s ago)"

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.admin.context import actor, context, int_param, limit_param, query_param
 from gateway.admin.errors import ApiError, json_body, json_response
+from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address
 from gateway.policy_cli import normalize_target
@@ -163,8 +164,8 @@ async def erase(request: web.Request) -> web.Response:
         report = await erase_address(context(request).gateway.state, address, actor(request))
     except ValueError as exc:
         raise ApiError(422, "bad_address", str(exc)) from None
-    except NotImplementedError as exc:
-        raise ApiError(501, "not_implemented", str(exc)) from None
+    except ConfigError as exc:  # this node's erasure key is not the other nodes'
+        raise ApiError(409, "erasure_key_mismatch", str(exc)) from None
     return json_response(report.as_dict())
 
 

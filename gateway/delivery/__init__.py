@@ -11,7 +11,8 @@ here (451 4.4.1 no connection, 451 4.4.3 DNS trouble, 550 5.1.2 NXDOMAIN,
 - smarthost routes: smarthosts in order; a host that fails (no connection,
   timeout, 4xx for the session or for every recipient) passes the
   recipients still pending to the next one in the same attempt; each has a
-  circuit breaker (smarthosts.py).
+  circuit breaker (smarthosts.py), shared with the other nodes of a cluster
+  when the state is on PostgreSQL (breaker_sharing.py).
 - Sessions are reused for several messages (pool.py) and pipelined where
   the server offers it (smtp_client.py).
 
@@ -30,15 +31,17 @@ import re
 import ssl
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.bounces.verp import ReturnPaths
 from gateway.clock import Clock
 from gateway.config import DeliveryConfig
+from gateway.delivery.breaker_sharing import SharedBreakers
 from gateway.delivery.mx import MxHost, MxResolver
 from gateway.delivery.outcome import HostOutcome, classify, host_failed
 from gateway.delivery.pool import ConnectionPool, Lease
 from gateway.delivery.router import Router
-from gateway.delivery.smarthosts import Breakers, BreakerState, CircuitBreaker
+from gateway.delivery.smarthosts import BreakerState, CircuitBreaker
 from gateway.delivery.smtp_client import (
     Endpoint,
     MailRequest,
@@ -50,6 +53,9 @@ from gateway.delivery.smtp_client import (
 )
 from gateway.errors import DeliveryError
 from gateway.model import Attempt, DeliveryJob, RecipientResult, Reply, Route, Smarthost
+
+if TYPE_CHECKING:
+    from gateway.state.breakers import BreakerStore
 
 __all__ = ["BreakerState", "CircuitBreaker", "Delivery", "MxResolver", "Router"]
 
@@ -116,11 +122,14 @@ class _TlsContexts:
 
 class Delivery:
     def __init__(self, config: DeliveryConfig, clock: Clock, *,
-                 resolver: MxResolver | None = None) -> None:
+                 resolver: MxResolver | None = None, breaker_store: BreakerStore | None = None,
+                 node: str = "") -> None:
+        """`breaker_store`: the cluster's breaker state (None: this node's own);
+        `node`: this node's name in it."""
         self._clock = clock
         self._own_resolver = resolver is None
         self._resolver = resolver or MxResolver(config.dns, clock)
-        self._breakers = Breakers()
+        self._breakers = SharedBreakers(breaker_store, node)
         self._pool = ConnectionPool(config.connection_idle_timeout)
         self._tls = _TlsContexts(config)
         self._endpoints: dict[Smarthost, Endpoint] = {}
@@ -150,7 +159,7 @@ class Delivery:
         self._pool.close()
 
     def __repr__(self) -> str:
-        return f"<Delivery {self._pool!r} breakers={len(self._breakers.all())}>"
+        return f"<Delivery {self._pool!r} {self._breakers!r}>"
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -218,12 +227,12 @@ class Delivery:
             if not progress.pending:
                 return
             breaker = self._breakers.get(route, smarthost)
-            if not breaker.allows(self._clock.now()):
+            if not await self._breakers.allows(breaker, self._clock.now()):
                 continue
             outcome, reached = await self._via_smarthost(
                 route, smarthost, _only(request, progress.pending), content)
             before = breaker.state
-            state = breaker.record(outcome.host_ok, self._clock.now())
+            state = await self._breakers.record(breaker, outcome.host_ok, self._clock.now())
             if not outcome.host_ok:
                 reason = outcome.retry[0].reply if outcome.retry else None
                 log.warning("smarthost %s of route %s failed (%s), breaker %s",

@@ -4,7 +4,9 @@ Postfix counterpart: `relayhost` with several hosts and the "dead host"
 bookkeeping of qmgr (`qmgr_queue.c` throttling a destination after
 failures); KumoMTA's ready-queue suspension. The breaker is pure and
 synchronous: it is told the time and the result, and decides; the delivery
-loop does the I/O (decide, then act).
+loop does the I/O (decide, then act). Nodes of a cluster share their breakers'
+transitions through gateway.delivery.breaker_sharing, which tells a breaker
+what another node decided (`adopt`).
 
     CLOSED ──N consecutive failures──▶ OPEN ──recovery elapsed──▶ HALF_OPEN
       ▲                                 ▲                            │
@@ -65,6 +67,15 @@ class CircuitBreaker:
             self.state = BreakerState.OPEN
             self.retry_at = now + self.settings.recovery
         return self.state
+
+    def adopt(self, state: BreakerState, retry_at: float) -> None:
+        """Take a transition another node made (gateway.delivery.breaker_sharing):
+        OPEN until `retry_at`, HALF_OPEN (its probe is under way) until `retry_at`,
+        or CLOSED."""
+        self.state = state
+        self.retry_at = retry_at if state is not BreakerState.CLOSED else 0.0
+        if state is BreakerState.CLOSED:
+            self.failures = 0
 
     def __repr__(self) -> str:
         text = f"<Smarthost {self.name} {self.state} failures={self.failures}"

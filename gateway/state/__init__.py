@@ -10,7 +10,9 @@ SQL. Two backends implement them (`open_state()` picks by config):
   table in the data directory; the policy reads run on the event loop (a few
   microseconds; gateway.state.db), so the async methods return at once;
 - shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
-  consent, audit, events, idempotency keys and the bounce ledger, and Redis
+  consent, audit, events, idempotency keys, the bounce ledger and
+  circuit-breaker transitions — with the webhook outbox's cursors and leases
+  (gateway.webhooks.outbox_postgres) — and Redis
   (gateway.state.redis_limits) for rate counters — each chosen on its own
   (`state:`, `rate_limits:`).
 
@@ -18,7 +20,7 @@ A backend that cannot answer raises StateUnavailable; the policy stage turns
 it into 451 4.3.0 (gateway.policy.stage), and so does the idempotency check
 (gateway.intake.idempotency).
 
-Adding a store (a webhook outbox, breaker state …): a
+Adding a store: a
 Protocol with async methods; a SQLite class on a StateDb (a file of its own
 if its write pattern differs, with its Migration list in migrations/sqlite.py)
 and a PostgreSQL class on PostgresPool (a new Migration appended to
@@ -29,6 +31,7 @@ tests/unit/state/test_store_backends.py, which runs them on both backends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from pathlib import Path
@@ -38,7 +41,9 @@ from gateway.errors import StateUnavailable
 from gateway.model import Secret
 from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AuditLog, SqliteAuditLog
+from gateway.state.backoff import BackendHealth
 from gateway.state.bounces import BounceStore, PostgresBounceStore, SqliteBounceStore
+from gateway.state.breakers import BreakerStore, PostgresBreakerStore
 from gateway.state.consent import ConsentStore, SqliteConsentStore
 from gateway.state.db import StateDb
 from gateway.state.events import EventStore, SqliteEventStore
@@ -93,8 +98,8 @@ class StateStore:
     every commit and meets their WAL checkpoints (measured; BENCHMARKS.md).
 
     An erased address is kept as a keyed hash (`hasher`, gateway.state.address_hash;
-    gateway.state.erasure rewrites the SQLite files), which suppression lookups ask
-    for too.
+    gateway.state.erasure rewrites the SQLite files, gateway.state.erasure_postgres
+    the shared database), which suppression lookups on either backend ask for too.
     """
 
     def __init__(self, path: Path, config: StateConfig | None = None, *,
@@ -116,6 +121,9 @@ class StateStore:
         self._idempotency_db = StateDb(self.idempotency_path, sqlite_migrations.IDEMPOTENCY)
         self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
         self.bounces: BounceStore = SqliteBounceStore(path.with_name("bounces.db"))
+        # Circuit-breaker state shared by the nodes; None (SQLite): each breaker stays in
+        # the one delivery process's memory (gateway.state.breakers says why).
+        self.breakers: BreakerStore | None = None
         self.postgres: PostgresPool | None = None
         if config.dsn is not None:
             self._use_postgres(config.dsn)
@@ -127,21 +135,36 @@ class StateStore:
     def _use_postgres(self, dsn: Secret) -> None:
         pool = self.postgres = PostgresPool(dsn)
         self.events = PostgresEventStore(pool)
-        self.suppressions = PostgresSuppressionStore(pool)
+        self.suppressions = PostgresSuppressionStore(pool, self.hasher)
         self.consent = PostgresConsentStore(pool)
         self.audit = PostgresAuditLog(pool)
         self.idempotency = PostgresIdempotencyStore(pool)
         self.bounces = PostgresBounceStore(pool)
+        self.breakers = PostgresBreakerStore(pool)
 
     def health(self) -> dict[str, bool]:
-        """Shared backends and whether they answered last time (for a readiness check:
-        False while backing off after a failure). Empty for the embedded ones."""
+        """Shared backends and whether they answered last time (False while backing
+        off after a failure). Empty for the embedded ones."""
+        return {name: report.up for name, report in self.backends().items()}
+
+    def backends(self) -> dict[str, BackendHealth]:
+        """Each shared backend's last known health (postgresql, redis)."""
         out = {}
         if self.postgres is not None:
-            out["postgresql"] = self.postgres.available
+            out["postgresql"] = self.postgres.health()
         if isinstance(self.rate_counters, RedisRateCounters):
-            out["redis"] = self.rate_counters.available
+            out["redis"] = self.rate_counters.health()
         return out
+
+    async def probe(self) -> dict[str, BackendHealth]:
+        """Ask each shared backend now (for /readyz; paced by their backoffs), then
+        report as `backends()`."""
+        shared = [b for b in (self.postgres, self.rate_counters)
+                  if isinstance(b, PostgresPool | RedisRateCounters)]
+        for backend in shared:
+            with contextlib.suppress(StateUnavailable):
+                await backend.ping()
+        return self.backends()
 
     @property
     def backend(self) -> str:

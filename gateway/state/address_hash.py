@@ -9,6 +9,9 @@ addresses; the key never leaves the data directory.
 The key file (32 random bytes, hex, mode 0600) is made on first use — the
 gateway's first start or the first `erase`, whichever comes first — and never
 changes: a new key would orphan every hashed entry. Back it up with the data.
+Nodes sharing a PostgreSQL state database must all have the same key (copy the
+file); its `fingerprint()`, kept in the database, lets each one check
+(gateway.state.erasure_postgres).
 
 Security: reads and creates a secret file; refuses one readable by others.
 """
@@ -56,6 +59,12 @@ class AddressHasher:
             if key is None:
                 return None
         return _token(key, normalized_address)
+
+    def fingerprint(self) -> str:
+        """Names the key without revealing it (an HMAC of a fixed text under it)."""
+        key = self._key or self.ensure_key()
+        mac = hmac.new(key, b"smtp-gateway erasure key fingerprint", hashlib.sha256)
+        return mac.hexdigest()[:32]
 
     def ensure_key(self) -> bytes:
         key = self._load()

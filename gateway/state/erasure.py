@@ -8,8 +8,10 @@ soft-bounce counts (bounces.db) are deleted (they only shape the next minutes
 or days). `+tag` variants of the address
 (`guest+booking@` for `guest@`) are the same person and go too.
 
-Rows are found by a scan in SQLite (`LIKE`, in C) and rewritten in Python, in
-one short write transaction per file. `secure_delete` makes SQLite overwrite
+Which columns of which tables hold addresses is one list (SCRUBBED), which the
+PostgreSQL backend uses too (gateway.state.erasure_postgres). Rows are found
+by a scan in SQLite (`LIKE`, in C) and rewritten in Python, in one short
+write transaction per file. `secure_delete` makes SQLite overwrite
 the old content with zeros instead of leaving it in free space, and a
 TRUNCATE checkpoint then empties the WAL, so the address is gone from the
 files' bytes, not only from query results.
@@ -29,8 +31,9 @@ from pathlib import Path
 from gateway.policy.addresses import normalize_address
 from gateway.state.audit import AUDIT_INSERT, audit_row
 
-__all__ = ["AddressMatcher", "checkpoint_file", "erase_files", "purge_events",
-           "scrub_bounces", "scrub_policy", "scrub_rates", "scrub_state"]
+__all__ = ["SCRUBBED", "AddressMatcher", "ScrubbedTable", "checkpoint_file", "erase_files",
+           "erase_node_counters", "purge_events", "scrub_bounces", "scrub_policy", "scrub_rates",
+           "scrub_state"]
 
 # Characters that, just before a match, make it the tail of a longer local part. "=" is
 # left out on purpose: it separates a key from its value (rate counters, `to=` in logs).
@@ -62,29 +65,57 @@ class AddressMatcher:
             return None
         return self.pattern.sub(lambda m: self.tokenize(normalize_address(m.group(0))), text)
 
+    def rewrite(self, values: tuple[object, ...]) -> tuple[object, ...] | None:
+        """A row's scrubbed column values, or None when none of them changes (a LIKE
+        match that is not the address: `myguest@` for `guest@`)."""
+        new = tuple(self.scrub(v) if isinstance(v, str) else v for v in values)
+        return None if new == values else new
+
+
+@dataclass(frozen=True)
+class ScrubbedTable:
+    """A table that may hold addresses: its primary key and the columns to scrub."""
+
+    name: str
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+# Where addresses are kept (both backends; SQLite: the first two in state.db, the rest in
+# policy.db). A suppression's target is scrubbed too: the entry holds under the hash.
+SCRUBBED = (
+    ScrubbedTable("events", ("seq",), ("recipient", "message_id", "route", "host",
+                                       "reply_text", "detail")),
+    ScrubbedTable("message_tags", ("queue_id", "name"), ("value",)),
+    ScrubbedTable("suppressions", ("target", "scope"), ("target", "note", "added_by")),
+    ScrubbedTable("consent", ("seq",), ("address", "source")),
+    ScrubbedTable("audit", ("seq",), ("actor", "detail")),
+)
+_TABLES = {t.name: t for t in SCRUBBED}
+
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _scrub_table(conn: sqlite3.Connection, matcher: AddressMatcher, table: str,
-                 keys: tuple[str, ...], columns: tuple[str, ...]) -> int:
-    """Rewrite the matching rows of one table (`keys`: its primary key); return how many
-    changed. A rewritten key that meets an existing row replaces it (same entry)."""
-    if not _has_table(conn, table):
+def _scrub_table(conn: sqlite3.Connection, matcher: AddressMatcher, name: str) -> int:
+    """Rewrite the matching rows of one table; return how many changed. A rewritten key
+    that meets an existing row replaces it (same entry)."""
+    if not _has_table(conn, name):
         return 0
+    table = _TABLES[name]
+    keys, columns = table.keys, table.columns
     where = " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns)
-    rows = conn.execute(f"SELECT {', '.join(keys + columns)} FROM {table} WHERE {where}",
+    rows = conn.execute(f"SELECT {', '.join(keys + columns)} FROM {name} WHERE {where}",
                         (matcher.like,) * len(columns)).fetchall()
     width = len(keys)
     sets = ", ".join(f"{c} = ?" for c in columns)
     match = " AND ".join(f"{k} = ?" for k in keys)
     changed = 0
     for row in rows:
-        old = tuple(row[width:])
-        new = tuple(matcher.scrub(v) if isinstance(v, str) else v for v in old)
-        if new != old:
-            conn.execute(f"UPDATE OR REPLACE {table} SET {sets} WHERE {match}",
+        new = matcher.rewrite(tuple(row[width:]))
+        if new is not None:
+            conn.execute(f"UPDATE OR REPLACE {name} SET {sets} WHERE {match}",
                          (*new, *row[:width]))
             changed += 1
     return changed
@@ -99,23 +130,17 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 def scrub_state(conn: sqlite3.Connection, matcher: AddressMatcher) -> dict[str, int]:
     """state.db: events (and message tags, where that table exists)."""
     conn.execute("PRAGMA secure_delete = ON")
-    out = {"events": _scrub_table(conn, matcher, "events", ("seq",), (
-        "recipient", "message_id", "route", "host", "reply_text", "detail"))}
+    out = {"events": _scrub_table(conn, matcher, "events")}
     if _has_table(conn, "message_tags"):
-        out["message_tags"] = _scrub_table(conn, matcher, "message_tags",
-                                             ("queue_id", "name"), ("value",))
+        out["message_tags"] = _scrub_table(conn, matcher, "message_tags")
     return out
 
 
 def scrub_policy(conn: sqlite3.Connection, matcher: AddressMatcher) -> dict[str, int]:
     """policy.db: suppressions (kept, under the hash), consent records, audit log."""
     conn.execute("PRAGMA secure_delete = ON")
-    return {
-        "suppressions": _scrub_table(conn, matcher, "suppressions", ("target", "scope"),
-                                     ("target", "note", "added_by")),
-        "consent": _scrub_table(conn, matcher, "consent", ("seq",), ("address", "source")),
-        "audit": _scrub_table(conn, matcher, "audit", ("seq",), ("actor", "detail")),
-    }
+    return {name: _scrub_table(conn, matcher, name)
+            for name in ("suppressions", "consent", "audit")}
 
 
 def scrub_rates(conn: sqlite3.Connection, matcher: AddressMatcher) -> int:
@@ -150,10 +175,7 @@ def erase_files(files: tuple[Path, Path, Path, Path], matcher: AddressMatcher, a
     audit row of the erasure, under the hash, is written with the policy changes."""
     events_path, policy_path, rates_path, bounces_path = files
     counts = _in_file(events_path, lambda c: scrub_state(c, matcher))
-    counts["rate_counters"] = _in_file(rates_path, lambda c: {"n": scrub_rates(c, matcher)}
-                                       ).get("n", 0)
-    counts["soft_bounces"] = _in_file(bounces_path,
-                                      lambda c: {"n": scrub_bounces(c, matcher)}).get("n", 0)
+    counts.update(erase_node_counters((rates_path, bounces_path), matcher))
     token = matcher.tokenize(matcher.address)
 
     def policy(c: sqlite3.Connection) -> dict[str, int]:
@@ -164,6 +186,18 @@ def erase_files(files: tuple[Path, Path, Path, Path], matcher: AddressMatcher, a
         return changed
     counts.update(_in_file(policy_path, policy))
     return counts
+
+
+def erase_node_counters(files: tuple[Path, Path], matcher: AddressMatcher) -> dict[str, int]:
+    """Delete the address's counters from (ratelimits.db, bounces.db): files of this node
+    whichever backend holds the shared state (blocking)."""
+    rates_path, bounces_path = files
+    return {
+        "rate_counters": _in_file(rates_path, lambda c: {"n": scrub_rates(c, matcher)}
+                                  ).get("n", 0),
+        "soft_bounces": _in_file(bounces_path,
+                                 lambda c: {"n": scrub_bounces(c, matcher)}).get("n", 0),
+    }
 
 
 def _in_file(path: Path, fn: Callable[[sqlite3.Connection], dict[str, int]]

@@ -83,7 +83,8 @@ class EventStore(Protocol):
 class SqliteEventStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = BatchedDb(path, ())
+        # Events append and tags upsert by key: a batch's two statements commute.
+        self._db = BatchedDb(path, (), statements_commute=True)
 
     async def open(self) -> None:
         await asyncio.to_thread(_migrate, self.path)

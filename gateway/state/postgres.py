@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,7 +34,7 @@ import asyncpg
 
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
-from gateway.state.backoff import Backoff
+from gateway.state.backoff import BackendHealth, Backoff
 from gateway.state.migrations import MIGRATIONS_TABLE, Migration, check_version, latest
 from gateway.state.migrations.postgresql import POSTGRESQL
 
@@ -52,6 +53,11 @@ COMMAND_TIMEOUT = 5.0
 _UNAVAILABLE_CLASSES = ("08", "57", "53", "3D")
 # A lock number of our own for migrations (pg_advisory_xact_lock): "smtpgw" in ASCII.
 _MIGRATION_LOCK = 0x736D7470_6777
+# A dedicated connection's session (an advisory lock lives as long as it): the server
+# probes an idle client, so a node cut off by the network loses its locks in ~25 s, not
+# after the kernel's two hours.
+_KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+              "tcp_keepalives_count": "3"}
 
 
 def redact_dsn(dsn: str) -> str:
@@ -93,6 +99,17 @@ class PostgresPool:
     def available(self) -> bool:
         """False while backing off after a failure (for readiness)."""
         return self._backoff.failures == 0 and self._schema_problem is None
+
+    def health(self) -> BackendHealth:
+        report = self._backoff.health()
+        if self._schema_problem is not None:
+            return replace(report, up=False, last_error="SchemaError")
+        return report
+
+    async def ping(self) -> None:
+        """For readiness: StateUnavailable unless the server answers now (paced by the
+        backoff like any request, so a probe every second costs a dead server nothing)."""
+        await self.run(lambda c: c.fetchval("SELECT 1"))
 
     async def open(self) -> None:
         """Create the pool and check the schema if the server answers. A server that is
@@ -144,8 +161,35 @@ class PostgresPool:
             log.warning("state database %s is back after %d failed tries", self.where, ended)
         return result
 
+    async def connect(self, settings: dict[str, str] | None = None) -> Conn:
+        """A connection of its own, outside the pool, for a session that must last (a
+        webhook's advisory lock: gateway.webhooks.outbox_postgres), with these session
+        `settings`; the caller closes it. StateUnavailable if the server is not there
+        (now, or within the pool's backoff after a failure); the schema is checked first."""
+        wait = self._backoff.wait()
+        if wait > 0:
+            raise StateUnavailable(f"state database {self.where} unavailable "
+                                   f"(next try in {wait:.1f}s)")
+        try:
+            conn = await asyncpg.connect(self._dsn.value, timeout=CONNECT_TIMEOUT,
+                                         command_timeout=COMMAND_TIMEOUT,
+                                         server_settings={**_KEEPALIVE, **(settings or {})})
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self._failed(exc)
+            raise StateUnavailable(f"state database {self.where} unavailable: "
+                                   f"{type(exc).__name__}") from None
+        try:
+            if not self._schema_ok:
+                await self._check_schema(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
     def _failed(self, exc: BaseException) -> None:
-        pause = self._backoff.failed()
+        pause = self._backoff.failed(exc)
         tries = self._backoff.failures
         if tries == 1 or tries % 10 == 0:
             log.error("state database %s unavailable (%s: %s); try %d, next in %.2fs",

@@ -35,6 +35,7 @@ from gateway.model import (
     Suppression,
 )
 from gateway.model import SuppressionReason as Reason
+from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AuditEntry
 from gateway.state.events import (
     CATEGORY_TAG,
@@ -44,6 +45,7 @@ from gateway.state.events import (
     summary_of,
 )
 from gateway.state.postgres import Conn, PostgresPool
+from gateway.state.suppressions import with_tokens
 
 __all__ = ["PostgresAuditLog", "PostgresConsentStore", "PostgresEventStore",
            "PostgresSuppressionStore"]
@@ -74,10 +76,12 @@ _SUP_UPSERT = (
 
 
 class PostgresSuppressionStore:
-    def __init__(self, pool: PostgresPool) -> None:
+    def __init__(self, pool: PostgresPool, hasher: AddressHasher | None = None) -> None:
         self._pool = pool
+        self._hasher = hasher  # an erased address's entries are under its keyed hash
 
     async def lookup(self, targets: tuple[str, ...], now: float) -> list[Suppression]:
+        targets = with_tokens(self._hasher, targets)
         rows = await self._pool.run(lambda c: c.fetch(
             f"SELECT {_SUP_COLUMNS} FROM suppressions WHERE target = ANY($1::text[])"
             " AND (expires IS NULL OR expires > $2)", list(targets), now))
@@ -98,12 +102,16 @@ class PostgresSuppressionStore:
         return len(rows)
 
     async def remove(self, target: str, scope: str | None, actor: str, now: float) -> int:
+        # An erased address's entries (under its hash) go too: the person asked for mail.
+        forms = list(with_tokens(self._hasher, (target,)))
+
         async def run(c: Conn) -> int:
             if scope is None:
-                status = await c.execute("DELETE FROM suppressions WHERE target = $1", target)
-            else:
                 status = await c.execute(
-                    "DELETE FROM suppressions WHERE target = $1 AND scope = $2", target, scope)
+                    "DELETE FROM suppressions WHERE target = ANY($1::text[])", forms)
+            else:
+                status = await c.execute("DELETE FROM suppressions WHERE target = ANY($1::text[])"
+                                         " AND scope = $2", forms, scope)
             count = int(status.split()[-1])
             await c.execute(_AUDIT, *_audit(now, actor, "suppress.remove", {
                 "target": target, "scope": scope or "*", "removed": count}))

@@ -26,6 +26,7 @@ never script text. The URL may carry a password: it stays in a Secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StateUnavailable
 from gateway.model import Secret
-from gateway.state.backoff import Backoff
+from gateway.state.backoff import BackendHealth, Backoff
 
 __all__ = ["GCRA_SCRIPT", "RedisRateCounters", "redact_url"]
 
@@ -92,6 +93,14 @@ class RedisRateCounters:
     def available(self) -> bool:
         return self._backoff.failures == 0
 
+    def health(self) -> BackendHealth:
+        return self._backoff.health()
+
+    async def ping(self) -> None:
+        """For readiness: StateUnavailable unless Redis answers now (paced by the backoff;
+        never counted as failing open)."""
+        await self._attempt(self._client.ping)
+
     async def acquire(self, key: str, interval: float, burst: int, now: float
                       ) -> tuple[bool, float]:
         return (await self.acquire_many([(key, interval, burst)], now))[0]
@@ -113,34 +122,44 @@ class RedisRateCounters:
 
     async def _call(self, requests: list[tuple[str, float, int]], now: float, *,
                     reserve: bool) -> list[tuple[bool, float]] | None:
-        wait = self._backoff.wait()
-        if wait > 0:
-            self._unavailable(f"next try in {wait:.1f}s")
-            return None
         keys = [self._prefix + key for key, _, _ in requests]
         args: list[str] = [repr(now)]
         for _, interval, burst in requests:
             args += [repr(interval), str(burst), "1" if reserve else "0"]
         try:
-            flat = await self._script(keys=keys, args=args)
+            flat = await self._attempt(lambda: self._script(keys=keys, args=args))
+        except StateUnavailable as exc:
+            self._unavailable(exc)
+            return None
+        return [(bool(int(flat[i])), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def _attempt(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call()`'s answer; StateUnavailable if Redis is away (now, or within the
+        backoff after a failure)."""
+        wait = self._backoff.wait()
+        if wait > 0:
+            raise StateUnavailable(f"rate-limit store {self.where} unavailable "
+                                   f"(next try in {wait:.1f}s)")
+        try:
+            result = await call()
         except _UNAVAILABLE as exc:
             self._failed(exc)
-            self._unavailable(type(exc).__name__)
-            return None
+            raise StateUnavailable(f"rate-limit store {self.where} unavailable "
+                                   f"({type(exc).__name__})") from None
         ended = self._backoff.succeeded()
         if ended:
             log.warning("rate-limit store %s is back after %d failed tries", self.where, ended)
-        return [(bool(int(flat[i])), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return result
 
-    def _unavailable(self, why: str) -> None:
+    def _unavailable(self, exc: StateUnavailable) -> None:
         """Count a fail-open pass, or raise."""
         if self.fail_open:
             self.failed_open += 1
             return
-        raise StateUnavailable(f"rate-limit store {self.where} unavailable ({why})")
+        raise exc
 
     def _failed(self, exc: BaseException) -> None:
-        pause = self._backoff.failed()
+        pause = self._backoff.failed(exc)
         tries = self._backoff.failures
         if tries == 1 or tries % 10 == 0:
             log.error("rate-limit store %s unavailable (%s); %s; try %d, next in %.2fs",

@@ -21,7 +21,7 @@ from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb
 
-__all__ = ["SqliteSuppressionStore", "SuppressionStore"]
+__all__ = ["SqliteSuppressionStore", "SuppressionStore", "with_tokens"]
 
 _COLUMNS = "target, scope, reason, created, added_by, expires, note"
 _UPSERT = (f"INSERT OR REPLACE INTO suppressions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -39,19 +39,21 @@ class SuppressionStore(Protocol):
     async def purge_expired(self, now: float) -> int: ...
 
 
+def with_tokens(hasher: AddressHasher | None, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """`targets` and the keyed hashes of its addresses (both backends look them up)."""
+    if hasher is None:
+        return targets
+    tokens = [hasher.token_if_keyed(t) for t in targets if not t.startswith("@")]
+    return targets + tuple(t for t in tokens if t is not None)
+
+
 class SqliteSuppressionStore:
     def __init__(self, db: StateDb, hasher: AddressHasher | None = None) -> None:
         self._db = db
         self._hasher = hasher
 
-    def _with_tokens(self, targets: tuple[str, ...]) -> tuple[str, ...]:
-        if self._hasher is None:
-            return targets
-        tokens = [self._hasher.token_if_keyed(t) for t in targets if not t.startswith("@")]
-        return targets + tuple(t for t in tokens if t is not None)
-
     async def lookup(self, targets: tuple[str, ...], now: float) -> list[Suppression]:
-        targets = self._with_tokens(targets)
+        targets = with_tokens(self._hasher, targets)
         marks = ", ".join("?" * len(targets))
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM suppressions WHERE target IN ({marks})"
@@ -69,7 +71,7 @@ class SqliteSuppressionStore:
 
     async def remove(self, target: str, scope: str | None, actor: str, now: float) -> int:
         # An erased address's entries (under its hash) go too: the person asked for mail.
-        forms = self._with_tokens((target,))
+        forms = with_tokens(self._hasher, (target,))
         marks = ", ".join("?" * len(forms))
         where, params = (f"target IN ({marks})", forms) if scope is None else (
             f"target IN ({marks}) AND scope = ?", (*forms, scope))

@@ -1,6 +1,9 @@
 """Sends events to the configured webhooks: one sender per webhook, in the master.
 
-Each sender tails the outbox (gateway.webhooks.outbox) from its own cursor:
+Each sender first takes its webhook's lease (gateway.webhooks.outbox: always
+granted on SQLite; on PostgreSQL one node of the cluster holds it, the others
+ask again every `poll_interval` and take over when the holder goes), then
+tails the outbox from the webhook's cursor:
 it reads up to `batch_size` events of its types, keeps those of its
 categories, POSTs them as one signed JSON batch, and moves its cursor on
 only after a 2xx. When events pile up (a busy gateway, a receiver back
@@ -13,6 +16,10 @@ is halved (down to one event) and sent again. Any other status, a timeout,
 or a refused connection → retried after `retry_initial`, doubled each time
 up to `retry_max` (or the receiver's Retry-After, up to `retry_max`).
 Redirects are not followed.
+
+A failure to read or store (the state database away, a lost lease) gives
+the lease up; the sender asks for it again after `poll_interval`, so another
+node may go on meanwhile.
 
 Senders are independent tasks: a slow or dead receiver delays only its own
 webhook. Intake and delivery never wait for webhooks; they only write their
@@ -37,7 +44,8 @@ from datetime import UTC, datetime
 import aiohttp
 
 from gateway.clock import Clock
-from gateway.webhooks.outbox import Outbox, OutboxEvent
+from gateway.errors import StateUnavailable
+from gateway.webhooks.outbox import Outbox, OutboxEvent, OutboxLease, Position
 from gateway.webhooks.settings import WebhookConfig
 from gateway.webhooks.signature import signature_headers
 
@@ -98,17 +106,18 @@ def batch_body(webhook: str, events: Sequence[OutboxEvent]) -> bytes:
 
 
 class WebhookSender:
-    """One webhook's loop: read from its cursor, POST, advance."""
+    """One webhook's loop: take the lease, read from its cursor, POST, advance."""
 
     def __init__(self, config: WebhookConfig, outbox: Outbox, clock: Clock,
                  session: aiohttp.ClientSession, report: Callable[[str, int], None]) -> None:
         self.config = config
-        self._outbox = outbox
+        self.lease: OutboxLease = outbox.lease(config.name)
         self._clock = clock
         self._session = session
         self._report = report
-        self.cursor = 0
+        self.cursor: Position | None = None  # None: not holding the lease
         self.failures = 0  # consecutive failed POSTs
+        self.outbox_failures = 0  # consecutive failed reads or cursor writes
         self.batch_limit = config.batch_size  # halved on 413
         self.paused = False  # after 410 Gone, until reload or restart
         self.sent = 0  # events acknowledged by the receiver
@@ -119,29 +128,53 @@ class WebhookSender:
 
     def __repr__(self) -> str:
         state = "PAUSED" if self.paused else ("FAILING" if self.failures else "OK")
+        if self.cursor is None and not self.paused:
+            state = "STANDBY"
         return (f"<WebhookSender {self.config.name} {state} cursor={self.cursor}"
                 f" failures={self.failures} sent={self.sent}>")
 
     async def run(self) -> None:
-        started = False
-        while not self.paused:
-            try:
-                if not started:
-                    self.cursor = await self._outbox.cursor(self.config.name, self._clock.now())
-                    started = True
-                wait = await self.step()
-            except Exception:  # the state file is locked or broken: try again later
-                log.exception("webhook %s: cannot read the outbox", self.config.name)
-                wait = self.config.poll_interval
-            if wait > 0:
-                await self._clock.sleep(wait)
+        try:
+            while not self.paused:
+                try:
+                    wait = await self._turn()
+                    self.outbox_failures = 0
+                except Exception as exc:  # the state store away or broken: try again later
+                    self._outbox_failed(exc)
+                    await self._give_up_lease()
+                    wait = self.config.poll_interval
+                if wait > 0:
+                    await self._clock.sleep(wait)
+        finally:
+            await self._give_up_lease()  # stopped, reloaded or paused: another node may go on
+
+    async def _turn(self) -> float:
+        if self.cursor is None:
+            self.cursor = await self.lease.acquire(self._clock.now())
+            if self.cursor is None:
+                return self.config.poll_interval  # another node sends this webhook
+        return await self.step()
+
+    async def _give_up_lease(self) -> None:
+        self.cursor = None
+        await self.lease.release()
+
+    def _outbox_failed(self, exc: Exception) -> None:
+        self.outbox_failures += 1
+        if self.outbox_failures > 1:
+            return  # one line per stretch of failures
+        if isinstance(exc, StateUnavailable):
+            log.warning("webhook %s: cannot read the outbox: %s", self.config.name, exc)
+        else:
+            log.exception("webhook %s: cannot read the outbox", self.config.name)
 
     async def step(self) -> float:
         """One read and (if anything is wanted) one POST; return how long to wait before
         the next step: 0 when more is waiting, the retry delay after a failure, else the
         poll interval."""
         cfg = self.config
-        read = await self._outbox.read(self.cursor, cfg.events, self.batch_limit)
+        assert self.cursor is not None  # the lease is held
+        read = await self.lease.read(self.cursor, cfg.events, self.batch_limit)
         wanted = [e for e in read.events if cfg.wants(e.type, e.category)]
         if wanted:
             outcome = await self.post(wanted)
@@ -151,7 +184,7 @@ class WebhookSender:
             self.failures = 0
             self.sent += len(wanted)
         if read.scanned_to > self.cursor:
-            await self._outbox.advance(cfg.name, read.scanned_to, self._clock.now())
+            await self.lease.advance(read.scanned_to, self._clock.now())
             self.cursor = read.scanned_to
         return 0.0 if len(read.events) >= self.batch_limit else cfg.poll_interval
 
@@ -185,7 +218,7 @@ class WebhookSender:
         if outcome.result == "gone":
             self.paused = True
             log.error("webhook %s: the receiver answered 410 Gone; paused until reload or "
-                      "restart (events wait from cursor %d)", cfg.name, self.cursor)
+                      "restart (events wait from cursor %s)", cfg.name, self.cursor)
             return 0.0
         if outcome.status == 413 and self.batch_limit > 1:
             self.batch_limit = max(1, self.batch_limit // 2)
@@ -285,6 +318,7 @@ class WebhookDispatcher:
             self._session = None
 
     async def lag(self) -> dict[str, int]:
-        """Events each webhook has not looked at yet (for the metrics exporter)."""
-        head = await self._outbox.head() if self.senders else 0
-        return {name: max(0, head - s.cursor) for name, s in self.senders.items()}
+        """Events each webhook this node sends has not looked at yet (for the metrics
+        exporter; webhooks another node holds are that node's to report)."""
+        return {name: await s.lease.pending(s.cursor)
+                for name, s in list(self.senders.items()) if s.cursor is not None}

@@ -24,6 +24,7 @@ from tests.fixtures.backends import (
     pg_database,
     pg_dsn,
     redis_prefix,
+    share_erasure_key,
 )
 from tests.fixtures.gateway import GatewayProcess, write_config
 from tests.fixtures.policy import message, write_policy
@@ -90,6 +91,7 @@ async def test_two_nodes_share_suppressions_limits_and_events(
     # Node A serves SMTP from two intake worker processes, node B from its main process.
     a_config = node_config(tmp_path / "a", sink.port, pg_dsn, redis_prefix, workers=2)
     b_config = node_config(tmp_path / "b", sink.port, pg_dsn, redis_prefix, workers=1)
+    share_erasure_key(tmp_path / "a" / "var", tmp_path / "b" / "var")
     assert "up to date" in cli("db", "migrate", "-c", str(a_config))
     version = latest(POSTGRESQL)
     assert f"version {version} (this gateway: {version}) up to date" in cli(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,10 @@ def test_route_retry_overrides_the_global_schedule_key_by_key(tmp_path: Path) ->
     assert apps.retry.delays == (1, 5, 15) and apps.retry.repeat is None
     assert apps.retry.max_age == 2 * 86400  # inherited from the global schedule
     assert default.retry.delays == (60, 300) and default.retry.repeat == 3600
+
+
+def test_node_name_defaults_to_the_host_name_and_is_checked(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).node_name == socket.gethostname()
+    assert load_config(write(tmp_path, "node_name: gw-a.eu_1\n")).node_name == "gw-a.eu_1"
+    (found,) = problems(tmp_path, "node_name: gw a\n")
+    assert ":1:12:" in found and "'gw a' is not a node name" in found

@@ -60,3 +60,15 @@ def test_plain_records_are_structured_and_redacted_too() -> None:
     assert fields["logger"] == "gateway.events" and "pid" in fields
     text = make_formatter(LogConfig("text", "partial")).format(rec)
     assert text.endswith("gateway.events: q1: queued from=<a***@example.com>")
+
+
+def test_every_format_names_the_node() -> None:
+    rec = record("%s: queued", ("q1",), event=None)
+    fields = json.loads(make_formatter(LogConfig("json"), node="gw-a").format(rec))
+    assert fields["node"] == "gw-a"
+    assert json.loads(make_formatter(LogConfig("json"), node="gw-a").format(record()))[
+        "node"] == "gw-a"  # events too
+    logfmt = make_formatter(LogConfig("logfmt"), node="gw-a").format(record())
+    assert " logger=gateway.events node=gw-a event=bounced " in logfmt
+    text = make_formatter(LogConfig("text"), node="gw-a").format(rec)
+    assert f" INFO gw-a {rec.process} gateway.events: q1: queued" in text

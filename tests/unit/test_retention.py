@@ -1,4 +1,6 @@
-"""Retention (the periodic purge, on a ManualClock) and erasure on real SQLite files."""
+"""Retention (the periodic purge, on a ManualClock; on SQLite and on PostgreSQL at
+127.0.0.1:5432) and erasure on real SQLite files (on PostgreSQL:
+tests/unit/state/test_erasure_postgres.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
-from gateway.retention import RetentionJob, erase_address, purge_older_than
+from gateway.retention import EventPurger, RetentionJob, erase_address, purge_older_than, purger_for
 from gateway.retention_config import RetentionConfig
 from gateway.state import StateStore
 from gateway.state.address_hash import AddressHasher
@@ -22,6 +24,9 @@ from gateway.state.bounces import SqliteBounceStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher
 from gateway.state.migrations.sqlite import EVENTS
+from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
+
+__all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -42,6 +47,35 @@ async def events_db(state: StateStore) -> AsyncIterator[StateDb]:
     await db.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    """The state store on either backend (the purge tests run on both)."""
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgresql" else None
+    state = StateStore(tmp_path / "state.db", sqlite_or_pg_state_config(request.param, dsn))
+    await state.open()
+    yield state
+    await state.close()
+
+
+@pytest.fixture
+async def purger(store: StateStore) -> AsyncIterator[EventPurger]:
+    """What the gateway purges with (gateway.supervisor): the backend's purger."""
+    db = StateDb(store.path, EVENTS)
+    yield purger_for(store, db)
+    await db.close()
+
+
+async def event_times(store: StateStore) -> list[float]:
+    sql = "SELECT time FROM events ORDER BY time"
+    if store.postgres is not None:
+        rows = await store.postgres.run(lambda c: c.fetch(sql))
+    else:
+        db = StateDb(store.path, EVENTS)
+        rows = await db.fetchall(sql)
+        await db.close()
+    return [float(r[0]) for r in rows]
+
+
 async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -49,41 +83,70 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def times(events_db: StateDb) -> list[float]:
-    rows = await events_db.fetchall("SELECT time FROM events ORDER BY time")
-    return [float(r[0]) for r in rows]
-
-
 async def test_the_purge_job_deletes_events_past_the_configured_age(
-        state: StateStore, events_db: StateDb) -> None:
+        store: StateStore, purger: EventPurger) -> None:
     clock = ManualClock(start=NOW)
     ages = (120, 91, 89.5, 30, 0)
-    state.events.record(Event(NOW - a * DAY, f"Q{a}", EventType.DELIVERED, "g@example.net")
+    store.events.record(Event(NOW - a * DAY, f"Q{a}", EventType.DELIVERED, "g@example.net")
                         for a in ages)
-    await state.events.flush()  # type: ignore[attr-defined]
-    job = RetentionJob(events_db, RetentionConfig(events=90 * DAY, purge_interval=3600), clock)
+    await store.events.flush()
+    job = RetentionJob(purger, RetentionConfig(events=90 * DAY, purge_interval=3600), clock)
     job.start()
     try:
         await until(lambda: job.runs == 1)
-        assert await times(events_db) == [NOW - a * DAY for a in ages[2:]]
+        assert await event_times(store) == [NOW - a * DAY for a in ages[2:]]
         clock.advance(3599)
         await asyncio.sleep(0.05)
         assert job.runs == 1  # not before the interval
         clock.advance(12 * 3600)  # the job runs once per wake-up; 89.5 days + 12 h is past 90
         await until(lambda: job.runs == 2)
-        assert await times(events_db) == [NOW - a * DAY for a in ages[3:]]
+        assert await event_times(store) == [NOW - a * DAY for a in ages[3:]]
         assert job.purged == 3
     finally:
         await job.stop()
 
 
-async def test_a_large_purge_goes_in_chunks(state: StateStore, events_db: StateDb) -> None:
-    state.events.record(Event(NOW - 100 * DAY + n, "Q", EventType.DEFERRED, "g@example.net")
-                        for n in range(12_345))
-    state.events.record([Event(NOW, "Q", EventType.DELIVERED, "g@example.net")])
-    await state.events.flush()  # type: ignore[attr-defined]
-    assert await purge_older_than(events_db, NOW - 90 * DAY, chunk=5000) == 12_345
-    assert await times(events_db) == [NOW]
+async def test_a_large_purge_goes_in_chunks_and_takes_the_orphaned_tags(
+        store: StateStore, purger: EventPurger) -> None:
+    store.events.record(Event(NOW - 100 * DAY + n, f"Q{n % 3}", EventType.DEFERRED,
+                              "g@example.net") for n in range(12_345))
+    store.events.record([Event(NOW, "Q0", EventType.DELIVERED, "g@example.net")])
+    await store.events.flush()
+    for n in range(3):
+        await tag(store, f"Q{n}")
+    assert await purge_older_than(purger, NOW - 90 * DAY, chunk=5000) == 12_345
+    assert await event_times(store) == [NOW]
+    # Q0 still has an event, so it keeps its tag; Q1 and Q2 have none left.
+    assert set(await store.events.tags(["Q0", "Q1", "Q2"])) == {"Q0"}
+
+
+async def test_nodes_purging_at_once_delete_each_event_once(pg_dsn: str, tmp_path: Path) -> None:
+    nodes = [StateStore(tmp_path / f"{n}.db", sqlite_or_pg_state_config("postgresql", pg_dsn))
+             for n in "ab"]
+    for node in nodes:
+        await node.open()
+    try:
+        nodes[0].events.record(Event(NOW - 100 * DAY + n, "Q", EventType.DEFERRED, "g@x.net")
+                               for n in range(20_000))
+        await nodes[0].events.flush()
+        a, b = (purger_for(node, StateDb(node.path, EVENTS)) for node in nodes)
+        counts = await asyncio.gather(*(purge_older_than(p, NOW - 90 * DAY, chunk=1000)
+                                        for p in (a, b, a, b)))
+        assert sum(counts) == 20_000  # every event deleted once, by whichever node ran
+        assert await purge_older_than(b, NOW - 90 * DAY) == 0
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def tag(store: StateStore, queue_id: str) -> None:
+    sql = "INSERT INTO message_tags (queue_id, name, value) VALUES ({0}, ':category', 'x')"
+    if store.postgres is not None:
+        await store.postgres.run(lambda c: c.execute(sql.format("$1"), queue_id))
+        return
+    db = StateDb(store.path, EVENTS)
+    await db.execute(sql.format("?"), (queue_id,))
+    await db.close()
 
 
 def test_the_erasure_key_is_made_once_private_and_stable(tmp_path: Path) -> None:

@@ -97,4 +97,43 @@ POSTGRESQL: tuple[Migration, ...] = (
             PRIMARY KEY (address, queue_id)
         )""",
     )),
+    # The webhook outbox on PostgreSQL (gateway.webhooks.outbox_postgres): each event row
+    # names the transaction that wrote it, and each webhook's cursor is a (xid, seq)
+    # position. The column is added without a value for the existing rows (no table
+    # rewrite): they were written before webhooks could run on PostgreSQL, and a new
+    # webhook starts at the head anyway. The erasure key's fingerprint lets every node
+    # check that it hashes addresses with the same key (gateway.state.erasure_postgres).
+    Migration(4, "webhook outbox, erasure key check", (
+        "ALTER TABLE events ADD COLUMN xid xid8",
+        "ALTER TABLE events ALTER COLUMN xid SET DEFAULT pg_current_xact_id()",
+        "CREATE INDEX events_outbox ON events (xid, seq)",
+        """CREATE TABLE webhook_cursors (
+            name text PRIMARY KEY,
+            lock_key integer GENERATED ALWAYS AS IDENTITY UNIQUE,
+            xid xid8 NOT NULL,
+            seq bigint NOT NULL,
+            updated double precision NOT NULL,
+            holder text NOT NULL
+        )""",
+        """CREATE TABLE erasure_key (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            fingerprint text NOT NULL,
+            created double precision NOT NULL
+        )""",
+    )),
+    # Each smarthost's circuit breaker as the cluster last saw it
+    # (gateway.delivery.breaker_sharing): the last transition, which node made it,
+    # and a generation that every write bumps (nodes apply only newer ones).
+    Migration(5, "breakers", (
+        """CREATE TABLE breakers (
+            route text NOT NULL,
+            smarthost text NOT NULL,
+            state text NOT NULL,
+            retry_at double precision NOT NULL,
+            generation bigint NOT NULL,
+            node text NOT NULL,
+            changed double precision NOT NULL,
+            PRIMARY KEY (route, smarthost)
+        )""",
+    )),
 )

@@ -104,3 +104,19 @@ def test_breakers_are_per_route_and_smarthost_and_survive_new_settings() -> None
     assert b.record(False, T0) is BreakerState.OPEN
     assert b.retry_at == T0 + 60
     assert len(breakers.all()) == 2
+
+
+def test_adopting_another_nodes_transitions() -> None:
+    b = breaker(failures=3)
+    b.record(False, T0)
+    b.adopt(BreakerState.OPEN, T0 + 300)  # another node opened it
+    assert not b.allows(T0 + 299)
+    assert b.allows(T0 + 300) and b.state is BreakerState.HALF_OPEN
+    b.adopt(BreakerState.HALF_OPEN, T0 + 600)  # ... but that node took the probe
+    assert not b.allows(T0 + 599)
+    b.adopt(BreakerState.CLOSED, 0.0)  # its probe closed it
+    assert b.allows(T0 + 300) and (b.failures, b.retry_at) == (0, 0.0)
+    # A failed probe of this node's own after adopting HALF_OPEN reopens it at once.
+    b.adopt(BreakerState.HALF_OPEN, T0 + 900)
+    assert b.record(False, T0 + 700) is BreakerState.OPEN
+    assert b.retry_at == T0 + 1000

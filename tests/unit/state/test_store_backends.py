@@ -29,6 +29,7 @@ from gateway.model import (
 from gateway.priority_config import IdempotencyConfig
 from gateway.state import StateStore
 from gateway.state.bounces import Ledger
+from gateway.state.breakers import BreakerRow
 from gateway.state.idempotency import Claim
 from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering, latest
 from gateway.state.migrations import sqlite as sqlite_migrations
@@ -211,8 +212,8 @@ async def test_postgresql_without_migrations_asks_for_db_migrate(tmp_path: Path)
     try:
         dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
         pg = StateStore(tmp_path / "x.db", sqlite_or_pg_state_config("postgresql", dsn))
-        with pytest.raises(ConfigError, match=rf"schema version 0, this gateway needs "
-                                              rf"{latest(POSTGRESQL)}: "
+        needs = latest(POSTGRESQL)
+        with pytest.raises(ConfigError, match=rf"schema version 0, this gateway needs {needs}: "
                                               r"run `smtp-gateway db migrate`"):
             await pg.open()
     finally:
@@ -357,3 +358,42 @@ async def test_soft_bounces_count_once_per_message_within_the_window(
     assert await a.add_soft("g@example.net", "Q3", 3701.0, 3600) == (2, True)  # Q1 is out
     await b.clear_soft("g@example.net")
     assert await a.add_soft("g@example.net", "Q4", 3702.0, 3600) == (1, True)
+
+
+# -- circuit breakers: PostgreSQL only (SQLite keeps them in memory: gateway.state.breakers)
+
+
+async def test_breaker_transitions_and_one_probe_for_the_cluster(pg_dsn: str,
+                                                                 tmp_path: Path) -> None:
+    nodes = [StateStore(tmp_path / n / "state.db", sqlite_or_pg_state_config("postgresql", pg_dsn))
+             for n in ("a", "b")]
+    for node in nodes:
+        await node.open()
+    try:
+        a, b = (node.breakers for node in nodes)
+        assert a is not None and b is not None
+        assert await a.all() == []
+        assert await a.publish("r", "primary", "OPEN", 400.0, "node-a", 100.0) == 1
+        (row,) = await b.all()
+        assert row == BreakerRow("r", "primary", "OPEN", 400.0, 1, "node-a")
+        # Not yet due: nobody gets the probe.
+        early = await b.claim_probe("r", "primary", "node-b", 399.0, 699.0)
+        assert not early.taken and early.row == row
+        # Due: both nodes ask at once, on their own connections, four times each.
+        claims = await asyncio.gather(*(
+            store.claim_probe("r", "primary", name, 400.0, 700.0)
+            for _ in range(4) for store, name in ((a, "node-a"), (b, "node-b"))))
+        taken = [c for c in claims if c.taken]
+        assert len(taken) == 1
+        winner = taken[0].row
+        assert (winner.state, winner.retry_at, winner.generation) == ("HALF_OPEN", 700.0, 2)
+        assert all(c.row == winner for c in claims if not c.taken)
+        # A CLOSED breaker has no probe to take; a smarthost nobody published yet does.
+        assert await b.publish("r", "primary", "CLOSED", 0.0, winner.node, 401.0) == 3
+        closed = await a.claim_probe("r", "primary", "node-a", 900.0, 1200.0)
+        assert not closed.taken and closed.row.state == "CLOSED"
+        fresh = await a.claim_probe("r", "backup", "node-a", 900.0, 1200.0)
+        assert fresh.taken and fresh.row.generation == 1
+    finally:
+        for node in nodes:
+            await node.close()

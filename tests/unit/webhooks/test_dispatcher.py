@@ -1,5 +1,6 @@
-"""The webhook dispatcher against a real receiver over HTTP and a real state.db, with a
-ManualClock for every wait (retries, polls): no test sleeps through a delay."""
+"""The webhook dispatcher against a real receiver over HTTP and a real outbox — state.db,
+and PostgreSQL on 127.0.0.1:5432 (every test runs on both) — with a ManualClock for
+every wait (retries, polls): no test sleeps through a delay."""
 
 from __future__ import annotations
 
@@ -18,28 +19,51 @@ from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.migrations.sqlite import EVENTS
 from gateway.webhooks.dispatcher import WebhookDispatcher, next_delay
-from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.outbox import Outbox, SqliteOutbox
+from gateway.webhooks.outbox_postgres import PostgresOutbox
 from gateway.webhooks.settings import WebhookConfig
+from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
 from tests.fixtures.tls import make_certs
 from tests.fixtures.webhook_receiver import Receiver
+
+__all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
 
 SECRET = "s3cret-for-the-booking-app-hooks"
 
 
-@pytest.fixture
-async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
-    store = StateStore(tmp_path / "state.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def state(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgresql" else None
+    store = StateStore(tmp_path / "state.db", sqlite_or_pg_state_config(request.param, dsn))
     await store.open()
     yield store
     await store.close()
 
 
 @pytest.fixture
-async def events_db(state: StateStore) -> AsyncIterator[StateDb]:
-    """state.db as the gateway's outbox reads it (gateway.supervisor)."""
+async def outbox(state: StateStore, clock: ManualClock) -> AsyncIterator[Outbox]:
+    """The outbox as the gateway reads it (gateway.supervisor): state.db beside the event
+    writer, or the shared database."""
+    if state.postgres is not None:
+        yield PostgresOutbox(state.postgres, clock)
+        return
     db = StateDb(state.path, EVENTS)
-    yield db
+    yield SqliteOutbox(db)
     await db.close()
+
+
+async def execute(state: StateStore, sql: str, *params: object) -> None:
+    """One statement written for SQLite (`?` marks), on either backend."""
+    if state.postgres is None:
+        db = StateDb(state.path, EVENTS)
+        try:
+            await db.execute(sql, params)
+        finally:
+            await db.close()
+        return
+    for n in range(len(params)):
+        sql = sql.replace("?", f"${n + 1}", 1)
+    await state.postgres.run(lambda c: c.execute(sql, *params))
 
 
 @pytest.fixture
@@ -84,17 +108,17 @@ def delivered(n: int, queue_id: str = "Q1", when: float = 1_800_000_000.0) -> Ev
                  host="mx.example.net", reply=Reply(250, "2.0.0", "OK queued"))
 
 
-async def started(db: StateDb, clock: ManualClock, *hooks: WebhookConfig
+async def started(outbox: Outbox, clock: ManualClock, *hooks: WebhookConfig
                   ) -> WebhookDispatcher:
-    d = WebhookDispatcher(hooks, Outbox(db), clock)
+    d = WebhookDispatcher(hooks, outbox, clock)
     await d.start()
     await until(lambda: sleeping(clock) >= len(hooks), "senders idle")
     return d
 
 
 async def test_a_batch_is_signed_and_carries_the_documented_fields(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(events_db, clock, hook(receiver.url))
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(outbox, clock, hook(receiver.url))
     try:
         await record(state, delivered(1))
         clock.advance(1.0)
@@ -118,9 +142,9 @@ async def test_a_batch_is_signed_and_carries_the_documented_fields(
 
 
 async def test_retries_back_off_exponentially_on_the_clock(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
     receiver.statuses = [503, 500, 429]
-    d = await started(events_db, clock, hook(receiver.url))
+    d = await started(outbox, clock, hook(receiver.url))
     try:
         await record(state, delivered(1))
         clock.advance(1.0)
@@ -140,8 +164,8 @@ async def test_retries_back_off_exponentially_on_the_clock(
 
 
 async def test_receiver_down_then_up_gets_every_event(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(events_db, clock, hook(receiver.url))
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(outbox, clock, hook(receiver.url))
     try:
         receiver.down()
         await record(state, delivered(1), delivered(2))
@@ -159,8 +183,8 @@ async def test_receiver_down_then_up_gets_every_event(
 
 
 async def test_a_busy_outbox_goes_out_in_full_batches_without_waiting(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(events_db, clock, hook(receiver.url, batch_size=120))
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
+    d = await started(outbox, clock, hook(receiver.url, batch_size=120))
     try:
         await record(state, *(delivered(n) for n in range(250)))
         clock.advance(1.0)  # one poll; the full batches that follow need no more time
@@ -174,20 +198,17 @@ async def test_a_busy_outbox_goes_out_in_full_batches_without_waiting(
 
 
 async def test_filters_by_event_type_and_category(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
     # Intake tags a classified message's category (message_tags, `:category`); dropped
     # events name theirs in the detail.
-    await events_db.call(lambda c: c.execute(
-        "CREATE TABLE IF NOT EXISTS message_tags (queue_id TEXT NOT NULL, name TEXT NOT NULL,"
-        " value TEXT NOT NULL, PRIMARY KEY (queue_id, name)) WITHOUT ROWID"), write=True)
-    await events_db.call(lambda c: c.executemany(
-        "INSERT INTO message_tags (queue_id, name, value) VALUES (?, ':category', ?)",
-        [("QM", "marketing"), ("QT", "transactional")]), write=True)
+    for queue_id, category in (("QM", "marketing"), ("QT", "transactional")):
+        await execute(state, "INSERT INTO message_tags (queue_id, name, value)"
+                      " VALUES (?, ':category', ?)", queue_id, category)
     other = Receiver(SECRET, now=clock.now).start()
     marketing = hook(receiver.url, name="marketing-problems",
                      events=("bounced", "dropped", "complained"), categories=("marketing",))
     everything = hook(other.url, name="everything")
-    d = await started(events_db, clock, marketing, everything)
+    d = await started(outbox, clock, marketing, everything)
     try:
         bounce = Reply(550, "5.1.1", "no such user")
         await record(
@@ -201,9 +222,8 @@ async def test_filters_by_event_type_and_category(
             Event(clock.now(), "QM", EventType.ACCEPTED, "a@example.net"),
         )
         # A type this version's EventType does not know (the bounce handling adds it).
-        await events_db.call(lambda c: c.execute(
-            "INSERT INTO events (time, queue_id, type, recipient) VALUES (?, 'QM',"
-            " 'complained', 'c1@example.net')", (clock.now(),)), write=True)
+        await execute(state, "INSERT INTO events (time, queue_id, type, recipient)"
+                      " VALUES (?, 'QM', 'complained', 'c1@example.net')", clock.now())
         clock.advance(1.0)
         await until(lambda: len(other.events()) == 6)
         await until(lambda: len(receiver.events()) == 3)
@@ -222,18 +242,19 @@ async def test_filters_by_event_type_and_category(
 
 
 async def test_a_wrong_secret_fails_verification_and_nothing_is_skipped(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
     wrong = replace(hook(receiver.url), secret=Secret("not-the-receivers-secret"))
-    d = await started(events_db, clock, wrong)
+    d = await started(outbox, clock, wrong)
+    start = d.senders["app"].cursor
     try:
         await record(state, delivered(1))
         clock.advance(1.0)
         await until(lambda: len(receiver.rejected) == 1 and sleeping(clock) == 1)
         assert receiver.events() == [] and d.counts["client_error"] == 1
-        assert d.senders["app"].cursor == 0  # refused: still waiting to be sent
+        assert d.senders["app"].cursor == start  # refused: still waiting to be sent
     finally:
         await d.stop()
-    fixed = await started(events_db, clock, hook(receiver.url))
+    fixed = await started(outbox, clock, hook(receiver.url))
     try:
         clock.advance(1.0)
         await until(lambda: len(receiver.events()) == 1)
@@ -242,12 +263,12 @@ async def test_a_wrong_secret_fails_verification_and_nothing_is_skipped(
 
 
 async def test_a_hanging_receiver_does_not_hold_back_another_webhook(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
     with socket.socket() as hang:  # accepts connections (backlog), never answers
         hang.bind(("127.0.0.1", 0))
         hang.listen(16)
         stuck = hook(f"http://127.0.0.1:{hang.getsockname()[1]}/", name="stuck", timeout=60.0)
-        d = await started(events_db, clock, stuck, hook(receiver.url))
+        d = await started(outbox, clock, stuck, hook(receiver.url))
         try:
             for n in range(3):
                 await record(state, delivered(n))
@@ -262,9 +283,9 @@ async def test_a_hanging_receiver_does_not_hold_back_another_webhook(
 
 
 async def test_gone_pauses_until_reload_and_too_large_halves_the_batch(
-        state: StateStore, events_db: StateDb, clock: ManualClock, receiver: Receiver) -> None:
+        state: StateStore, outbox: Outbox, clock: ManualClock, receiver: Receiver) -> None:
     receiver.statuses = [410]
-    d = await started(events_db, clock, hook(receiver.url, batch_size=8))
+    d = await started(outbox, clock, hook(receiver.url, batch_size=8))
     try:
         await record(state, *(delivered(n) for n in range(6)))
         clock.advance(1.0)
@@ -281,15 +302,15 @@ async def test_gone_pauses_until_reload_and_too_large_halves_the_batch(
         await d.stop()
 
 
-async def test_the_cursor_survives_a_restart(state: StateStore, events_db: StateDb,
+async def test_the_cursor_survives_a_restart(state: StateStore, outbox: Outbox,
                                              clock: ManualClock, receiver: Receiver) -> None:
-    d = await started(events_db, clock, hook(receiver.url))
+    d = await started(outbox, clock, hook(receiver.url))
     await record(state, delivered(1))
     clock.advance(1.0)
     await until(lambda: len(receiver.events()) == 1)
     await d.stop()
     await record(state, delivered(2), delivered(3))  # while no dispatcher runs
-    d = await started(events_db, clock, hook(receiver.url))
+    d = await started(outbox, clock, hook(receiver.url))
     try:
         clock.advance(1.0)
         await until(lambda: len(receiver.events()) == 3)
@@ -300,20 +321,21 @@ async def test_the_cursor_survives_a_restart(state: StateStore, events_db: State
 
 
 async def test_https_receivers_certificates_are_checked(
-        tmp_path: Path, state: StateStore, events_db: StateDb, clock: ManualClock,
+        tmp_path: Path, state: StateStore, outbox: Outbox, clock: ManualClock,
         caplog: pytest.LogCaptureFixture) -> None:
     certs = make_certs(tmp_path)
     secure = Receiver(SECRET, now=clock.now, ssl_context=certs.server_context()).start()
     try:
         trusting = hook(secure.url, name="with-ca", ca_file=certs.ca_file)
         system = hook(secure.url, name="system-store")  # the test CA is not in it
-        d = await started(events_db, clock, trusting, system)
+        d = await started(outbox, clock, trusting, system)
+        start = d.senders["system-store"].cursor
         try:
             await record(state, delivered(1))
             clock.advance(1.0)
             await until(lambda: d.events_sent == 1 and d.counts["connection_error"] == 1)
             assert secure.url.startswith("https://") and len(secure.events()) == 1
-            assert d.senders["system-store"].cursor == 0  # refused, so still to be sent
+            assert d.senders["system-store"].cursor == start  # refused, so still to be sent
             assert "connection_error (ClientConnectorCertificateError)" in caplog.text
             assert secure.url not in caplog.text
         finally:

@@ -132,13 +132,14 @@ def test_signature_verifies_and_refuses_tampering_replay_and_a_wrong_secret() ->
     assert not verify(secret, "-5", sig, body, now=1_700_000_000)
 
 
-def test_webhooks_need_the_embedded_state_store(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_webhooks_run_with_the_shared_state_store(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
-    assert problems(tmp_path, (
-        "state: postgresql://gateway@127.0.0.1:5432/gateway\n"
-        "webhooks:\n"
-        "  - url: https://example.com/hooks\n"
-        "    secret_env: HOOK_SECRET\n")) == [
-        "config.yaml:3:3: webhooks read their outbox from state.db: not available with"
-        " state: postgresql yet"]
+    path = tmp_path / "config.yaml"
+    path.write_text("state: postgresql://gateway@127.0.0.1:5432/gateway\n"
+                    "webhooks:\n"
+                    "  - url: https://example.com/hooks\n"
+                    "    secret_env: HOOK_SECRET\n")
+    config = load_config(path)
+    assert config.state.backend == "postgresql"
+    assert [w.url for w in config.webhooks] == ["https://example.com/hooks"]
