@@ -10,6 +10,11 @@
 # possible key, shared by every intake process), every DATA a category
 # decision and a scoped-suppression lookup. Limits are set high enough never
 # to refuse: this measures the cost, not the effect.
+#
+# Both modes share one data directory (spool, state files), so that only the
+# policies differ: with one each, the file system's placement of the two spools
+# alone made one mode cost ~2% more CPU (ext4 inode allocation, seen with perf;
+# BENCHMARKS.md). "Off" never opens policy.db (no policy files).
 # Needs root, postfix (smtp-source, smtp-sink).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +33,7 @@ trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf
 config() {  # config MODE -> writes $WORK/config.yaml
     cat >"$WORK/config.yaml" <<YAML
 hostname: gateway.bench.invalid
-data_dir: $WORK/var-$1
+data_dir: $WORK/var
 policies_dir: $WORK/policies-$1
 log_level: ${LOG_LEVEL:-warning}
 intake_workers: auto
@@ -65,7 +70,7 @@ limits:
   - {name: per-client, key: [client_ip], rate: 1000000/s, burst: 1000000}
 YAML
 config on
-python3 - "$WORK/var-on/state.db" "$ROWS" <<'PY'
+python3 - "$WORK/var/state.db" "$ROWS" <<'PY'
 import asyncio, sys
 from pathlib import Path
 from gateway.model import Suppression, SuppressionReason

@@ -16,11 +16,21 @@ only string operations, no parsing beyond the last '@'.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = ["domain_of", "normalize_address", "normalize_domain_name"]
 
 
 def normalize_address(address: str, *, strip_plus_tags: bool = False) -> str:
     """The comparison form of an address: lower-cased, optionally without its +tag."""
+    return _normalized(address, strip_plus_tags)
+
+
+# Several checks ask for the same few addresses of a transaction (suppression at
+# RCPT and DATA, rate-limit keys, consent); bounded, so a client sending many
+# distinct addresses only churns it.
+@lru_cache(maxsize=4096)
+def _normalized(address: str, strip_plus_tags: bool) -> str:
     local, at, domain = address.strip().rpartition("@")
     if not at:
         return address.strip().lower()

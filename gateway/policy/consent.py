@@ -26,41 +26,40 @@ from gateway.state import ConsentStore
 
 __all__ = ["ConsentPolicy", "HeaderSection", "classify", "list_unsubscribe_fields"]
 
-_FIELD = re.compile(rb"([!-9;-~]+):")
+# One header field with its continuation lines; stops at the first line that is
+# neither (the empty line before the body, or a body without a header section).
+_FIELD = re.compile(rb"([!-9;-~]+):([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)(?:\r\n|\Z)")
 
 
 @dataclass(frozen=True)
 class HeaderSection:
-    """The header fields of a message: (lower-case name, unfolded value, start, end)."""
+    """The header fields of a message: (lower-case name, raw value, start, end).
 
-    fields: tuple[tuple[str, str, int, int], ...]
-    end: int  # offset of the body (after the empty line), or of the first non-field line
+    Values stay bytes until asked for: a message's category needs one or two of
+    them, and this runs for every message (policies and idempotency keys)."""
+
+    fields: tuple[tuple[str, bytes, int, int], ...]
+    end: int  # offset of the first line that is not a field (the empty line, or body)
 
     @staticmethod
     def parse(content: bytes) -> HeaderSection:
-        fields: list[tuple[str, str, int, int]] = []
-        pos = 0
-        while pos < len(content):
-            nl = content.find(b"\r\n", pos)
-            line_end = len(content) if nl < 0 else nl + 2
-            line = content[pos:line_end]
-            if line[:1] in (b" ", b"\t") and fields:
-                name, value, start, _ = fields[-1]
-                fields[-1] = (name, value + line.decode("utf-8", "replace").strip(" \t\r\n"),
-                              start, line_end)
-            else:
-                m = _FIELD.match(line)
-                if m is None:
-                    break
-                value = line[m.end():].decode("utf-8", "replace").strip()
-                fields.append((m.group(1).decode("ascii").lower(), value, pos, line_end))
-            pos = line_end
+        fields: list[tuple[str, bytes, int, int]] = []
+        match = _FIELD.match
+        pos, size = 0, len(content)
+        while pos < size:
+            m = match(content, pos)
+            if m is None:
+                break
+            end = m.end()
+            fields.append((m.group(1).decode("ascii").lower(), m.group(2), pos, end))
+            pos = end
         return HeaderSection(tuple(fields), pos)
 
     def get(self, name: str) -> str | None:
-        for field_name, value, _, _ in self.fields:
+        """The first `name` field's value: unfolded (RFC 5322 2.2.3), decoded leniently."""
+        for field_name, raw, _, _ in self.fields:
             if field_name == name:
-                return value
+                return raw.replace(b"\r\n", b"").decode("utf-8", "replace").strip()
         return None
 
     def has(self, name: str) -> bool:

@@ -18,6 +18,8 @@ normalized and used only as a bound query parameter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.policy import ACCEPT, MessageRecipient, RcptRequest, Verdict
 from gateway.policy.addresses import domain_of, normalize_address
 from gateway.policy.rules_file import RateLimit
@@ -26,21 +28,25 @@ from gateway.state import RateCounters
 __all__ = ["DelayShaper", "RateLimitPolicy", "limit_key"]
 
 
+# How each key kind reads its value from a request: only the kinds a limit names
+# are computed (normalizing addresses is most of a key's cost).
+_KEY_VALUES: dict[str, Callable[[RcptRequest | MessageRecipient], str | None]] = {
+    "auth_user": lambda r: r.client.auth_user,
+    "client_ip": lambda r: r.client.address,
+    "sender": lambda r: normalize_address(r.mail_from),
+    "sender_domain": lambda r: domain_of(r.mail_from),
+    "recipient": lambda r: normalize_address(r.recipient),
+    "recipient_domain": lambda r: domain_of(r.recipient),
+    "category": lambda r: getattr(r, "category", None),
+}
+
+
 def limit_key(limit: RateLimit, request: RcptRequest | MessageRecipient) -> str | None:
     """The counter key for this request, or None when the limit does not apply
     (keyed by auth_user but the client did not authenticate)."""
-    values = {
-        "auth_user": request.client.auth_user,
-        "client_ip": request.client.address,
-        "sender": normalize_address(request.mail_from),
-        "sender_domain": domain_of(request.mail_from),
-        "recipient": normalize_address(request.recipient),
-        "recipient_domain": domain_of(request.recipient),
-        "category": getattr(request, "category", None),
-    }
     parts = [limit.name]
     for key in limit.keys:
-        value = values[key]
+        value = _KEY_VALUES[key](request)
         if value is None:
             return None
         parts.append(f"{key}={value}")

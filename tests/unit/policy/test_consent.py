@@ -47,3 +47,15 @@ def test_folded_fields_and_removal() -> None:
 def test_a_message_without_header() -> None:
     header = HeaderSection.parse(b"just a body line\r\n")
     assert header.fields == () and header.end == 0
+
+
+def test_folded_fields_are_unfolded_and_the_body_is_never_read() -> None:
+    content = (b"Subject: spring\r\n sale\r\n\tnow\r\nX-Campaign:Spring-2026\r\n"
+               b"\r\nPrecedence: bulk\r\n")
+    header = HeaderSection.parse(content)
+    assert [name for name, *_ in header.fields] == ["subject", "x-campaign"]
+    assert header.get("subject") == "spring sale\tnow"  # CRLF removed, WSP kept (RFC 5322)
+    assert header.get("x-campaign") == "Spring-2026"
+    assert header.get("precedence") is None  # a body line, after the empty line
+    assert content[header.end:].startswith(b"\r\nPrecedence")
+    assert header.without(content, "subject") == content[content.index(b"X-Campaign"):]
