@@ -88,8 +88,10 @@ class Result:
 
 def node_config(directory: Path, port: int, sink_port: int, name: str, dsn: str, redis: str,
                 prefix: str, workers: str) -> Path:
+    # Nodes sharing a state database must share the erasure key (README, several nodes).
+    key = directory.parent.parent / "erasure.key"
     extra = (f"node_name: {name}\nstate: {dsn}\nrate_limits: {redis}\n"
-             f"rate_limits_prefix: \"{prefix}\"\n")
+             f"rate_limits_prefix: \"{prefix}\"\nretention: {{erasure_key_file: {key}}}\n")
     config = write_config(directory, port, sink_port, extra=extra, consent=CONSENT,
                           workers=workers)
     for file, text in POLICIES.items():
@@ -97,14 +99,17 @@ def node_config(directory: Path, port: int, sink_port: int, name: str, dsn: str,
     return config
 
 
-def client(port: int, first: int, count: int, errors: list[int]) -> None:
+def client(port: int, first: int, count: int, errors: list[int], layout: str) -> None:
+    """Send messages first … first+count-1. Their Message-IDs name the layout: the
+    layouts share one state database, whose idempotency keys would take the second
+    layout's messages for resends of the first's."""
     conn: smtplib.SMTP | None = None
     for i in range(first, first + count):
         try:
             if conn is None:
                 conn = smtplib.SMTP("127.0.0.1", port, timeout=60)
                 conn.ehlo("bench.example")
-            send(port, f"n{i}", [f"guest{i}@example.net"], size=SIZE, conn=conn)
+            send(port, f"{layout}-n{i}", [f"guest{i}@example.net"], size=SIZE, conn=conn)
             if (i - first + 1) % SESSION_MESSAGES == 0:
                 conn.quit()
                 conn = None
@@ -132,7 +137,7 @@ def run_layout(nodes: int, args: argparse.Namespace, dsn: str, prefix: str) -> R
         errors: list[int] = []
         share = args.messages // args.clients
         threads = [threading.Thread(target=client, daemon=True,
-                                    args=(ports[c % nodes], c * share, share, errors))
+                                    args=(ports[c % nodes], c * share, share, errors, f"{nodes}nodes"))
                    for c in range(args.clients)]
         started = time.monotonic()
         for t in threads:
