@@ -136,8 +136,9 @@ def run_layout(nodes: int, args: argparse.Namespace, dsn: str, prefix: str) -> R
             procs.append(start_gateway(config, port))
         errors: list[int] = []
         share = args.messages // args.clients
+        layout = f"{nodes}nodes"
         threads = [threading.Thread(target=client, daemon=True,
-                                    args=(ports[c % nodes], c * share, share, errors, f"{nodes}nodes"))
+                                    args=(ports[c % nodes], c * share, share, errors, layout))
                    for c in range(args.clients)]
         started = time.monotonic()
         for t in threads:
