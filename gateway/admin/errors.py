@@ -1,8 +1,11 @@
 """JSON errors for every failure: `{"error": {"code": ..., "message": ...}}` and its status.
 
 Handlers raise ApiError; the middleware turns it, aiohttp's own HTTP errors
-(unknown path 404, wrong method 405, body too large 413) and any unexpected
-exception (500, logged with its traceback, never shown) into the same shape.
+(unknown path 404, wrong method 405, body too large 413), a state store that
+cannot answer now (503 `state_unavailable` with Retry-After: the shared database
+is away, which the state module has logged; the caller retries as an SMTP
+client does after 451 4.3.0) and any unexpected exception (500, logged with its
+traceback, never shown) into the same shape.
 
 Security: messages never echo a token or a request body; a 500 says only that
 something failed and where to look (the log).
@@ -17,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.errors import StateUnavailable
+
 __all__ = ["ApiError", "error_middleware", "error_response", "json_body", "json_response"]
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,7 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           405: "method_not_allowed", 409: "conflict", 413: "body_too_large",
           415: "unsupported_media_type", 422: "invalid", 429: "rate_limited",
           500: "internal", 503: "not_ready"}
+STATE_RETRY_AFTER = "5"  # seconds: about the shared backends' first reconnection backoffs
 
 
 class ApiError(Exception):
@@ -61,6 +67,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, headers=exc.headers,
                               extra=exc.extra)
+    except StateUnavailable:
+        return error_response(503, "state_unavailable",
+                              "the state store cannot answer now; try again shortly",
+                              headers={"Retry-After": STATE_RETRY_AFTER})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
