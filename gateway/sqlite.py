@@ -10,6 +10,9 @@ killed (it is in the OS page cache); a power loss may drop the last
 transactions, which the callers tolerate (the spool index is rebuilt from the
 queue files; events are a record, not the truth of delivery).
 
+A caller that stops waiting for a flush (a timeout) does not stop the flush:
+it runs to its COMMIT or ROLLBACK in a task of its own.
+
 A batch the database refuses for a reason that can pass (disk full, I/O error,
 locked: sqlite3.OperationalError) is kept, in order, in front of newer writes
 and tried again every RETRY_INTERVAL: a dropped "deferred, due at T" row would
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
 RETRY_INTERVAL = 1.0  # seconds between tries of a batch the database refused
+SLOW_COMMIT = 1.0  # seconds: a commit slower than this is logged (callers wait for it)
 
 
 class BatchedDb:
@@ -101,6 +106,15 @@ class BatchedDb:
             self._flusher = asyncio.get_running_loop().create_task(self.flush())
 
     async def flush(self) -> None:
+        """Commit everything written so far (and wait for a commit under way)."""
+        if not self._pending and not self._flush_lock.locked():
+            return
+        # A caller may stop waiting (a timeout, a cancelled task); the commit itself
+        # must not stop: cut between BEGIN and COMMIT, it lost its batch and left the
+        # connection inside the transaction, holding the write lock for good.
+        await asyncio.shield(self._flush())
+
+    async def _flush(self) -> None:
         async with self._flush_lock:
             while self._pending:
                 batch, self._pending = self._pending, []
@@ -112,11 +126,14 @@ class BatchedDb:
     async def _commit(self, batch: list[tuple[str, Row]]) -> bool:
         """Commit one batch; False if it must be tried again later."""
         db = self.db
+        started = time.monotonic()  # not scheduling: a duration for the log
         try:
             await db.execute("BEGIN IMMEDIATE")
+            locked = time.monotonic()
             for sql, rows in _runs(batch, self._commute):
                 await db.executemany(sql, rows)
             await db.execute("COMMIT")
+            _log_if_slow(self.path, len(batch), started, locked)
             return True
         except sqlite3.OperationalError as exc:
             self.failed_flushes += 1
@@ -168,3 +185,10 @@ def _runs(batch: list[tuple[str, Row]], commute: bool) -> list[tuple[str, list[R
     for sql, params in batch:
         runs.setdefault(sql, []).append(params)
     return list(runs.items())
+
+
+def _log_if_slow(path: Path, rows: int, started: float, locked: float) -> None:
+    done = time.monotonic()
+    if done - started >= SLOW_COMMIT:
+        log.warning("slow write to %s: %.1fs for %d rows (%.1fs waiting for the write lock)",
+                    path, done - started, rows, locked - started)

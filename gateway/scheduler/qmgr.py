@@ -385,7 +385,10 @@ class Scheduler:
 
     async def _store_events(self, qm: QueuedMessage) -> None:
         try:
-            await asyncio.wait_for(self.events.flush(), EVENT_FLUSH_TIMEOUT)
+            # Only the wait is bounded: the event store finishes its write whatever
+            # happens here (gateway.sqlite: a flush is never cut in half).
+            async with asyncio.timeout(EVENT_FLUSH_TIMEOUT):
+                await self.events.flush()
         except Exception as exc:  # logged; the delivery itself is done
             log.warning("events of %s not stored before its queue file was removed: %s",
                         qm.id, exc.__class__.__name__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -82,4 +84,33 @@ async def test_statements_that_do_not_commute_run_in_the_order_written(tmp_path:
         assert await db.fetchall("SELECT v FROM b") == [("new",)]
         assert db.hops == 3
     finally:
+        await db.close()
+
+
+async def test_a_flush_its_caller_gives_up_on_still_commits_and_loses_nothing(
+        tmp_path: Path) -> None:
+    """The scheduler waits a bounded time for events (qmgr.EVENT_FLUSH_TIMEOUT). A
+    caller's timeout must not cut the commit in half: that dropped the batch and left
+    the connection inside its transaction, holding the write lock for good."""
+    path = tmp_path / "t.db"
+    db = BatchedDb(path, SCHEMA)
+    await db.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        for i in range(10):
+            db.write(INSERT_A, (f"event {i}",))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(db.flush(), 0.2)
+        other.execute("COMMIT")
+        for i in range(10, 20):
+            db.write(INSERT_A, (f"event {i}",))
+        await asyncio.wait_for(db.flush(), 15)
+        rows = await db.fetchall("SELECT v FROM a ORDER BY seq")
+        assert [r[0] for r in rows] == [f"event {i}" for i in range(20)]
+        assert db.failed_flushes == 0
+        other.execute("BEGIN IMMEDIATE")  # the gateway's connection let the lock go
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
         await db.close()
