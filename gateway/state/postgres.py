@@ -151,15 +151,20 @@ class PostgresPool:
                 else:
                     result = await fn(conn)
         except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            self._failed(exc)
-            raise StateUnavailable(f"state database {self.where} unavailable: "
-                                   f"{type(exc).__name__}") from None
+            raise self._unavailable(exc) from None
         ended = self._backoff.succeeded()
         if ended:
             log.warning("state database %s is back after %d failed tries", self.where, ended)
         return result
+
+    def _unavailable(self, exc: Exception) -> Exception:
+        """What to raise for `exc`: itself if the server answered (a bad statement is a
+        bug, not an outage), else StateUnavailable, the failure counted for the backoff."""
+        if not is_unavailable(exc):
+            return exc
+        self._failed(exc)
+        return StateUnavailable(f"state database {self.where} unavailable: "
+                                f"{type(exc).__name__}")
 
     async def connect(self, settings: dict[str, str] | None = None) -> Conn:
         """A connection of its own, outside the pool, for a session that must last (a
@@ -175,11 +180,7 @@ class PostgresPool:
                                          command_timeout=COMMAND_TIMEOUT,
                                          server_settings={**_KEEPALIVE, **(settings or {})})
         except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            self._failed(exc)
-            raise StateUnavailable(f"state database {self.where} unavailable: "
-                                   f"{type(exc).__name__}") from None
+            raise self._unavailable(exc) from None
         try:
             if not self._schema_ok:
                 await self._check_schema(conn)
