@@ -214,10 +214,11 @@ def _queue_list(args: argparse.Namespace) -> int:
     if not rows:
         print("queue is empty" if not args.state else f"no messages in {args.state}")
         return 0
-    print(f"{'QUEUE ID':<20} {'STATE':<9} {'SIZE':>8} {'ATTEMPTS':>8}  {'ARRIVED':<19}  SENDER")
+    print(f"{'QUEUE ID':<20} {'STATE':<9} {'PRIORITY':<8} {'SIZE':>8} {'ATTEMPTS':>8}"
+          f"  {'ARRIVED':<19}  SENDER")
     for r in rows:
-        print(f"{r.id:<20} {r.state:<9} {r.size:>8} {r.attempts:>8}  {_time(r.created_at):<19}"
-              f"  <{r.sender}>")
+        print(f"{r.id:<20} {r.state:<9} {r.priority:<8} {r.size:>8} {r.attempts:>8}"
+              f"  {_time(r.created_at):<19}  <{r.sender}>")
         for rcpt in r.recipients:
             print(f"{'':<20}   {rcpt['state']:<9} {rcpt['address']}"
                   + (f"  ({rcpt['last_reply']})" if rcpt.get("last_reply") else ""))

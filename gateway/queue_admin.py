@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from gateway.config import Config
 from gateway.delivery.router import Router
-from gateway.model import Event, EventType, QueueId, QueueState, RecipientState
+from gateway.model import Event, EventType, Priority, QueueId, QueueState, RecipientState
 from gateway.spool.index import QueueIndex
 from gateway.spool.queue_id import is_queue_id
 from gateway.spool.store import CorruptQueueFile, QueueFiles
@@ -44,6 +44,7 @@ class QueueRow:
     sender: str
     message_id: str | None
     recipients: list[dict[str, Any]] = field(default_factory=list)
+    priority: str = Priority.NORMAL.label  # critical, high, normal, low (config `priorities:`)
 
 
 class QueueAdmin:
@@ -102,7 +103,8 @@ class QueueAdmin:
                 for r in await self.index.recipients(m.id)
             ]
             rows.append(QueueRow(m.id, m.state.value, m.size, m.attempts, m.created_at,
-                                 m.next_attempt_at, m.sender, m.message_id, recipients))
+                                 m.next_attempt_at, m.sender, m.message_id, recipients,
+                                 m.priority.label))
         return rows
 
     def _unindexed_rows(self, wanted: QueueState | None, after: str) -> list[QueueRow]:
@@ -124,7 +126,7 @@ class QueueAdmin:
                                "last_reply": None} for a in env.recipients]
                 rows.append(QueueRow(qm.id, state.value, qm.size, 0, env.received_at,
                                      env.received_at, env.mail_from, env.message_id,
-                                     recipients))
+                                     recipients, env.priority.label))
         return rows
 
     async def show(self, queue_id: str) -> dict[str, Any]:

@@ -100,7 +100,8 @@ async def list_queue(request: web.Request) -> web.Response:
 def _row(row: QueueRow) -> dict[str, Any]:
     return {"id": row.id, "state": row.state, "size": row.size, "attempts": row.attempts,
             "created_at": row.created_at, "next_attempt_at": row.next_attempt_at,
-            "sender": row.sender, "message_id": row.message_id, "recipients": row.recipients}
+            "sender": row.sender, "message_id": row.message_id, "priority": row.priority,
+            "recipients": row.recipients}
 
 
 async def show(request: web.Request) -> web.Response:

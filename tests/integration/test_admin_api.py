@@ -133,6 +133,7 @@ async def test_queue_list_filters_paging_and_actions(tmp_path: Path) -> None:
 
             everything = await api.get("/v1/queue")
             assert [r["id"] for r in everything.json["items"]] == sorted([q1, q2, q3])
+            assert {r["priority"] for r in everything.json["items"]} == {"normal"}  # no policies
             assert everything.json["next"] is None
             first = (await api.get("/v1/queue?limit=2")).json
             assert [r["id"] for r in first["items"]] == sorted([q1, q2, q3])[:2]

@@ -4,6 +4,7 @@ order: booking confirmations first, though the newsletter was queued before them
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from gateway.clock import ManualClock
@@ -12,6 +13,7 @@ from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.policy import write_policy
 from tests.fixtures.sink import Sink
 from tests.integration.test_priority_backlog import CONSENT
+from tests.integration.test_queue_cli import cli
 from tests.integration.test_relay_end_to_end import send
 
 
@@ -49,6 +51,14 @@ routes:
                         break
                     await asyncio.sleep(0.01)
                 assert gw.spool.files.find(queue_id) is QueueState.DEFERRED
+            # The operator sees why the queue will drain in this order.
+            rc, out, _ = await cli(config, "queue", "list", "--json")
+            assert rc == 0
+            assert {r["id"]: r["priority"] for r in json.loads(out)} == {
+                **{q: "low" for q in ids[:8]}, **{q: "critical" for q in ids[8:]}}
+            rc, out, _ = await cli(config, "queue", "list")
+            assert rc == 0 and "PRIORITY" in out.splitlines()[0]
+            assert sum(" critical " in line for line in out.splitlines()) == 2
             for _ in range(6):  # a day of failed retries, every ten minutes
                 clock.advance(4 * 3600)
                 await asyncio.sleep(0.05)
