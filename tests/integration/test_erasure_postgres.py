@@ -6,7 +6,6 @@ nodes (they share the erasure key)."""
 from __future__ import annotations
 
 import asyncio
-import smtplib
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.fixtures.gateway import GatewayProcess, running_gateway, write_config
 from tests.fixtures.net import free_port
 from tests.fixtures.policy import write_policy
 from tests.fixtures.sink import Sink
+from tests.integration.test_erasure import rcpt
 
 __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
 
@@ -41,16 +41,6 @@ def cli(*args: str) -> str:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-def rcpt(port: int, address: str) -> tuple[int, str]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-        s.ehlo("app.test")
-        s.mail("app@example.com")
-        code, text = s.rcpt(address)
-        if code == 250:
-            s.data(b"Subject: booking\r\n\r\nyour booking\r\n")
-        return code, text.decode()
 
 
 async def rows_naming(db: asyncpg.Connection, address: str) -> dict[str, int]:
