@@ -32,9 +32,9 @@ from gateway.clock import SystemClock
 from gateway.model import Client, Envelope, QueuedMessage
 from gateway.policy.rules_file import ConsentSettings, PolicySet, SuppressionSettings
 from gateway.spool.queue_id import new_queue_id
-from gateway.state import StateStore
 from gateway.state.bounces import SqliteBounceStore
 from gateway.state.events import accepted_events
+from gateway.state.store import StateStore
 
 DSN = """\
 From: MAILER-DAEMON@mx.example.net

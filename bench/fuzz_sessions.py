@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hypothesis import HealthCheck, given, settings
 
-from gateway.config import Limits
+from gateway.intake.settings import Limits
 from tests.fixtures.fuzz import FuzzSession, check_transcript, run_session, sessions
 from tests.fixtures.intake import IntakeHarness, relay_listener
 

@@ -18,8 +18,8 @@ import sys
 import time
 
 from gateway import metrics
-from gateway.config import LogConfig
-from gateway.event_log import log_events, make_formatter
+from gateway.logs import log_events, make_formatter
+from gateway.logs.settings import LogConfig
 from gateway.metrics.workers import WorkerMetrics, snapshot
 from gateway.model import Event, EventType, Reply
 

@@ -21,7 +21,7 @@ from gateway.clock import SystemClock
 from gateway.model import Client, Envelope, Suppression, SuppressionReason
 from gateway.policy.rules_file import PolicyFiles
 from gateway.policy.stage import PolicyStage
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 POLICIES = {
     "suppression.yaml": """entries:

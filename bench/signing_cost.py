@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import DkimConfig, DkimKey
-from gateway.dkim_keys import generate_private_key, parse_private_key
-from gateway.signing import DkimSigner, SignOutcome
+from gateway.signing.keys import generate_private_key, parse_private_key
+from gateway.signing.settings import DkimConfig, DkimKey
+from gateway.signing.signer import DkimSigner, SignOutcome
 
 HEAD = (b"Received: from app.test ([127.0.0.1])\r\n\tby gateway.test with ESMTP id 01JD5Q8W3K\r\n"
         b"From: Booking <app@example.com>\r\nTo: guest@example.net\r\n"

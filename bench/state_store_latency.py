@@ -28,10 +28,10 @@ from pathlib import Path
 import asyncpg
 
 from gateway.model import ConsentRecord, Event, EventType, Secret, Suppression, SuppressionReason
-from gateway.state import StateStore
 from gateway.state.events import SqliteEventStore
 from gateway.state.postgres_stores import PostgresEventStore
-from gateway.state_config import StateConfig
+from gateway.state.settings import StateConfig
+from gateway.state.store import StateStore
 
 
 async def fill(state: StateStore, rows: int) -> None:

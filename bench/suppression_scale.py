@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from gateway.model import Suppression, SuppressionReason
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 BATCH = 100_000
 

@@ -54,8 +54,8 @@ import asyncpg
 from gateway_harness import TimingSink, free_port, send, start_gateway, stop_gateway, write_config
 
 from gateway.model import Secret
-from gateway.state import StateStore
-from gateway.state_config import StateConfig
+from gateway.state.settings import StateConfig
+from gateway.state.store import StateStore
 
 SESSION_MESSAGES = 50
 SIZE = 1024

@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.clock import SystemClock
 from gateway.model import Event, EventType, Reply, Secret, Suppression, SuppressionReason
-from gateway.retention import erase_address
-from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.migrations.sqlite import EVENTS
-from gateway.state_config import StateConfig
+from gateway.state.retention import erase_address
+from gateway.state.settings import StateConfig
+from gateway.state.store import StateStore
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox, SqliteOutbox
 from gateway.webhooks.outbox_postgres import PostgresOutbox

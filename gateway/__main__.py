@@ -7,7 +7,7 @@ if sys.argv[1:2] == ["intake-worker"]:
     # The master forwards SIGHUP to its workers; one that arrives while a worker is
     # still importing would kill it (the default action). Noted here, before any
     # import, and applied once the worker's own handler is in place.
-    from gateway import early_signals
+    from gateway.core import early_signals
 
     signal.signal(signal.SIGHUP, early_signals.note_hup)
 

@@ -184,7 +184,7 @@ class Envelope:
     # A `delay` rate limit (gateway.policy) shaped it: no first attempt before this time.
     not_before: float | None = None
     # Decided at DATA: the policy stage's category and the priority it maps to
-    # (gateway.priority_config); kept in the queue file so a restart keeps them.
+    # (gateway.scheduler.settings); kept in the queue file so a restart keeps them.
     category: str | None = None
     priority: Priority = Priority.NORMAL
     # (name, value) pairs intake learned for later lookups, not stored in the queue file:

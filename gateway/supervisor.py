@@ -19,27 +19,27 @@ from gateway.admin.server import AdminServer
 from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
-from gateway.delivery import Delivery
+from gateway.delivery.deliver import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError, StateUnavailable
 from gateway.intake.accept import Acceptor, configure_intake
+from gateway.intake.processes import IntakeWorkers
 from gateway.intake.smtpd import IntakeServer
 from gateway.metrics.queue import BreakerCollector, QueueSampler
 from gateway.model import Envelope, QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
-from gateway.retention import RetentionJob, purger_for
-from gateway.scheduler import Scheduler
-from gateway.signing import SigningCounters, signer_for
+from gateway.scheduler.qmgr import Scheduler
+from gateway.signing.signer import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import StateStore, open_state
 from gateway.state.db import StateDb
 from gateway.state.erasure_postgres import check_erasure_key
 from gateway.state.migrations.sqlite import EVENTS
+from gateway.state.retention import RetentionJob, purger_for
+from gateway.state.store import StateStore, open_state
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox, SqliteOutbox
 from gateway.webhooks.outbox_postgres import PostgresOutbox
-from gateway.workers import IntakeWorkers
 
 __all__ = ["Gateway", "serve"]
 

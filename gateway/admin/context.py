@@ -15,9 +15,9 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.policy.rules_file import ConsentSettings
 from gateway.policy.runtime import PolicyRuntime
-from gateway.queue_admin import QueueAdmin
+from gateway.scheduler.queue_admin import QueueAdmin
 from gateway.spool import Spool
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 __all__ = ["CONTEXT", "AdminContext", "GatewayView", "actor", "int_param", "limit_param",
            "query_param"]

@@ -1,7 +1,7 @@
 """Suppression and consent endpoints: the CLI's semantics over HTTP.
 
 Targets and addresses are normalized as `smtp-gateway suppress|consent` does
-(gateway.policy_cli.normalize_target, with the running policy's plus_tags
+(gateway.policy.addresses.normalize_target, with the running policy's plus_tags
 setting), scopes and categories are checked against the running consent.yaml,
 and each change is written with its audit row in one transaction by the same
 stores (actor "api:<token name>").
@@ -17,12 +17,11 @@ from aiohttp import web
 
 from gateway.admin.context import actor, context, int_param, limit_param, query_param
 from gateway.admin.errors import ApiError, json_body, json_response
+from gateway.core.yamlnodes import parse_duration
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
-from gateway.policy.addresses import normalize_address
-from gateway.policy_cli import normalize_target
-from gateway.retention import erase_address
-from gateway.yamlnodes import parse_duration
+from gateway.policy.addresses import normalize_address, normalize_target
+from gateway.state.retention import erase_address
 
 __all__ = ["add_policy_routes"]
 
@@ -153,7 +152,7 @@ async def remove_suppression(request: web.Request) -> web.Response:
 
 
 async def erase(request: web.Request) -> web.Response:
-    """GDPR erasure, as `smtp-gateway erase` (gateway.retention): the address leaves
+    """GDPR erasure, as `smtp-gateway erase` (gateway.state.retention): the address leaves
     events, consent, audit and tags; its keyed hash keeps any suppression in force."""
     data = await json_body(request)
     _unknown_keys(data, {"address"})

@@ -1,6 +1,6 @@
 """Queue endpoints: list (filters, paging), show, retry, hold, release, delete.
 
-The work is gateway.queue_admin's, the same code as `smtp-gateway queue …`;
+The work is gateway.scheduler.queue_admin's, the same code as `smtp-gateway queue …`;
 here it runs on the gateway's own spool and event store. Every change gets an
 audit row (actor "api:<token name>").
 
@@ -22,7 +22,7 @@ from gateway.admin.context import actor, context, limit_param, query_param
 from gateway.admin.errors import ApiError, json_response
 from gateway.model import QueueState
 from gateway.policy.addresses import domain_of, normalize_address, normalize_domain_name
-from gateway.queue_admin import QueueAdmin, QueueAdminError, QueueRow
+from gateway.scheduler.queue_admin import QueueAdmin, QueueAdminError, QueueRow
 
 __all__ = ["SCAN_PAGES", "add_queue_routes"]
 

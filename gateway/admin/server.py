@@ -7,7 +7,7 @@ Routes (documented in openapi.yaml beside this file, served at /openapi.json):
     /metrics                                     public on loopback (Prometheus)
     /unsubscribe[/{token}]                       public, rate-limited (RFC 8058)
     /v1/trace /v1/summary                        message trace, figures
-    /v1/queue[/{id}[/retry|hold|release]]        the queue (gateway.queue_admin)
+    /v1/queue[/{id}[/retry|hold|release]]        the queue (gateway.scheduler.queue_admin)
     /v1/suppressions[/{target}] /v1/consent[/{address}] /v1/audit
 
 Everything else needs a bearer token (gateway.admin.auth); every answer that

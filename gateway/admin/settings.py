@@ -26,9 +26,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.yamlnodes import Section
 from gateway.model import Secret
 from gateway.policy.rules_file import parse_rate
-from gateway.yamlnodes import Section
 
 __all__ = ["DEFAULT_PORT", "MIN_TOKEN_LENGTH", "AdminConfig", "AdminToken", "parse_admin"]
 

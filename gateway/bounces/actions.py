@@ -45,8 +45,8 @@ from gateway.model import (
 )
 from gateway.policy.addresses import normalize_address
 from gateway.policy.rules_file import PolicySet
-from gateway.state import StateStore
 from gateway.state.bounces import BounceStore
+from gateway.state.store import StateStore
 
 __all__ = ["ADDRESS_SOFT_REASONS", "BounceActions", "BounceCounters", "Finding"]
 

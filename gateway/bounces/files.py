@@ -20,7 +20,7 @@ from gateway.bounces.service import codec_for
 from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.policy.rules_file import load_policies
-from gateway.state import open_state
+from gateway.state.store import open_state
 
 __all__ = ["ingest_files"]
 

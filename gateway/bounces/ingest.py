@@ -40,8 +40,8 @@ from gateway.bounces.report import BounceRecipient, BounceReport, Kind
 from gateway.bounces.verp import VerpCodec
 from gateway.model import Event, EventType
 from gateway.policy.addresses import normalize_address
-from gateway.state import STATE_ERRORS
 from gateway.state.bounces import BounceStore, Ledger
+from gateway.state.store import STATE_ERRORS
 
 __all__ = ["BUSY", "BounceProcessor"]
 

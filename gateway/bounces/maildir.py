@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from gateway.bounces.ingest import BUSY, BounceProcessor
-from gateway.tasks import cancel
+from gateway.core.tasks import cancel
 
 __all__ = ["Maildir", "MaildirIngester"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.yamlnodes import Section
+from gateway.core.yamlnodes import Section
 
 __all__ = ["BounceRules", "parse_bounce_rules"]
 

@@ -31,7 +31,7 @@ from gateway.model import (
 )
 from gateway.policy.rules_file import PolicySet
 from gateway.spool import Spool
-from gateway.state import STATE_ERRORS, StateStore
+from gateway.state.store import STATE_ERRORS, StateStore
 
 __all__ = ["BounceService", "DsnSender", "inbox_for"]
 

@@ -1,6 +1,6 @@
 """The `bounces:` section of config.yaml → BounceConfig.
 
-Kept apart from gateway.config, which calls `parse_bounces()`; errors carry
+gateway.config calls `parse_bounces()`; errors carry
 file:line:column like every other section.
 
     bounces:
@@ -25,8 +25,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.yamlnodes import Section
 from gateway.model import Secret
-from gateway.yamlnodes import Section
 
 __all__ = ["BounceConfig", "ImapSettings", "VerpSettings", "parse_bounces"]
 

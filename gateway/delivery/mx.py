@@ -35,7 +35,7 @@ import dns.rdatatype
 import dns.resolver
 
 from gateway.clock import Clock
-from gateway.config import DnsConfig
+from gateway.delivery.settings import DnsConfig
 from gateway.errors import PermFail, TempFail
 
 __all__ = ["MxHost", "MxResolver", "order_hosts"]

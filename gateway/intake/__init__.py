@@ -6,11 +6,3 @@
 
 Security: reads untrusted input from the network; see smtpd.py and accept.py.
 """
-
-from __future__ import annotations
-
-from gateway.intake.accept import Acceptor, SessionInfo, Transaction
-from gateway.intake.auth import Authenticator
-from gateway.intake.smtpd import IntakeServer
-
-__all__ = ["Acceptor", "Authenticator", "IntakeServer", "SessionInfo", "Transaction"]

@@ -22,7 +22,7 @@ DATA, in order:
 3. A `Received:` trace header is prepended (RFC 5321 4.4), and `Date:` and
    `Message-ID:` are added when the message has none (RFC 5322 3.6 wants both;
    Postfix's cleanup adds them too). Envelope.message_id is that Message-ID.
-   Then, when DKIM is on, the finished message is signed (gateway/signing.py):
+   Then, when DKIM is on, the finished message is signed (gateway/signing/signer.py):
    DKIM-Signature fields are prepended and nothing changes after that; a
    sender domain the configuration refuses to send unsigned gets 550 5.7.1.
 4. `spool.put()` stores it durably — with its category and priority in the
@@ -76,9 +76,9 @@ from gateway.intake import replies
 from gateway.intake.idempotency import IdempotencyGuard, Ticket
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
 from gateway.policy.stage import MessageDecision, PolicyStage
-from gateway.priority_config import PriorityConfig
-from gateway.signing import DkimSigner, SignOutcome, SignResult, refusal_reply
-from gateway.state import STATE_ERRORS, StateStore
+from gateway.scheduler.settings import PriorityConfig
+from gateway.signing.signer import DkimSigner, SignOutcome, SignResult, refusal_reply
+from gateway.state.store import STATE_ERRORS, StateStore
 
 __all__ = [
     "MAX_LINE_LENGTH",

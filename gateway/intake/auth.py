@@ -29,7 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.passwords import hash_password, verify_password
+from gateway.intake.passwords import hash_password, verify_password
 
 __all__ = ["AuthThrottle", "Authenticator", "ThrottleSettings"]
 

@@ -47,10 +47,10 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.intake import replies
+from gateway.intake.settings import IdempotencyConfig
 from gateway.model import Envelope, Event, EventType, QueueId, Reply
 from gateway.policy.consent import HeaderSection
-from gateway.priority_config import IdempotencyConfig
-from gateway.state import STATE_ERRORS, EventStore, IdempotencyStore
+from gateway.state.store import STATE_ERRORS, EventStore, IdempotencyStore
 
 __all__ = ["IdempotencyGuard", "Ticket"]
 

@@ -55,11 +55,12 @@ from aiosmtpd.smtp import Session as SMTPSession
 
 from gateway import metrics
 from gateway.clock import Clock
-from gateway.config import Config, IPNetwork, Limits, ListenerConfig
+from gateway.config import Config
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.intake import replies
 from gateway.intake.accept import Acceptor, SessionInfo, Transaction, envelope_path
 from gateway.intake.auth import Authenticator, AuthThrottle
+from gateway.intake.settings import IPNetwork, Limits, ListenerConfig
 from gateway.intake.speedups import cache_reflection, parse_path
 from gateway.model import Client, Envelope, Reply
 

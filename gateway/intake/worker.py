@@ -29,10 +29,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from gateway import early_signals
 from gateway.bounces.service import inbox_for
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
+from gateway.core import early_signals
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.smtpd import IntakeServer
@@ -40,9 +40,9 @@ from gateway.metrics.workers import METRICS_PREFIX, snapshot
 from gateway.model import QueuedMessage
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
-from gateway.signing import SigningCounters, signer_for
+from gateway.signing.signer import SigningCounters, signer_for
 from gateway.spool import Spool
-from gateway.state import open_state
+from gateway.state.store import open_state
 
 __all__ = ["READY", "parse_ports", "run_worker"]
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics: declared in families.py, exposed by `exposition()`.
+"""Prometheus metrics: declared in families.py, exposed by `exposition()` (Postfix has
+none of its own: operators parse maillog; this replaces that).
 
 The admin listener serves `exposition()` at GET /metrics. Stages record
 through the functions re-exported here; gauges of state (queue, breakers)
@@ -57,7 +58,7 @@ __all__ = [
     "reply_class",
 ]
 
-# The master's record of its intake workers' samples (gateway.workers feeds it).
+# The master's record of its intake workers' samples (gateway.intake.processes feeds it).
 WORKERS = WorkerMetrics()
 
 

@@ -34,12 +34,12 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.clock import Clock
+from gateway.core.tasks import cancel
 from gateway.delivery.smarthosts import BreakerState, CircuitBreaker
 from gateway.metrics.families import NO_CATEGORY, NO_ROUTE
 from gateway.model import QueueState, Route
 from gateway.spool import Spool
 from gateway.spool.store import CorruptQueueFile
-from gateway.tasks import cancel
 
 __all__ = ["BreakerCollector", "QueueSample", "QueueSampler"]
 

@@ -1,4 +1,5 @@
-"""The policy stage between intake and spool: suppression, consent, rate limits.
+"""The policy stage between intake and spool: suppression, consent, rate limits
+(Postfix counterpart: smtpd_recipient_restrictions with access(5) maps, and anvil(8)).
 
 A policy is a class with one async `check()` returning a Verdict; a
 PolicyChain runs policies in order and the first non-accept wins (Haraka's

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["domain_of", "normalize_address", "normalize_domain_name"]
+__all__ = ["domain_of", "normalize_address", "normalize_domain_name", "normalize_target"]
 
 
 def normalize_address(address: str, *, strip_plus_tags: bool = False) -> str:
@@ -47,3 +47,15 @@ def normalize_domain_name(domain: str) -> str:
 def domain_of(address: str) -> str:
     """The normalized domain of an address ("" for the null sender)."""
     return normalize_domain_name(address.rpartition("@")[2]) if "@" in address else ""
+
+
+def normalize_target(text: str, strip: bool) -> str:
+    """A suppression target as the CLI and the admin API take it: an address or `@domain`."""
+    if text.startswith("@"):
+        domain = normalize_domain_name(text[1:])
+        if not domain or "@" in domain:
+            raise ValueError(f"'{text}' is not @domain")
+        return "@" + domain
+    if "@" not in text:
+        raise ValueError(f"'{text}' is neither an address nor @domain")
+    return normalize_address(text, strip_plus_tags=strip)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from gateway.policy import ACCEPT, MessageRecipient, Verdict
 from gateway.policy.addresses import domain_of, normalize_address
 from gateway.policy.rules_file import CategoryRule, ConsentSettings
-from gateway.state import ConsentStore
+from gateway.state.store import ConsentStore
 
 __all__ = ["ConsentPolicy", "HeaderSection", "classify", "list_unsubscribe_fields"]
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from gateway.policy import ACCEPT, MessageRecipient, RcptRequest, Verdict
 from gateway.policy.addresses import domain_of, normalize_address
 from gateway.policy.rules_file import RateLimit
-from gateway.state import RateCounters
+from gateway.state.store import RateCounters
 
 __all__ = ["DelayShaper", "RateLimitPolicy", "limit_key"]
 

@@ -23,11 +23,11 @@ import yaml
 from email_validator import EmailNotValidError, validate_email
 
 from gateway.bounces.rules import BounceRules, parse_bounce_rules
+from gateway.core.yamlnodes import Problems, Section, compose_text, parse_duration
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model import Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address, normalize_domain_name
 from gateway.policy.unsubscribe_token import TokenSigner, read_key
-from gateway.yamlnodes import Problems, Section, compose_text, parse_duration
 
 __all__ = [
     "BASES",

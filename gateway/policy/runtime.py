@@ -24,11 +24,11 @@ from pathlib import Path
 
 from gateway import metrics
 from gateway.clock import Clock
+from gateway.core.tasks import cancel
 from gateway.errors import ConfigError
 from gateway.policy.rules_file import PolicyFiles, PolicySet, load_policies
 from gateway.policy.stage import PolicyStage
-from gateway.state import StateStore
-from gateway.tasks import cancel
+from gateway.state.store import StateStore
 
 __all__ = ["POLL_INTERVAL", "PolicyRuntime"]
 

@@ -33,7 +33,7 @@ from gateway.policy.suppression import (
     SuppressionLookup,
     SuppressionPolicy,
 )
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 __all__ = ["UNAVAILABLE", "MessageCopy", "MessageDecision", "PolicyStage"]
 

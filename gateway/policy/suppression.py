@@ -18,7 +18,7 @@ from gateway.model import Suppression
 from gateway.policy import ACCEPT, MessageRecipient, RcptRequest, Verdict
 from gateway.policy.addresses import domain_of, normalize_address
 from gateway.policy.rules_file import SuppressionSettings
-from gateway.state import SuppressionStore
+from gateway.state.store import SuppressionStore
 
 __all__ = ["ScopedSuppressionPolicy", "SuppressionLookup", "SuppressionPolicy",
            "suppressed_reply_text"]

@@ -1,6 +1,5 @@
-"""Scheduling: which message is tried when (qmgr) and the retry schedule (retry)."""
+"""Scheduling: which message is tried when (qmgr), the retry schedule (retry), priority
+lanes (lanes, settings) and operator actions on the queue (queue_admin).
 
-from gateway.scheduler.qmgr import Scheduler
-from gateway.scheduler.retry import next_attempt_at
-
-__all__ = ["Scheduler", "next_attempt_at"]
+Postfix counterpart: qmgr(8), and postsuper(1) for queue_admin.
+"""

@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 
 from gateway.clock import Clock
 from gateway.model import Priority, QueuedMessage, QueueId
-from gateway.priority_config import Lane
+from gateway.scheduler.settings import Lane
 
 __all__ = ["IncomingLanes", "PriorityGate", "RateBucket"]
 

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from gateway import metrics
 from gateway.clock import Clock
-from gateway.config import DeliveryConfig
+from gateway.delivery.settings import DeliveryConfig
 from gateway.model import (
     Attempt,
     DeliveryJob,
@@ -386,7 +386,7 @@ class Scheduler:
     async def _store_events(self, qm: QueuedMessage) -> None:
         try:
             # Only the wait is bounded: the event store finishes its write whatever
-            # happens here (gateway.sqlite: a flush is never cut in half).
+            # happens here (gateway.core.sqlite: a flush is never cut in half).
             async with asyncio.timeout(EVENT_FLUSH_TIMEOUT):
                 await self.events.flush()
         except Exception as exc:  # logged; the delivery itself is done

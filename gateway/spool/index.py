@@ -11,7 +11,7 @@ delivered — can be lost only with a power failure, and then costs a duplicate
 delivery, never a lost message.
 
 A write the database refuses (the disk is full) is kept and tried again
-(gateway.sqlite): a message deferred while the disk was full still gets its row
+(gateway.core.sqlite): a message deferred while the disk was full still gets its row
 once space returns, instead of sitting in deferred/ unscheduled.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.sqlite import BatchedDb, Row
 from gateway.model import Priority, QueuedMessage, QueueId, QueueState, RecipientState, Reply
-from gateway.sqlite import BatchedDb, Row
 
 __all__ = ["IndexedMessage", "IndexedRecipient", "QueueIndex"]
 

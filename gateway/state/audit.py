@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.sqlite import Row
+from gateway.core.sqlite import Row
 from gateway.state.db import StateDb
 
 __all__ = ["AUDIT_INSERT", "AuditEntry", "AuditLog", "SqliteAuditLog",

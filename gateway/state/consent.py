@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from gateway.core.sqlite import Row
 from gateway.model import ConsentRecord
-from gateway.sqlite import Row
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb
 

@@ -19,7 +19,7 @@ waiting up to 10 s for the other processes' locks.
 
 Why not aiosqlite here: it has no way to run a statement on the caller's
 thread, nor several in one hop; the event store and spool index, which batch
-writes only, keep using it (gateway.sqlite).
+writes only, keep using it (gateway.core.sqlite).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.sqlite import Row
+from gateway.core.sqlite import Row
 from gateway.state.migrations import Migration, migrate_sqlite
 
 __all__ = ["StateDb"]

@@ -1,5 +1,5 @@
 """Erasure and the retention purge on the shared PostgreSQL state database (the SQLite
-side: gateway.state.erasure; the callers: gateway.retention).
+side: gateway.state.erasure; the callers: gateway.state.retention).
 
 Erasure rewrites, in one transaction, every row of the SCRUBBED tables in
 which the address (or a +tag variant) occurs — found with ILIKE, checked and

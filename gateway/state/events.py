@@ -8,7 +8,7 @@ by them and the summary can count by category (the admin API). Its rows are
 keyed by queue id, which sorts by arrival time: retention can drop them with
 `queue_id < new_queue_id(cutoff)`.
 
-Writes are batched (gateway.sqlite); a query flushes first, so a caller always
+Writes are batched (gateway.core.sqlite); a query flushes first, so a caller always
 sees the events it recorded.
 """
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gateway.event_log import log_events
+from gateway.core.sqlite import BatchedDb, Row
+from gateway.logs import log_events
 from gateway.model import Event, EventType, QueuedMessage, QueueId, Reply
-from gateway.sqlite import BatchedDb, Row
 from gateway.state.migrations import migrate_sqlite
 from gateway.state.migrations.sqlite import EVENTS
 
@@ -96,7 +96,7 @@ class SqliteEventStore:
     def record(self, events: Iterable[Event]) -> None:
         events = list(events)
         self._db.write_many(_INSERT, (_row(e) for e in events))
-        log_events(events)  # the log line of each (gateway.event_log)
+        log_events(events)  # the log line of each (gateway.logs)
 
     def record_accepted(self, qm: QueuedMessage, now: float) -> None:
         self.record(accepted_events(qm, now))

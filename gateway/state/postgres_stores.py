@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from gateway.errors import StateUnavailable
-from gateway.event_log import log_events
+from gateway.logs import log_events
 from gateway.model import (
     ConsentRecord,
     Event,
@@ -250,7 +250,7 @@ class PostgresEventStore:
 
     def record(self, events: Iterable[Event]) -> None:
         events = list(events)
-        log_events(events)  # the log line of each (gateway.event_log)
+        log_events(events)  # the log line of each (gateway.logs)
         self._pending.extend(_event_row(e) for e in events)
         if len(self._pending) > MAX_PENDING_EVENTS:
             extra = len(self._pending) - MAX_PENDING_EVENTS

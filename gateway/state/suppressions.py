@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Protocol
 
+from gateway.core.sqlite import Row
 from gateway.model import Suppression, SuppressionReason
-from gateway.sqlite import Row
 from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb

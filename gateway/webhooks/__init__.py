@@ -1,4 +1,5 @@
-"""Webhooks: delivery events POSTed as signed JSON batches to the apps' URLs.
+"""Webhooks: delivery events POSTed as signed JSON batches to the apps' URLs (no Postfix
+counterpart; KumoMTA's log hooks).
 
     settings.py    the `webhooks:` section of config.yaml → WebhookConfig
     outbox.py      the events table read from a persisted cursor per webhook

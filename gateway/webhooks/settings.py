@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.core.yamlnodes import Section
 from gateway.model import EventType, Secret
-from gateway.yamlnodes import Section
 
 __all__ = ["EVENT_NAMES", "MIN_SECRET_LENGTH", "WebhookConfig", "parse_webhooks"]
 

@@ -23,10 +23,10 @@ from gateway.clock import ManualClock
 from gateway.errors import StateUnavailable
 from gateway.model import Client, Envelope, EventType, QueuedMessage, Secret
 from gateway.policy.rules_file import PolicySet, load_policies
-from gateway.state import StateStore
 from gateway.state.bounces import Ledger
 from gateway.state.events import accepted_events
-from gateway.state_config import StateConfig
+from gateway.state.settings import StateConfig
+from gateway.state.store import StateStore
 from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
 from tests.fixtures.bounces import bounce_config, dsn_text
 from tests.fixtures.gateway import running_gateway

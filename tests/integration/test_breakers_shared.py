@@ -23,14 +23,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.delivery import Delivery
 from gateway.delivery.breaker_sharing import REFRESH
+from gateway.delivery.deliver import Delivery
 from gateway.delivery.smarthosts import BreakerState, CircuitBreaker
 from gateway.errors import StateUnavailable
 from gateway.model import Attempt, Route, Secret
-from gateway.state import StateStore
 from gateway.state.breakers import BreakerRow
-from gateway.state_config import StateConfig
+from gateway.state.settings import StateConfig
+from gateway.state.store import StateStore
 from tests.fixtures.backends import pg_database, pg_dsn
 from tests.fixtures.sink import Sink
 from tests.fixtures.tcp_proxy import TcpProxy

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.config import DeliveryConfig
-from gateway.delivery import Delivery
+from gateway.delivery.deliver import Delivery
+from gateway.delivery.settings import DeliveryConfig
 from gateway.model import (
     Client,
     DeliveryJob,

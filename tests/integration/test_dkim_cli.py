@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.dkim_keys import dns_record_value, generate_private_key, parse_private_key
+from gateway.signing.keys import dns_record_value, generate_private_key, parse_private_key
 from tests.fixtures.dkim import KeySet
 from tests.fixtures.dns import TEST_ZONE, running_nsd
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from gateway.config import Limits
+from gateway.intake.settings import Limits
 from tests.fixtures import tls
 from tests.fixtures.fuzz import FuzzSession, check_transcript, run_session, sessions
 from tests.fixtures.intake import IntakeHarness, RawClient, relay_listener

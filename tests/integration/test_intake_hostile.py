@@ -14,7 +14,7 @@ import ssl
 import time
 from pathlib import Path
 
-from gateway.config import Limits
+from gateway.intake.settings import Limits
 from tests.fixtures import tls
 from tests.fixtures.intake import IntakeHarness, RawClient, relay_listener
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, Limits
-from gateway.intake import IntakeServer
+from gateway.config import Config
+from gateway.intake.settings import Limits
+from gateway.intake.smtpd import IntakeServer
 from tests.fixtures import tls
 from tests.fixtures.intake import (
     PASSWORD,

@@ -6,7 +6,7 @@ import smtplib
 import time
 from pathlib import Path
 
-from gateway.config import Limits
+from gateway.intake.settings import Limits
 from tests.fixtures.intake import IntakeHarness, RawClient, relay_listener
 
 TOO_BIG = (552, b"5.3.4 Message size exceeds fixed maximum message size")

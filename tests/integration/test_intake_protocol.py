@@ -7,7 +7,7 @@ import re
 import smtplib
 from pathlib import Path
 
-from gateway.intake import Acceptor, Transaction
+from gateway.intake.accept import Acceptor, Transaction
 from gateway.model import Reply
 from tests.fixtures import tls
 from tests.fixtures.intake import (

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Limits
+from gateway.intake.settings import Limits
 from tests.fixtures import tls
 from tests.fixtures.intake import IntakeHarness, relay_listener
 

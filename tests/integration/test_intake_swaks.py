@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gateway.config import Limits
+from gateway.intake.settings import Limits
 from tests.fixtures import tls
 from tests.fixtures.intake import (
     PASSWORD,

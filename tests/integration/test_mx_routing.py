@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.config import DeliveryConfig, DnsConfig
-from gateway.delivery import Delivery, MxResolver
+from gateway.delivery.deliver import Delivery, MxResolver
+from gateway.delivery.settings import DeliveryConfig, DnsConfig
 from gateway.errors import TempFail
 from gateway.model import Attempt, Client, DeliveryJob, Envelope, QueuedMessage, Route
 from tests.fixtures import tls

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import load_config
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 from tests.fixtures.gateway import write_config
 from tests.fixtures.policy import write_policy
 

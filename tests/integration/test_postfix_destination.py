@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.config import DeliveryConfig
-from gateway.delivery import Delivery
+from gateway.delivery.deliver import Delivery
+from gateway.delivery.settings import DeliveryConfig
 from gateway.model import (
     Attempt,
     Client,

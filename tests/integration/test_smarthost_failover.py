@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.config import DeliveryConfig
-from gateway.delivery import Delivery
+from gateway.delivery.deliver import Delivery
+from gateway.delivery.settings import DeliveryConfig
 from gateway.delivery.smarthosts import BreakerState
 from gateway.model import (
     Attempt,

@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 
 from gateway.model import EventType, Secret
-from gateway.state import StateStore
 from gateway.state.migrations import latest
 from gateway.state.migrations.postgresql import POSTGRESQL
-from gateway.state_config import StateConfig
+from gateway.state.settings import StateConfig
+from gateway.state.store import StateStore
 from tests.fixtures.backends import (
     REDIS_URL,
     pg_database,

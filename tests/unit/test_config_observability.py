@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import LogConfig, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.logs.settings import LogConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,8 +21,8 @@ from gateway.model import (
     SuppressionReason,
 )
 from gateway.policy.rules_file import PolicySet, load_policies
-from gateway.state import StateStore
 from gateway.state.bounces import SqliteBounceStore
+from gateway.state.store import StateStore
 
 DAY = 86400.0
 QM = QueuedMessage("01HF7YAT00GHXCJX9Q", Envelope(

@@ -14,9 +14,9 @@ from gateway.clock import ManualClock
 from gateway.config import load_config
 from gateway.model import Client, Envelope, EventType, QueuedMessage
 from gateway.policy.rules_file import load_policies
-from gateway.state import StateStore
 from gateway.state.bounces import SqliteBounceStore
 from gateway.state.events import accepted_events
+from gateway.state.store import StateStore
 from tests.fixtures.bounces import dsn_text
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "bounces"

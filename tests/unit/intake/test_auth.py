@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.intake.auth import Authenticator
-from gateway.passwords import hash_password
+from gateway.intake.passwords import hash_password
 
 
 @pytest.fixture(scope="module")

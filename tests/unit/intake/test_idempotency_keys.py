@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gateway.clock import ManualClock
 from gateway.intake.idempotency import MAX_KEY, IdempotencyGuard
+from gateway.intake.settings import IdempotencyConfig
 from gateway.model import Client, Envelope
-from gateway.priority_config import IdempotencyConfig
 
 CONTENT = b"Subject: hi\r\nMessage-ID: <m1@example.com>\r\n\r\nbody\r\n"
 

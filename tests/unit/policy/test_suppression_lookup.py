@@ -7,7 +7,7 @@ from pathlib import Path
 from gateway.model import Suppression, SuppressionReason
 from gateway.policy.rules_file import SuppressionSettings
 from gateway.policy.suppression import REMEMBER, SuppressionLookup
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 
 
 class CountingStore:

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from gateway.clock import ManualClock
-from gateway.config import DeliveryConfig
+from gateway.delivery.settings import DeliveryConfig
 from gateway.model import (
     Attempt,
     Client,
@@ -21,9 +21,9 @@ from gateway.model import (
     RetrySchedule,
     Route,
 )
-from gateway.priority_config import DEFAULT_LANES, Lane
-from gateway.scheduler import Scheduler
 from gateway.scheduler.lanes import PriorityGate, RateBucket
+from gateway.scheduler.qmgr import Scheduler
+from gateway.scheduler.settings import DEFAULT_LANES, Lane
 from gateway.spool import Spool
 from gateway.state.events import SqliteEventStore
 from tests.unit.scheduler.test_qmgr import LATER, OK, OneRoute

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.config import DeliveryConfig
+from gateway.delivery.settings import DeliveryConfig
 from gateway.model import (
     Attempt,
     Client,
@@ -29,7 +29,7 @@ from gateway.model import (
     RetrySchedule,
     Route,
 )
-from gateway.scheduler import Scheduler
+from gateway.scheduler.qmgr import Scheduler
 from gateway.spool import Spool
 from gateway.state.events import SqliteEventStore
 

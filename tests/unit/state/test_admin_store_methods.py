@@ -17,8 +17,8 @@ from gateway.model import (
     Suppression,
     SuppressionReason,
 )
-from gateway.state import StateStore
 from gateway.state.events import CATEGORY_TAG
+from gateway.state.store import StateStore
 from tests.unit.state.test_store_backends import pg_database, pg_dsn, state
 
 __all__ = ["pg_database", "pg_dsn", "state"]  # fixtures, imported for pytest

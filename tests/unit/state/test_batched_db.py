@@ -1,4 +1,4 @@
-"""gateway.sqlite.BatchedDb: what one flush sends to SQLite, and in what order."""
+"""gateway.core.sqlite.BatchedDb: what one flush sends to SQLite, and in what order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sqlite import BatchedDb
+from gateway.core.sqlite import BatchedDb
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS a (seq INTEGER PRIMARY KEY, v TEXT)",
           "CREATE TABLE IF NOT EXISTS b (k TEXT PRIMARY KEY, v TEXT)")

@@ -13,9 +13,9 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
-from gateway.retention import erase_address
-from gateway.state import StateStore
 from gateway.state.bounces import SqliteBounceStore
+from gateway.state.retention import erase_address
+from gateway.state.store import StateStore
 from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
 
 __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest

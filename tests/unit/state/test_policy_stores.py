@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
-from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.migrations import Migration
 from gateway.state.ratelimits import PROBE, SharedRateCounters
+from gateway.state.store import StateStore
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.intake.idempotency import MAX_KEY, IdempotencyGuard
+from gateway.intake.settings import IdempotencyConfig
 from gateway.model import (
     Client,
     ConsentRecord,
@@ -26,14 +27,13 @@ from gateway.model import (
     Suppression,
     SuppressionReason,
 )
-from gateway.priority_config import IdempotencyConfig
-from gateway.state import StateStore
 from gateway.state.bounces import Ledger
 from gateway.state.breakers import BreakerRow
 from gateway.state.idempotency import Claim
 from gateway.state.migrations import MIGRATIONS_TABLE, check_numbering, latest
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.migrations.postgresql import POSTGRESQL
+from gateway.state.store import StateStore
 from tests.fixtures.backends import (
     PG_ADMIN_DSN,
     pg_database,

@@ -15,9 +15,9 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.model import Event, EventType, Reply, Secret
-from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.migrations.sqlite import EVENTS
+from gateway.state.store import StateStore
 from gateway.webhooks.dispatcher import WebhookDispatcher, next_delay
 from gateway.webhooks.outbox import Outbox, SqliteOutbox
 from gateway.webhooks.outbox_postgres import PostgresOutbox

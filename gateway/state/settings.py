@@ -1,4 +1,6 @@
-"""The state backends of config.yaml → StateConfig (gateway.state.open_state uses it).
+"""The state store's settings: its backends (`state:` → StateConfig, used by
+gateway.state.open_state) and `retention:` (→ RetentionConfig, used by
+gateway.state.retention).
 
     state: sqlite                       # default: SQLite files in data_dir (one node)
     state: postgresql://gw@db1/gateway  # shared by every node
@@ -9,7 +11,8 @@
     rate_limits_fail_open: false        # Redis away: 451 (false) or no limits (true)
     rate_limits_prefix: "smtp-gateway:rate:"
 
-Kept apart from gateway.config, which calls `parse_state()`.
+gateway.config calls `parse_state()` and `parse_retention()`; nothing here imports
+the stores, so reading the configuration never opens a database.
 
 Security: a DSN or URL may carry a password. It is read into a Secret, and no
 error message here ever repeats the value (only the key's name and place).
@@ -21,10 +24,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.yamlnodes import Section
 from gateway.model import Secret
-from gateway.yamlnodes import Section
 
-__all__ = ["StateConfig", "parse_state"]
+__all__ = ["RetentionConfig", "StateConfig", "parse_retention", "parse_state"]
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -95,3 +98,31 @@ def _read(root: Section, key: str, base: Path) -> str | None:
             return None
         return value.strip()
     return None
+
+
+# -- retention: how long events are kept ---------------------------------------------------
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    events: float = 90 * DAY  # events older than this are purged
+    purge_interval: float = 3600.0  # how often the purge runs
+    erasure_key_file: Path | None = None  # None: <data_dir>/erasure.key
+
+
+def parse_retention(sec: Section, base: Path) -> RetentionConfig:
+    d = RetentionConfig()
+    key_file = sec.opt_str("erasure_key_file")
+    out = RetentionConfig(
+        events=sec.duration("events", d.events),
+        purge_interval=sec.duration("purge_interval", d.purge_interval),
+        erasure_key_file=base / key_file if key_file else None,
+    )
+    if out.events < 3600:
+        sec.error("events", "'retention.events' must be at least 1h")
+    if out.purge_interval < 1:
+        sec.error("purge_interval", "'retention.purge_interval' must be at least 1s")
+    sec.done()
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gateway.config import load_config
 from gateway.model import Priority
-from gateway.priority_config import DEFAULT_LANES, Lane
+from gateway.scheduler.settings import DEFAULT_LANES, Lane
 from tests.unit.test_config import ROOT, problems, write
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import dkim
 import pytest
 
-from gateway.config import DkimConfig, DkimKey
-from gateway.dkim_keys import (
+from gateway.signing.keys import (
     PrivateKey,
     dns_record_value,
     generate_private_key,
     parse_private_key,
 )
-from gateway.signing import DkimSigner, SigningCounters, SignOutcome, refusal_reply
+from gateway.signing.settings import DkimConfig, DkimKey
+from gateway.signing.signer import DkimSigner, SigningCounters, SignOutcome, refusal_reply
 
 Keys = dict[tuple[str, str], PrivateKey]
 
@@ -355,7 +355,7 @@ def test_openssl_rsa_step_gives_dkimpys_exact_signature() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa as crsa
 
-    from gateway.signing import _openssl_rsa_sign, use_openssl_rsa
+    from gateway.signing.signer import _openssl_rsa_sign, use_openssl_rsa
 
     pem = crsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,

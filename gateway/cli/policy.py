@@ -36,21 +36,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.config import Config, load_config
+from gateway.core.yamlnodes import parse_duration
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.model import ConsentRecord, Suppression, SuppressionReason
-from gateway.policy.addresses import normalize_address, normalize_domain_name
+from gateway.policy.addresses import normalize_address, normalize_target
 from gateway.policy.rules_file import ConsentSettings, PolicySet, load_policies
-from gateway.state import StateStore, open_state
-from gateway.yamlnodes import parse_duration
+from gateway.state.store import StateStore, open_state
 
-__all__ = ["SUPPRESSION_FIELDS", "add_policy_parsers", "read_consent_csv",
+__all__ = ["SUPPRESSION_FIELDS", "add_parsers", "read_consent_csv",
            "read_suppression_csv", "write_suppression_csv"]
 
 SUPPRESSION_FIELDS = ("target", "scope", "reason", "created", "added_by", "expires", "note")
 CONSENT_FIELDS = ("address", "category", "status", "time", "method", "source")
 _METHODS = ("explicit", "implicit", "imported")
 
-def add_policy_parsers(
+def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
 ) -> None:
@@ -145,17 +145,6 @@ def _fail(message: str) -> ConfigError:
 
 
 # -- suppressions -----------------------------------------------------------------------------
-
-
-def normalize_target(text: str, strip: bool) -> str:
-    if text.startswith("@"):
-        domain = normalize_domain_name(text[1:])
-        if not domain or "@" in domain:
-            raise ValueError(f"'{text}' is not @domain")
-        return "@" + domain
-    if "@" not in text:
-        raise ValueError(f"'{text}' is neither an address nor @domain")
-    return normalize_address(text, strip_plus_tags=strip)
 
 
 def _when(text: str) -> float:

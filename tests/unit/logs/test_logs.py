@@ -1,12 +1,12 @@
-"""gateway.event_log: redaction and the three line formats."""
+"""gateway.logs: redaction and the three line formats."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-from gateway.config import LogConfig
-from gateway.event_log import Redactor, make_formatter
+from gateway.logs import Redactor, make_formatter
+from gateway.logs.settings import LogConfig
 from gateway.model import Event, EventType, Reply
 
 EVENT = Event(time=1_700_000_000.25, queue_id="01JD5Q8W3K7H2M9XQ4RT", type=EventType.BOUNCED,

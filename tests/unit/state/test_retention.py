@@ -16,14 +16,20 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.model import ConsentRecord, Event, EventType, Reply, Suppression, SuppressionReason
-from gateway.retention import EventPurger, RetentionJob, erase_address, purge_older_than, purger_for
-from gateway.retention_config import RetentionConfig
-from gateway.state import StateStore
 from gateway.state.address_hash import AddressHasher
 from gateway.state.bounces import SqliteBounceStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import AddressMatcher
 from gateway.state.migrations.sqlite import EVENTS
+from gateway.state.retention import (
+    EventPurger,
+    RetentionJob,
+    erase_address,
+    purge_older_than,
+    purger_for,
+)
+from gateway.state.settings import RetentionConfig
+from gateway.state.store import StateStore
 from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
 
 __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest

@@ -19,8 +19,8 @@ from gateway.model import Event, EventType, Priority, QueueId, QueueState, Recip
 from gateway.spool.index import QueueIndex
 from gateway.spool.queue_id import is_queue_id
 from gateway.spool.store import CorruptQueueFile, QueueFiles
-from gateway.state import StateStore, open_state
 from gateway.state.events import EventStore
+from gateway.state.store import StateStore, open_state
 
 __all__ = ["QueueAdmin", "QueueAdminError", "QueueRow"]
 

@@ -1,4 +1,4 @@
-"""The `priorities:` and `idempotency:` sections of config.yaml.
+"""The `priorities:` section of config.yaml: the scheduler's settings.
 
 Priorities: the policy stage decides a message's category at DATA
 (policies/consent.yaml); this map turns it into one of four priorities, which
@@ -20,16 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.core.yamlnodes import Section
 from gateway.model import Priority
-from gateway.yamlnodes import Section
 
 __all__ = [
     "DEFAULT_CATEGORY_PRIORITIES",
     "DEFAULT_LANES",
-    "IdempotencyConfig",
     "Lane",
     "PriorityConfig",
-    "parse_idempotency",
     "parse_priorities",
 ]
 
@@ -76,15 +74,6 @@ class PriorityConfig:
         if category is None:
             return self.default
         return self.categories.get(category, self.default)
-
-
-@dataclass(frozen=True)
-class IdempotencyConfig:
-    """A resubmitted message (same key, same client) gets the original queue id."""
-
-    enabled: bool = True
-    window: float = 86400.0  # seconds a key is remembered
-    header: str = "Idempotency-Key"  # preferred over Message-ID when present
 
 
 _PRIORITY_NAMES = tuple(p.label for p in Priority)
@@ -145,16 +134,3 @@ def _per_second(raw: object) -> float:
     from gateway.policy.rules_file import parse_rate
 
     return 1.0 / parse_rate(str(raw))
-
-
-def parse_idempotency(sec: Section) -> IdempotencyConfig:
-    d = IdempotencyConfig()
-    out = IdempotencyConfig(
-        enabled=sec.get_bool("enabled", d.enabled),
-        window=sec.duration("window", d.window),
-        header=sec.get_str("header", d.header),
-    )
-    if out.window <= 0:
-        sec.error("window", "'idempotency.window' must be longer than zero")
-    sec.done()
-    return out

@@ -1,6 +1,6 @@
-"""The `dkim:` section of config.yaml → DkimConfig (gateway/signing.py signs with it).
+"""The `dkim:` section of config.yaml → DkimConfig (gateway.signing.signer signs with it).
 
-Kept apart from gateway.config, which calls `parse_dkim()`; errors carry
+gateway.config calls `parse_dkim()`; errors carry
 file:line:column like every other section. Key files readable by anyone but
 their owner are refused here, at start-up and at every reload.
 
@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.dkim_keys import (
+from gateway.core.yamlnodes import Section
+from gateway.signing.keys import (
     KeyFileError,
     PrivateKey,
     normalize_domain,
@@ -22,7 +23,6 @@ from gateway.dkim_keys import (
     read_private_key,
     valid_selector,
 )
-from gateway.yamlnodes import Section
 
 __all__ = ["DEFAULT_SIGNED_HEADERS", "DkimConfig", "DkimKey", "parse_dkim"]
 
@@ -48,7 +48,7 @@ class DkimKey:
 
 @dataclass(frozen=True)
 class DkimConfig:
-    """DKIM signing (gateway/signing.py); no keys means no signing."""
+    """DKIM signing (gateway/signing/signer.py); no keys means no signing."""
 
     enabled: bool = True
     keys_dir: Path = Path("dkim")

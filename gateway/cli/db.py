@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.state import open_state
 from gateway.state.migrations import latest, sqlite_version
+from gateway.state.store import open_state
 
-__all__ = ["add_db_parsers"]
+__all__ = ["add_parsers"]
 
 
-def add_db_parsers(
+def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
 ) -> None:

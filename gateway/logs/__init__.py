@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway.config import LogConfig
+from gateway.logs.settings import LogConfig
 from gateway.model import Event
 
 __all__ = ["Redactor", "log_events", "make_formatter", "setup_logging"]

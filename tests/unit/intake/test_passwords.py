@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gateway.passwords import hash_password, is_valid_hash, verify_password
+from gateway.intake.passwords import hash_password, is_valid_hash, verify_password
 
 
 def test_hash_verifies_only_the_right_password() -> None:

@@ -53,9 +53,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from gateway import metrics
-from gateway.config import DkimConfig
-from gateway.dkim_keys import normalize_domain
 from gateway.model import Reply
+from gateway.signing.keys import normalize_domain
+from gateway.signing.settings import DkimConfig
 
 __all__ = [
     "DkimSigner",

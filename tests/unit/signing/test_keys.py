@@ -13,22 +13,23 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.config import DEFAULT_SIGNED_HEADERS, DkimConfig, load_config
-from gateway.dkim_keys import (
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.signing.keys import (
     KeyFileError,
     PrivateKey,
     RecordStatus,
     compare_record,
     dns_record_value,
     generate_private_key,
-    keygen,
     normalize_domain,
     parse_private_key,
     read_private_key,
     write_private_key,
     zone_record,
 )
-from gateway.errors import ConfigError
+from gateway.signing.keytool import keygen
+from gateway.signing.settings import DEFAULT_SIGNED_HEADERS, DkimConfig
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +313,7 @@ def test_keygen_writes_where_the_config_expects_it(tmp_path: Path) -> None:
 
 
 def test_the_shipped_config_documents_the_defaults() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     dkim = load_config(root / "config.yaml").dkim
     assert not dkim.signing
     assert dkim.keys_dir == root / "dkim"

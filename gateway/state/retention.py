@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.clock import Clock, SystemClock
+from gateway.core.tasks import cancel
 from gateway.policy.addresses import normalize_address
-from gateway.retention_config import RetentionConfig
-from gateway.state import StateStore
 from gateway.state.db import StateDb
 from gateway.state.erasure import (
     AddressMatcher,
@@ -48,7 +47,8 @@ from gateway.state.erasure_postgres import (
     vacuum_tables,
 )
 from gateway.state.postgres import PostgresPool
-from gateway.tasks import cancel
+from gateway.state.settings import RetentionConfig
+from gateway.state.store import StateStore
 
 __all__ = ["AddressScrubber", "ErasureReport", "EventPurger", "RetentionConfig",
            "RetentionJob", "erase_address", "purge_older_than", "purger_for", "scrubber_for"]

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
-from gateway.state import open_state
 from gateway.state.postgres import redact_dsn
+from gateway.state.store import open_state
 
 DSN = "postgresql://gw:s3cret@db.internal:5432/gateway"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from gateway.passwords import verify_password
+from gateway.intake.passwords import verify_password
 
 
 def test_passwd_prints_a_hash_that_verifies() -> None:
