@@ -84,6 +84,9 @@ class EventType(StrEnum):
     SOFT_BOUNCED = "soft_bounced"  # a soft bounce that counts towards `soft.count`
     COMPLAINED = "complained"  # an ARF complaint about this message and recipient
     SUPPRESSED = "suppressed"  # the recipient was suppressed because of it (detail: why)
+    # A final failure that is the sender's or the path's fault (our IP listed, content
+    # refused, authentication, network): the recipient is NOT suppressed; detail: reason.
+    SENDER_FAULT = "sender_fault"
     DSN_SENT = "dsn_sent"  # a delivery status notification was queued to the sender
     # A resubmission (same Message-ID or Idempotency-Key from the same client) answered
     # with the original queue id and not queued again (gateway.intake.idempotency).

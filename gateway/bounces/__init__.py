@@ -12,26 +12,28 @@ settings.py (config.yaml's `bounces:`).
 
 from gateway.bounces.classify import (
     DETECTORS,
-    ReplyClass,
-    ReplyKind,
     classify_reply,
     parse,
     parse_bytes,
 )
 from gateway.bounces.report import BounceRecipient, BounceReport, Kind
+from gateway.bounces.verdicts import ACTIONS, Action, Reason, Verdict, verdict
 from gateway.bounces.verp import VerpCodec, VerpError, VerpRef
 
 __all__ = [
+    "ACTIONS",
     "DETECTORS",
+    "Action",
     "BounceRecipient",
     "BounceReport",
     "Kind",
-    "ReplyClass",
-    "ReplyKind",
+    "Reason",
+    "Verdict",
     "VerpCodec",
     "VerpError",
     "VerpRef",
     "classify_reply",
     "parse",
     "parse_bytes",
+    "verdict",
 ]

@@ -4,23 +4,27 @@ Postfix counterpart: none (Postfix only reports); Mailman's bounce runner
 acting on a member's bounce score. Two ways in, one set of rules:
 
 - `filed(qm, events)`: the scheduler has filed one attempt's recipient outcomes
-  (the one hook in gateway/scheduler/qmgr.py). A `bounced` 5xx is classified
-  by `classify_reply()`: hard → suppress; soft (552 5.2.2 mailbox full) →
-  counts; a policy block (our IP listed, content refused) says nothing about
-  the address and does nothing. A 4xx counts as a soft bounce only when it is
-  about the mailbox (full, disabled, unknown) — greylisting and rate limits
-  are not the address's fault — and a recipient that expired after repeated
-  4xx counts as one soft bounce.
+  (the one hook in gateway/scheduler/qmgr.py). Each 4xx/5xx reply goes
+  through `classify_reply()` — the same `verdicts.verdict()` that reads
+  returned mail — and its action decides: a 5xx about the address suppresses,
+  a mailbox state (full, suspended; any 4xx about the mailbox) counts as a
+  soft bounce, and a failure that is the sender's or the path's (our IP
+  listed, content refused, authentication, greylisting, network) NEVER
+  touches the address: it is recorded (a `sender_fault` event for a final
+  failure) and counted per destination domain and reason
+  (smtp_gateway_bounce_verdicts_total, which the alert rules watch). A
+  recipient that expired is judged on its last reply, as a final failure.
 - `act(finding)`: an asynchronous bounce or complaint, matched to its message
-  and recipient by gateway.bounces.ingest.
+  and recipient by gateway.bounces.ingest — with the same actions.
 
-Rules (BounceRules; without bounces.yaml asynchronous bounces are only
-recorded as events, and delivery replies only by the scheduler's own events):
-hard → suppress permanently (hard_bounce, scope all); complaint → suppress
-`complaint.scope` (default marketing); soft → once an address has
+Rules (BounceRules; without bounces.yaml nothing is suppressed or counted,
+but sender-or-path failures are still recorded and counted for the alerts):
+address → suppress permanently (hard_bounce, scope all); complaint → suppress
+`complaint.scope` (default marketing); mailbox → once an address has
 `soft.count` soft bounces (one per message) within `soft.window`, suppress
 it for `soft.suppress_for`. Every step is an event on the original message
-and recipient: bounced / soft_bounced / complained, then suppressed.
+and recipient: bounced / soft_bounced / complained / sender_fault, then
+suppressed.
 
 Decide, then act: `decide()` is pure; `act()` does the I/O.
 """
@@ -32,8 +36,10 @@ import logging
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 
-from gateway.bounces.classify import ReplyKind, classify_reply
+from gateway import metrics
+from gateway.bounces.classify import classify_reply
 from gateway.bounces.rules import BounceRules
+from gateway.bounces.verdicts import Action, verdict
 from gateway.clock import Clock
 from gateway.model import (
     Event,
@@ -48,11 +54,10 @@ from gateway.policy.rules_file import PolicySet
 from gateway.state.bounces import BounceStore
 from gateway.state.store import StateStore
 
-__all__ = ["ADDRESS_SOFT_REASONS", "BounceActions", "BounceCounters", "Finding"]
+__all__ = ["BounceActions", "BounceCounters", "Finding", "decide"]
 
 log = logging.getLogger(__name__)
 
-ADDRESS_SOFT_REASONS = frozenset({"mailbox_full", "suspended", "user_unknown"})
 ACTOR = "bounces"
 
 
@@ -65,11 +70,11 @@ class BounceCounters:
     forged: int = 0  # VERP address that does not verify: ignored
     unmatched: int = 0  # no message of ours found for a reported recipient
     not_bounces: int = 0  # plain mail, auto-replies
-    unclassified: int = 0  # bounces of unknown kind (neither hard nor soft): no action
     errors: int = 0  # could not be processed (left for the next try)
     hard: int = 0
     soft: int = 0
     complaints: int = 0
+    sender_faults: int = 0  # the sender's or the path's fault: never suppressed
     suppressed: int = 0
     dsns_sent: int = 0
 
@@ -80,10 +85,11 @@ class Finding:
 
     queue_id: str
     recipient: str
-    kind: str  # hard | soft | complaint
+    kind: str  # hard | soft | complaint (follows from the verdict)
     status: str | None
-    reason: str
+    reason: str  # gateway.bounces.verdicts.Reason's value
     source: str  # smtp-reply, smtp, imap, maildir, file
+    action: Action
     message_id: str | None = None
     route: str | None = None
     reply: Reply | None = None
@@ -101,18 +107,23 @@ class Decision:
 
 
 def decide(finding: Finding, rules: BounceRules | None) -> Decision:
-    """Which events to write and what to suppress, before any I/O."""
-    if finding.kind == "complaint":
+    """Which events to write and what to suppress, before any I/O: by the verdict's
+    action alone (gateway.bounces.verdicts.ACTIONS)."""
+    if finding.action is Action.COMPLAINT:
         on = rules is not None and rules.complaint_suppress
         return Decision((EventType.COMPLAINED,),
                         rules.complaint_scope if on and rules else None,
                         SuppressionReason.COMPLAINT)
-    if finding.kind == "hard":
+    if finding.action is Action.ADDRESS:
         on = rules is not None and rules.hard_suppress
         events = (EventType.BOUNCED,) if finding.record_bounce else ()
         return Decision(events, "all" if on else None, SuppressionReason.HARD_BOUNCE)
-    return Decision((EventType.SOFT_BOUNCED,), None, SuppressionReason.SOFT_BOUNCE,
-                    count_soft=rules is not None and rules.soft_suppress)
+    if finding.action is Action.MAILBOX:
+        return Decision((EventType.SOFT_BOUNCED,), None, SuppressionReason.SOFT_BOUNCE,
+                        count_soft=rules is not None and rules.soft_suppress)
+    # The sender's or the path's fault (or no failure at all): the recipient's address is
+    # not in question, whatever the rules say.
+    return Decision((EventType.SENDER_FAULT,) if finding.record_bounce else ())
 
 
 class BounceActions:
@@ -136,10 +147,11 @@ class BounceActions:
     # -- synchronous failures (the scheduler's hook) --------------------------------------
     def filed(self, qm: QueuedMessage, events: Iterable[Event]) -> None:
         """Called by the scheduler with one attempt's events; never raises, never blocks.
-        Without bounces.yaml nothing happens: the scheduler's own events tell it all."""
-        if self.rules is None:
-            return
+        Without bounces.yaml only the sender's or the path's failures are recorded (for
+        the operator's alerts); the scheduler's own events tell the rest."""
         findings = [f for e in events if (f := _from_delivery(qm, e)) is not None]
+        if self.rules is None:
+            findings = [f for f in findings if f.action is Action.SENDER_OR_PATH]
         if findings:
             self.spawn(self._act_all(findings))
 
@@ -171,7 +183,7 @@ class BounceActions:
         now = self.clock.now()
         rules = self.rules
         decision = decide(finding, rules)
-        _count(self.counters, finding.kind)
+        _count(self.counters, finding)
         events = [self._event(finding, t, now, finding.detail) for t in decision.events]
         scope = decision.suppress_scope
         expires: float | None = None
@@ -226,42 +238,39 @@ class BounceActions:
                      detail=f"{text} {detail}".strip())
 
 
-def _count(counters: BounceCounters, kind: str) -> None:
-    if kind == "hard":
+def _count(counters: BounceCounters, finding: Finding) -> None:
+    if finding.action is Action.SENDER_OR_PATH:
+        counters.sender_faults += 1
+    elif finding.kind == "hard":
         counters.hard += 1
-    elif kind == "soft":
+    elif finding.kind == "soft":
         counters.soft += 1
     else:
         counters.complaints += 1
 
 
 def _from_delivery(qm: QueuedMessage, event: Event) -> Finding | None:
-    """A finding for a delivery outcome that is a bounce (see the module docstring)."""
+    """A finding for a delivery outcome that is a failure (see the module docstring);
+    every 4xx/5xx is counted by domain and reason, deferrals included (a destination's
+    "421 4.7.0 … reputation" deferrals are the first sign of a blocklisting)."""
     reply, recipient = event.reply, event.recipient
-    if recipient is None:
+    if recipient is None or event.type not in (EventType.BOUNCED, EventType.DEFERRED,
+                                               EventType.EXPIRED):
         return None
-    if event.type is EventType.EXPIRED:
-        status = reply.enhanced if reply is not None and reply.enhanced else None
-        return _finding(qm, event, recipient, "soft", status, "expired",
-                        detail="expired after repeated temporary failures")
-    if reply is None or event.type not in (EventType.BOUNCED, EventType.DEFERRED):
+    if reply is not None and 400 <= reply.code < 600:
+        v = classify_reply(reply.code, reply.enhanced, reply.text)
+        if event.type is EventType.EXPIRED:  # given up: the last reply, as a final failure
+            v = verdict(v.status, reply.text, final=True)
+    elif event.type is EventType.EXPIRED:
+        v = verdict("4.4.7", "expired after repeated temporary failures", final=True)
+    else:
         return None
-    if not 400 <= reply.code < 600:
-        return None
-    cls = classify_reply(reply.code, reply.enhanced, reply.text)
-    if event.type is EventType.DEFERRED:
-        if cls.reason not in ADDRESS_SOFT_REASONS:
-            return None  # greylisting, rate limits, network trouble: not the address
-        return _finding(qm, event, recipient, "soft", cls.status, cls.reason)
-    if cls.kind is ReplyKind.POLICY_BLOCK:
-        return None
-    kind = "hard" if cls.kind is ReplyKind.HARD else "soft"
-    return _finding(qm, event, recipient, kind, cls.status, cls.reason, record_bounce=False)
-
-
-def _finding(qm: QueuedMessage, event: Event, recipient: str, kind: str, status: str | None,
-             reason: str, *, detail: str = "", record_bounce: bool = True) -> Finding:
-    return Finding(queue_id=qm.id, recipient=recipient, kind=kind, status=status,
-                   reason=reason, source="smtp-reply", message_id=qm.envelope.message_id,
-                   route=event.route, reply=event.reply, detail=detail,
-                   record_bounce=record_bounce)
+    metrics.record_verdict(recipient, v.reason.value, v.action.value, "smtp-reply")
+    if event.type is EventType.DEFERRED and v.action is not Action.MAILBOX:
+        return None  # greylisting, rate limits, network trouble: counted above, no event
+    return Finding(queue_id=qm.id, recipient=recipient, kind=str(v.kind), status=v.status,
+                   reason=v.reason.value, source="smtp-reply", action=v.action,
+                   message_id=qm.envelope.message_id, route=event.route, reply=reply,
+                   # the scheduler wrote `bounced` for a 5xx already
+                   record_bounce=event.type is not EventType.BOUNCED
+                   or v.action is Action.SENDER_OR_PATH)

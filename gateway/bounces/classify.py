@@ -23,12 +23,10 @@ ignore (and count).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from enum import StrEnum
 
 from gateway.bounces.detectors import (
     Arf,
@@ -47,14 +45,13 @@ from gateway.bounces.detectors import (
 )
 from gateway.bounces.detectors.base import embedded_headers, header
 from gateway.bounces.report import BounceReport
-from gateway.bounces.status import POLICY_REASONS, find_status, status_from
+from gateway.bounces.status import find_status
+from gateway.bounces.verdicts import Verdict, verdict
 from gateway.bounces.verp import VerpCodec, VerpError, VerpRef
 
 __all__ = [
     "DETECTORS",
     "MAX_PARSED_BYTES",
-    "ReplyClass",
-    "ReplyKind",
     "classify_reply",
     "parse",
     "parse_bytes",
@@ -156,40 +153,22 @@ def _verp(msg: EmailMessage, codec: VerpCodec) -> tuple[VerpRef | None, bool]:
 # -- synchronous replies ----------------------------------------------------------------------
 
 
-class ReplyKind(StrEnum):
-    HARD = "hard"  # the recipient will never accept it: bounce and suppress
-    SOFT = "soft"  # retry later (4xx, or a 5xx that RFC 3463 calls persistent-transient)
-    POLICY_BLOCK = "policy_block"  # the sender/message was refused; the address may be fine
+def classify_reply(code: int, enhanced: str, text: str) -> Verdict:
+    """The verdict on a 4xx/5xx reply from a receiving server during delivery.
 
-
-@dataclass(frozen=True)
-class ReplyClass:
-    kind: ReplyKind
-    status: str | None
-    reason: str
-
-
-def classify_reply(code: int, enhanced: str, text: str) -> ReplyClass:
-    """Classify a 4xx/5xx reply from a receiving server during delivery.
-
-    The enhanced status code decides first (when it is specific), then the
-    reply code's class and the text: `550 5.1.1` is a hard user_unknown,
-    `554 5.7.1 … listed at zen.spamhaus.org` a policy block, `552 5.2.2` a
-    soft mailbox_full (X.2.2 is "persistent transient" in RFC 3463).
+    The same `verdicts.verdict()` that reads DSNs and bounces: a reply's code
+    class says whether it is final (5xx) or temporary (4xx); the enhanced code
+    and the text give the reason (see verdicts' "which wins"). An enhanced
+    code whose class contradicts the reply code ("550 4.1.1") is malformed and
+    ignored: the reply code is authoritative.
     """
     if not 400 <= code < 600:
         raise ValueError(f"not a failure reply: {code}")
     klass = str(code)[0]
     given = find_status(enhanced) if enhanced else None
     if given is not None and given[0] != klass:
-        given = None  # "550 4.1.1" is malformed; the reply code is authoritative
-    status, reason = status_from(given, text, klass)
-    if status is not None and status[0] != klass:
-        status = klass + status[1:]
-    if klass == "4":
-        return ReplyClass(ReplyKind.SOFT, status, reason)
-    if reason in POLICY_REASONS:
-        return ReplyClass(ReplyKind.POLICY_BLOCK, status, reason)
-    if reason == "mailbox_full" or code in (421, 452):
-        return ReplyClass(ReplyKind.SOFT, status, reason)
-    return ReplyClass(ReplyKind.HARD, status, reason)
+        given = None
+    found = given or find_status(text)
+    if found is not None and found[0] != klass:
+        found = klass + found[1:]
+    return verdict(found, text, final=klass == "5")

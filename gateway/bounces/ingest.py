@@ -37,6 +37,7 @@ from gateway.bounces.actions import BounceActions, Finding
 from gateway.bounces.classify import MAX_PARSED_BYTES, POLICY, parse
 from gateway.bounces.detectors.base import embedded_headers, header
 from gateway.bounces.report import BounceRecipient, BounceReport, Kind
+from gateway.bounces.verdicts import Action
 from gateway.bounces.verp import VerpCodec
 from gateway.model import Event, EventType
 from gateway.policy.addresses import normalize_address
@@ -53,7 +54,6 @@ BUSY = "busy"  # the outcome that says: being processed elsewhere, leave the mes
 STALE_CLAIM = 300.0
 
 _ACTED = (Kind.HARD, Kind.SOFT, Kind.COMPLAINT)
-SOFT_REASONS = frozenset({"mailbox_full"})
 
 
 class BounceProcessor:
@@ -69,7 +69,7 @@ class BounceProcessor:
 
     async def process(self, data: bytes, source: str, key: str) -> str:
         """Process one message unless `key` was processed before; return the outcome
-        (processed, unmatched, forged, unclassified, not_bounce, duplicate, or BUSY)."""
+        (processed, unmatched, forged, not_bounce, duplicate, or BUSY)."""
         found = await self.store.claim(key, source, self.actions.clock.now(), STALE_CLAIM)
         if found is Ledger.DONE:
             self.counters.duplicates += 1
@@ -105,10 +105,6 @@ class BounceProcessor:
         for line in report.recipients:
             metrics.record_bounce(line.kind.value, source)
         acted = [r for r in report.recipients if r.kind in _ACTED]
-        if not acted and report.is_bounce:  # a bounce that says neither hard nor soft
-            self.counters.unclassified += 1
-            log.info("bounce %s (%s): %r is of unknown kind; no action", key, source, report)
-            return "unclassified"
         if not acted:
             self.counters.not_bounces += 1
             return "not_bounce"
@@ -119,6 +115,10 @@ class BounceProcessor:
                      report)
             return "unmatched"
         for finding in findings:
+            # Counted once matched to our mail: a made-up bounce cannot raise an alert.
+            if finding.action is not Action.COMPLAINT:
+                metrics.record_verdict(finding.recipient, finding.reason, finding.action.value,
+                                       source)
             await self.actions.act(finding)
         return "processed"
 
@@ -183,11 +183,8 @@ def _finding(event: Event, line: BounceRecipient, report: BounceReport, source: 
         detail += f" diagnostic={line.diagnostic[:200]!r}"
     if line.feedback_type:
         detail += f" feedback_type={line.feedback_type}"
-    kind = str(line.kind)
-    if line.reason in SOFT_REASONS:
-        # A full mailbox is "persistent transient" (RFC 3463 X.2.2) even when the report
-        # calls the failure final: counted as soft, like `552 5.2.2` during delivery.
-        kind = "soft"
-    return Finding(queue_id=event.queue_id, recipient=event.recipient, kind=kind,
+    # The line's action comes from the same verdict as a delivery reply's
+    # (gateway.bounces.verdicts): a blocklisting reported by DSN suppresses no one.
+    return Finding(queue_id=event.queue_id, recipient=event.recipient, kind=str(line.kind),
                    status=line.status, reason=line.reason, source=source,
-                   message_id=event.message_id, detail=detail)
+                   action=Action(line.action), message_id=event.message_id, detail=detail)

@@ -22,7 +22,6 @@ class Kind(StrEnum):
     SOFT = "soft"  # temporary: delayed, or a 4.x.x failure
     COMPLAINT = "complaint"  # an ARF feedback report: the recipient objected
     AUTO_REPLY = "auto_reply"  # RFC 3834 vacation / out of office: not a bounce
-    UNKNOWN = "unknown"  # a bounce whose permanence the report does not say
 
     @property
     def is_bounce(self) -> bool:
@@ -35,7 +34,8 @@ class BounceRecipient:
     """One recipient's line in a report.
 
     `status` is the RFC 3463 enhanced code, as reported or inferred from the
-    text (None when neither says); `reason` is a keyword from `status.REASONS`.
+    text (None when neither says); `reason` is a name of the vocabulary
+    (gateway.bounces.verdicts.Reason) and `kind` follows from it.
     The other fields keep what the report said, for logs and events.
     """
 
@@ -47,6 +47,9 @@ class BounceRecipient:
     remote_mta: str = ""
     original_recipient: str = ""
     feedback_type: str = ""  # ARF only: abuse, fraud, virus, other, not-spam, …
+    # What follows (gateway.bounces.verdicts.Action's value): suppress, count_soft, alert,
+    # complaint, none. Not in the JSON: it follows from `kind` and `reason`.
+    action: str = "alert"
 
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "status": self.status,

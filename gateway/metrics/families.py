@@ -32,6 +32,7 @@ __all__ = [
     "record_recipient",
     "record_reload",
     "record_signing",
+    "record_verdict",
     "record_verp_forged",
     "record_webhook_delivery",
     "reply_class",
@@ -84,8 +85,15 @@ DKIM = Counter(
     ["result"], registry=REGISTRY)
 BOUNCES = Counter(
     _P + "bounces_parsed_total",
-    "Recipients of parsed returned mail by kind (hard, soft, complaint, auto_reply, "
-    "unknown) and ingestion source.", ["kind", "source"], registry=REGISTRY)
+    "Recipients of parsed returned mail by kind (hard, soft, complaint, auto_reply) and "
+    "ingestion source.", ["kind", "source"], registry=REGISTRY)
+BOUNCE_VERDICTS = Counter(
+    _P + "bounce_verdicts_total",
+    "Failed recipients by the verdict on their failure (gateway.bounces.verdicts): reason "
+    "(Sisimai's names), action (suppress, count_soft, alert, complaint), destination domain "
+    "(the first 200 seen, then 'other') and source (smtp-reply for replies during delivery, "
+    "else the ingestion source). Deferrals count once per attempt.",
+    ["reason", "action", "domain", "source"], registry=REGISTRY)
 COMPLAINTS = Counter(
     _P + "complaints_total", "Feedback-loop complaints (ARF) by ingestion source.",
     ["source"], registry=REGISTRY)
@@ -106,6 +114,11 @@ INTAKE_FAMILIES = frozenset(next(iter(f.describe())).name for f in (
 WEBHOOK_RESULTS = ("success", "client_error", "server_error", "timeout", "connection_error",
                    "gone")
 _RELOAD_KINDS = ("config", "policy")
+# The domain label is bounded: a spammer's list of made-up domains must not grow the
+# series without end. The first MAX_VERDICT_DOMAINS domains keep their name.
+MAX_VERDICT_DOMAINS = 200
+OTHER_DOMAIN = "other"
+_verdict_domains: set[str] = set()
 
 # Series that alerts and dashboards compare exist from the start, at 0.
 for _kind in _RELOAD_KINDS:
@@ -172,6 +185,21 @@ def record_bounce(kind: str, source: str) -> None:
     BOUNCES.labels(kind, source).inc()
     if kind == "complaint":
         COMPLAINTS.labels(source).inc()
+
+
+def record_verdict(recipient: str, reason: str, action: str, source: str) -> None:
+    """One failed recipient's verdict, by its domain (bounded, see MAX_VERDICT_DOMAINS)."""
+    BOUNCE_VERDICTS.labels(reason, action, verdict_domain(recipient), source).inc()
+
+
+def verdict_domain(recipient: str) -> str:
+    domain = recipient.rpartition("@")[2].strip().rstrip(".").lower()[:253] or OTHER_DOMAIN
+    if domain in _verdict_domains:
+        return domain
+    if len(_verdict_domains) >= MAX_VERDICT_DOMAINS:
+        return OTHER_DOMAIN
+    _verdict_domains.add(domain)
+    return domain
 
 
 def record_verp_forged(source: str) -> None:

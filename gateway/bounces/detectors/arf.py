@@ -14,8 +14,8 @@ path of the original is what identifies the recipient, and
 to go on, the report still counts (one recipient with an empty address).
 
 `Feedback-Type` (abuse, fraud, virus, other, not-spam, auth-failure) is kept
-on each recipient; all are complaints except `auth-failure` (RFC 6591), a
-DMARC/DKIM failure report, whose reason is auth_failed.
+on each recipient; the reason is always `feedback` (Sisimai's name) and the
+kind `complaint`.
 
 Security: reads untrusted fields; addresses are only extracted, never used.
 """
@@ -26,6 +26,7 @@ from email.message import EmailMessage, Message
 
 from gateway.bounces.detectors.base import Detector, clean_address, embedded_headers, header
 from gateway.bounces.report import BounceRecipient, Kind
+from gateway.bounces.verdicts import Action, Reason
 
 __all__ = ["Arf", "feedback_fields"]
 
@@ -43,8 +44,10 @@ class Arf(Detector):
             original = embedded_headers(msg)
             to = header(original, "To") if original is not None else ""
             addresses = [clean_address(to)] if "@" in to else [""]
-        reason = "auth_failed" if ftype == "auth-failure" else "complaint"
-        return [BounceRecipient(a, Kind.COMPLAINT, None, reason, feedback_type=ftype)
+        # Every ARF report is feedback; an auth-failure report (RFC 6591) is a complaint
+        # about authentication, still feedback and not a delivery failure.
+        return [BounceRecipient(a, Kind.COMPLAINT, None, Reason.FEEDBACK.value,
+                                feedback_type=ftype, action=Action.COMPLAINT.value)
                 for a in dict.fromkeys(addresses)]
 
 

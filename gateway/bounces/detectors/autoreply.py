@@ -23,6 +23,7 @@ from email.message import EmailMessage
 
 from gateway.bounces.detectors.base import Detector, clean_address, header
 from gateway.bounces.report import BounceRecipient, Kind
+from gateway.bounces.verdicts import Action, Reason
 
 __all__ = ["AutoReply"]
 
@@ -41,7 +42,8 @@ class AutoReply(Detector):
         if not self._is_auto_reply(msg):
             return None
         author = clean_address(header(msg, "From"))
-        return [BounceRecipient(author, Kind.AUTO_REPLY, None, "auto_reply")]
+        return [BounceRecipient(author, Kind.AUTO_REPLY, None, Reason.VACATION.value,
+                                action=Action.NONE.value)]
 
     @staticmethod
     def _is_auto_reply(msg: EmailMessage) -> bool:

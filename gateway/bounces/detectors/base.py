@@ -18,8 +18,9 @@ from email.message import EmailMessage, Message
 from email.parser import HeaderParser
 from email.policy import default as default_policy
 
-from gateway.bounces.report import BounceRecipient, Kind
-from gateway.bounces.status import find_status, infer, status_from
+from gateway.bounces.report import BounceRecipient
+from gateway.bounces.status import find_status
+from gateway.bounces.verdicts import verdict
 
 __all__ = [
     "ADDRESS",
@@ -30,14 +31,19 @@ __all__ = [
     "clean_address",
     "embedded_headers",
     "failed_recipient",
+    "has_original",
     "header",
+    "html_text",
     "is_from_mailer_daemon",
 ]
 
 MAX_TEXT = 64 * 1024  # bounce text worth reading is at the top; originals can be huge
 ADDRESS = re.compile(r"<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?", re.UNICODE)
-_DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery (?:sub)?system|mailer daemon"
-                     r"|mail administrator", re.IGNORECASE)
+_DAEMON = re.compile(r"mailer[-_ ]?daemon|postmaster|mail delivery|delivery (?:status|subsystem"
+                     r"|system|notification)|mail administrator|mail system|mdaemon"
+                     r"|system administrator|internet mail|mail ?server|spam firewall"
+                     r"|email (?:security|protection|appliance)|hosted email|\bbounces?@",
+                     re.IGNORECASE)
 
 
 class Detector:
@@ -96,7 +102,26 @@ def _decode(part: Message) -> str:
 
 
 def body_text(msg: Message, *, limit: int = MAX_TEXT) -> str:
-    """The decoded text/plain of `msg` outside any attached original, capped at `limit`."""
+    """The decoded text/plain of `msg` outside any attached original, capped at `limit`.
+
+    Memoised per message: every plain-text detector reads it, and decoding is most of
+    their cost."""
+    key = (id(msg), limit)
+    cached = _TEXT_CACHE.get(key)
+    if cached is not None and cached[0] is msg:
+        return cached[1]
+    text = _body_text(msg, limit)
+    if len(_TEXT_CACHE) > 64:
+        _TEXT_CACHE.clear()
+    _TEXT_CACHE[key] = (msg, text)
+    return text
+
+
+# (id(msg), limit) → (msg, text); holding `msg` keeps its id from being reused meanwhile.
+_TEXT_CACHE: dict[tuple[int, int], tuple[Message, str]] = {}
+
+
+def _body_text(msg: Message, limit: int) -> str:
     chunks: list[str] = []
     size = 0
     for part in iter_parts(msg):
@@ -108,6 +133,27 @@ def body_text(msg: Message, *, limit: int = MAX_TEXT) -> str:
         if size >= limit:
             break
     return "\n".join(chunks)[:limit]
+
+
+_TAG = re.compile(r"<[^>]{0,2000}>")
+
+
+def html_text(msg: Message) -> str:
+    """The first text/html part with its tags dropped (for bounces without text/plain)."""
+    for part in iter_parts(msg):
+        if part.get_content_type() == "text/html":
+            html = _decode(part)[:MAX_TEXT]
+            return _TAG.sub("\n", html).replace("&nbsp;", " ")
+    return ""
+
+
+def has_original(msg: Message) -> bool:
+    """True when `msg` carries a returned message or its headers as a MIME part."""
+    return any(part.get_content_type() in _ORIGINAL_TYPES for part in msg.walk())
+
+
+_ORIGINAL_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global",
+                             "message/global-headers"})
 
 
 def embedded_headers(msg: Message) -> Message | None:
@@ -139,30 +185,19 @@ def clean_address(text: str) -> str:
 def failed_recipient(address: str, diagnostic: str, *, permanent: bool | None,
                      status: str | None = None, remote_mta: str = "",
                      original_recipient: str = "") -> BounceRecipient:
-    """A BounceRecipient whose kind, status and reason come from what the report says.
+    """A BounceRecipient whose reason, kind and status come from `verdicts.verdict()`.
 
-    `permanent` is what the format says about permanence (None: it does not
-    say, and a status class found in the text decides; failing that, unknown).
+    `permanent` is what the format says about permanence: True for a failure
+    report, False for a delay warning, None when it does not say (then a
+    status class in the report decides; failing that, a bounce is final).
     """
     if permanent is None:
-        # The format does not say: only a code in the report decides the class.
-        status = status or find_status(diagnostic)
-        kind = Kind.UNKNOWN
-        if status is not None and status[0] in "45":
-            kind = Kind.HARD if status[0] == "5" else Kind.SOFT
-            status, reason = status_from(status, diagnostic, status[0])
-        else:
-            status, reason = None, infer(diagnostic)[0]
-    else:
-        klass = "5" if permanent else "4"
-        status, reason = status_from(status, diagnostic, klass)
-        kind = Kind.HARD if permanent else Kind.SOFT
-        if status is not None and status[0] in "45" and status[0] != klass:
-            # the report's own code outranks the format's default
-            kind = Kind.HARD if status[0] == "5" else Kind.SOFT
-    return BounceRecipient(clean_address(address), kind, status, reason,
+        found = status or find_status(diagnostic)
+        permanent = found is None or found[0] != "4"
+    v = verdict(status, diagnostic, final=permanent)
+    return BounceRecipient(clean_address(address), v.kind, v.status, v.reason.value,
                            diagnostic=diagnostic.strip()[:1000], remote_mta=remote_mta,
-                           original_recipient=original_recipient)
+                           original_recipient=original_recipient, action=v.action.value)
 
 
 _ANGLE_LINE = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:?[ \t]*(.*)$")

@@ -14,7 +14,12 @@ Quirks handled:
 - Exchange and others send `Status: 5.0.0` with the real code in
   `Diagnostic-Code: smtp; 550 5.1.1 …`: a more specific code there wins.
 - `Final-Recipient` may be missing (use `X-Actual-Recipient`, then
-  `Original-Recipient`), and addresses may be wrapped in `<>`.
+  `Original-Recipient`), and addresses may be wrapped in `<>`. When a failed
+  block names nobody at all, the recipients come from `X-Failed-Recipients`,
+  else the addresses of the human part, else the embedded original's `To:`
+  when it has one address.
+- No `Diagnostic-Code` (Exim's local failures, Courier): the human part's
+  lines after the address are the diagnosis.
 - RFC 6533 `message/global-delivery-status` is not split by the stdlib; its
   blocks are parsed one by one with the stdlib header parser.
 - A report part that exists but has no recipient blocks is still "mine" (an
@@ -30,9 +35,17 @@ from email.message import EmailMessage, Message
 from email.parser import HeaderParser
 from email.policy import default as default_policy
 
-from gateway.bounces.detectors.base import Detector, clean_address, failed_recipient, header
+from gateway.bounces.detectors.base import (
+    ADDRESS,
+    Detector,
+    body_text,
+    clean_address,
+    embedded_headers,
+    failed_recipient,
+    header,
+)
 from gateway.bounces.report import BounceRecipient
-from gateway.bounces.status import find_status
+from gateway.bounces.status import find_status, infer
 
 __all__ = ["Dsn"]
 
@@ -47,7 +60,99 @@ class Dsn(Detector):
         blocks = _status_blocks(msg)
         if blocks is None:
             return None
-        return [r for r in (_recipient(b) for b in blocks[1:]) if r is not None]
+        human = _Human(msg)
+        out = [r for r in (_recipient(b, human) for b in blocks[1:]) if r is not None]
+        if not out and _failed_without_recipient(blocks[1:]):
+            out = _from_elsewhere(msg, human)
+        return out
+
+
+class _Human:
+    """The report's human-readable part, read only when a block lacks a field."""
+
+    def __init__(self, msg: EmailMessage) -> None:
+        self.msg = msg
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = body_text(self.msg)
+        return self._text
+
+    def about(self, address: str) -> str:
+        """What the human part says after `address`: the rest of its line and the indented
+        lines below it (Exim and Postfix indent continuations; OpenSMTPD writes one line
+        per recipient, so the next recipient's line is not part of it)."""
+        if not address:
+            return ""
+        text = self.text
+        at = text.lower().find(address.lower())
+        if at < 0:
+            return ""
+        lines = text[at + len(address):at + len(address) + 1000].split("\n")
+        out = [lines[0]]
+        rest = iter(lines[1:])
+        for line in rest:
+            if not line.strip() or not line[:1].isspace():
+                break
+            out.append(line)
+        else:
+            line = ""
+        if infer(" ".join(out))[0] == "undefined":
+            # Courier's transcript (">>> RCPT TO", "<<< 550 …") is not indented: read on
+            # to the end of the paragraph, but not into another recipient's line.
+            while line.strip() and not _OTHER_RECIPIENT.match(line):
+                out.append(line)
+                line = next(rest, "")
+        return " ".join(" ".join(out).split())
+
+
+def _failed_without_recipient(blocks: list[Message]) -> bool:
+    """A failure block that names nobody (some relays omit Final-Recipient)."""
+    return any(header(b, "Action").lower().split(" ")[0] in _FAILURE_ACTIONS
+               and not _address_of(b) for b in blocks)
+
+
+def _from_elsewhere(msg: EmailMessage, human: _Human) -> list[BounceRecipient]:
+    """Recipients of a DSN whose blocks name nobody: X-Failed-Recipients, else the
+    addresses the human part names, else the embedded original's To: (one address)."""
+    found = [m[1] for m in ADDRESS.finditer(header(msg, "X-Failed-Recipients"))]
+    if not found:
+        ours = {clean_address(header(msg, h)).lower() for h in ("From", "To")}
+        found = [m[1] for m in ADDRESS.finditer(human.text[:4000])
+                 if m[1].lower() not in ours and not _ROLE.match(m[1])]
+    if not found:
+        original = embedded_headers(msg)
+        to = [m[1] for m in ADDRESS.finditer(header(original, "To"))] if original else []
+        found = to if len(to) == 1 else []
+    blocks = _status_blocks(msg) or []
+    block = next((b for b in blocks[1:] if header(b, "Action")), Message())
+    action = header(block, "Action").lower().split(" ")[0]
+    status = find_status(header(block, "Status")[:64])
+    out = []
+    for address in dict.fromkeys(found):
+        diagnostic = _diagnostic(block) or human.about(address)
+        out.append(failed_recipient(address, diagnostic,
+                                    permanent=_FAILURE_ACTIONS.get(action, True),
+                                    status=status))
+    return out
+
+
+_OTHER_RECIPIENT = re.compile(r"^\s{0,3}<?[^\s<>@]+@[^\s<>]+>?:?(?:\s|$)")
+_ROLE = re.compile(r"^(?:mailer-daemon|postmaster|abuse|noreply|no-reply)@", re.IGNORECASE)
+
+
+def _address_of(block: Message) -> str:
+    return (header(block, "Final-Recipient") or header(block, "X-Actual-Recipient")
+            or header(block, "Original-Recipient"))
+
+
+def _diagnostic(block: Message) -> str:
+    diagnostic = header(block, "Diagnostic-Code")[:4096]
+    if ";" in diagnostic[:16]:
+        diagnostic = diagnostic.split(";", 1)[1].strip()
+    return diagnostic
 
 
 def _status_blocks(msg: Message) -> list[Message] | None:
@@ -81,17 +186,16 @@ def _global_blocks(part: Message) -> list[Message]:
     return [inner] + [parser.parsestr(b) for b in _BLOCK_SPLIT.split(text.strip()) if b.strip()]
 
 
-def _recipient(block: Message) -> BounceRecipient | None:
+def _recipient(block: Message, human: _Human) -> BounceRecipient | None:
     action = header(block, "Action").lower().split(" ")[0]
     if action not in _FAILURE_ACTIONS:
         return None  # delivered, relayed, expanded: not a failure
-    address = (header(block, "Final-Recipient") or header(block, "X-Actual-Recipient")
-               or header(block, "Original-Recipient"))
-    if not address:
+    address = _address_of(block)
+    if not address or "@" not in address:
         return None
-    diagnostic = header(block, "Diagnostic-Code")[:4096]
-    if ";" in diagnostic[:16]:
-        diagnostic = diagnostic.split(";", 1)[1].strip()
+    # Without a Diagnostic-Code (Exim's local failures, Courier), the human part's
+    # paragraph about this address is the diagnosis.
+    diagnostic = _diagnostic(block) or human.about(clean_address(address))
     status = find_status(header(block, "Status")[:64])
     detailed = find_status(diagnostic)
     if detailed and (status is None or (status.endswith(".0.0") and detailed[0] == status[0])):

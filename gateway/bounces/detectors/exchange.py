@@ -28,11 +28,10 @@ from email.message import EmailMessage
 
 from gateway.bounces.detectors.base import (
     ADDRESS,
-    MAX_TEXT,
     Detector,
     body_text,
     failed_recipient,
-    iter_parts,
+    html_text,
 )
 from gateway.bounces.report import BounceRecipient
 
@@ -47,14 +46,13 @@ _DELAYED = re.compile(r"delivery is delayed to these recipients|has not been del
                       re.IGNORECASE)
 _DIAGNOSTIC = re.compile(r"^\s*#?\s*([45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}.*?)\s*(?:##.*)?$")
 _LEGACY_CODE = re.compile(r"<[^<>#]*#\s*([245]\.\d{1,3}\.\d{1,3})[^>]*>")
-_TAG = re.compile(r"<[^>]{0,2000}>")
 
 
 class Exchange(Detector):
     name = "exchange"
 
     def detect(self, msg: EmailMessage) -> list[BounceRecipient] | None:
-        text = body_text(msg) or _html_text(msg)
+        text = body_text(msg) or html_text(msg)
         head = text[:4000]
         if not (_FAILED.search(head) or _DELAYED.search(head)
                 or (_O365.search(head) and _ADMIN in text.lower())):
@@ -104,12 +102,3 @@ def _legacy(text: str) -> list[tuple[str, str]]:
         code = _LEGACY_CODE.search(detail)
         found.append((address, f"{code[1]} {detail}" if code else detail))
     return found
-
-
-def _html_text(msg: EmailMessage) -> str:
-    for part in iter_parts(msg):
-        if part.get_content_type() == "text/html":
-            raw = part.get_payload(decode=True)
-            html = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
-            return _TAG.sub("\n", html[:MAX_TEXT]).replace("&nbsp;", " ")
-    return ""

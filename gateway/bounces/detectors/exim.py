@@ -41,7 +41,9 @@ _FAILED = re.compile(r"following address(?:\(es\)|es)? failed:|could not be deli
                      r"|the following address(?:\(es\))? (?:failed|could not)", re.IGNORECASE)
 _DELAYED = re.compile(r"has not yet been delivered|addresses? to which the message has not"
                       r" yet been delivered", re.IGNORECASE)
-_ADDRESS_LINE = re.compile(r"^ {1,3}(\S+@\S+?)(?::|\s|$)(.*)$")
+# Exim indents addresses by two spaces; the 1&1 platform (GMX, web.de) and Zoho write
+# them at the start of the line, with the reason on the following lines or after a comma.
+_ADDRESS_LINE = re.compile(r"^ {0,3}<?([^\s<>@]+@[^\s<>,:]+)>?[,:]?(?:\s|$)(.*)$")
 _END = re.compile(r"^-{3,}|^(?:No action is required|Reporting-MTA|The message identifier)",
                   re.IGNORECASE)
 _GENERATED = re.compile(r"\(generated from ([^)\s]+)\)")
@@ -61,6 +63,8 @@ class Exim(Detector):
         found = _address_blocks(text[intro.end():] if intro else "")
         if not found and failed_header:
             found = [(m[1], "") for m in ADDRESS.finditer(failed_header)]
+        if not found:
+            return None  # the greeting, then another layout: the generic detector's
         return [self._recipient(address, lines, delayed) for address, lines in found]
 
     @staticmethod
@@ -79,6 +83,6 @@ def _address_blocks(text: str) -> list[tuple[str, str]]:
         m = _ADDRESS_LINE.match(line)
         if m and "@" in m[1]:
             out.append((m[1].strip("<>:"), [m[2].strip()]))
-        elif out and line.startswith("    "):
+        elif out and line.strip() and (line.startswith("    ") or len(out[-1][1]) < 40):
             out[-1][1].append(line.strip())
     return [(a, " ".join(x for x in lines if x)) for a, lines in out]

@@ -26,6 +26,7 @@ from typing import Any
 from gateway.bounces.detectors.base import Detector, body_text, failed_recipient, header
 from gateway.bounces.report import BounceRecipient, Kind
 from gateway.bounces.status import find_status
+from gateway.bounces.verdicts import Action, Reason
 
 __all__ = ["Ses"]
 
@@ -94,5 +95,6 @@ def _bounces(bounce: dict[str, Any]) -> list[BounceRecipient]:
 def _complaints(complaint: dict[str, Any]) -> list[BounceRecipient]:
     ftype = str(complaint.get("complaintFeedbackType") or "abuse")
     return [BounceRecipient(str(_dict(r).get("emailAddress")), Kind.COMPLAINT, None,
-                            "complaint", feedback_type=ftype)
+                            Reason.FEEDBACK.value, feedback_type=ftype,
+                            action=Action.COMPLAINT.value)
             for r in complaint.get("complainedRecipients") or () if _dict(r).get("emailAddress")]
