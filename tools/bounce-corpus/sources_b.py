@@ -304,3 +304,21 @@ def _hash(text: str) -> int:
 
 
 assert DETAIL
+
+
+def write_c(add, plain, mixed, original, date) -> None:  # noqa: ANN001
+    """Added after the first run: an SMTP protocol error (syntaxerror)."""
+    addr = "olaf@proto-dest.example"
+    said = "503 5.5.1 Error: nested MAIL command"
+    human = ("This is the mail system at host relay.example.com.\n\nI'm sorry to have to "
+             "inform you that your message could not\nbe delivered to one or more "
+             "recipients.\n\n                   The mail system\n\n"
+             f"<{addr}>: host mx.proto-dest.example[192.0.2.95] said: {said} (in reply to "
+             "MAIL FROM command)\n")
+    report = dsn_report("relay.example.com", [{
+        "Final-Recipient": f"rfc822; {addr}", "Action": "failed", "Status": "5.5.1",
+        "Diagnostic-Code": f"smtp; {said}"}])
+    add("smtpproto", "Postfix-style DSN for an SMTP protocol error at the destination",
+        mixed("MAILER-DAEMON@relay.example.com (Mail Delivery System)",
+              "Undelivered Mail Returned to Sender", human, orig=original(addr),
+              report=report), [(addr, "5.5.1", S, "syntaxerror")])

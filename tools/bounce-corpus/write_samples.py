@@ -72,10 +72,11 @@ def add(source: str, note: str, data: bytes, rcpts: list[tuple[str, str | None, 
 
 H, S = "hard", "soft"
 from sources_a import write_a  # noqa: E402
-from sources_b import write_b  # noqa: E402
+from sources_b import write_b, write_c  # noqa: E402
 
 write_a(add, plain, mixed, original, date)
 write_b(add, plain, mixed, original, date)
+write_c(add, plain, mixed, original, date)
 
 counts: dict[str, int] = {}
 for f in OUT.glob("*.eml"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.bounces.actions import BounceActions, Finding, decide
+from gateway.bounces.verdicts import Action
 from gateway.bounces.rules import BounceRules
 from gateway.clock import ManualClock
 from gateway.model import (
@@ -51,10 +52,13 @@ async def parts(tmp_path: Path) -> AsyncIterator[tuple[BounceActions, ManualCloc
     await state.close()
 
 
+_ACTION = {"hard": Action.ADDRESS, "soft": Action.MAILBOX, "complaint": Action.COMPLAINT}
+_REASON = {"hard": "userunknown", "soft": "mailboxfull", "complaint": "feedback"}
+
+
 def _finding(kind: str, queue_id: str = QM.id, recipient: str = "a@example.net") -> Finding:
     return Finding(queue_id=queue_id, recipient=recipient, kind=kind, status=None,
-                   reason="mailbox_full" if kind == "soft" else "user_unknown",
-                   source="test")
+                   reason=_REASON[kind], source="test", action=_ACTION[kind])
 
 
 def test_decide_without_rules_suppresses_nothing() -> None:
@@ -120,12 +124,15 @@ def _event(kind: EventType, reply: Reply | None) -> Event:
 
 @pytest.mark.parametrize(("kind", "reply", "expected"), [
     (EventType.BOUNCED, Reply(550, "5.1.1", "no such user"), "suppressed"),
-    (EventType.BOUNCED, Reply(554, "5.7.1", "client host blocked by zen.spamhaus.org"), None),
+    (EventType.BOUNCED, Reply(554, "5.7.1", "client host blocked by zen.spamhaus.org"),
+     "sender_fault"),
     (EventType.BOUNCED, Reply(552, "5.2.2", "mailbox full"), "soft"),
     (EventType.DEFERRED, Reply(452, "4.2.2", "mailbox full"), "soft"),
     (EventType.DEFERRED, Reply(451, "4.7.1", "greylisted, try again later"), None),
     (EventType.DEFERRED, Reply(421, "4.4.2", "connection timed out"), None),
-    (EventType.EXPIRED, Reply(451, "4.4.1", "no connection"), "soft"),
+    # expired: judged on the last reply, as final; a network failure is not the address's
+    (EventType.EXPIRED, Reply(451, "4.4.1", "no connection"), "sender_fault"),
+    (EventType.EXPIRED, Reply(452, "4.2.2", "mailbox full"), "soft"),
     (EventType.DELIVERED, Reply(250, "2.0.0", "ok"), None),
 ])
 async def test_delivery_outcomes(parts: tuple[BounceActions, ManualClock], kind: EventType,
@@ -140,6 +147,11 @@ async def test_delivery_outcomes(parts: tuple[BounceActions, ManualClock], kind:
         assert await actions.state.suppressions.lookup(("a@example.net",), clock.now())
     elif expected == "soft":
         assert types == {EventType.SOFT_BOUNCED}
+        assert await actions.state.suppressions.all() == []
+    elif expected == "sender_fault":
+        (event,) = events
+        assert event.type is EventType.SENDER_FAULT and "source=smtp-reply" in (event.detail
+                                                                               or "")
         assert await actions.state.suppressions.all() == []
     else:
         assert events == []
@@ -168,6 +180,14 @@ async def test_without_bounces_yaml_delivery_replies_add_nothing(
     await actions.act(_finding("hard"))  # an asynchronous bounce: recorded, not acted on
     assert [e.type for e in await actions.state.events.by_queue_id(QM.id)] == [
         EventType.BOUNCED]
+    assert await actions.state.suppressions.all() == []
+    # a blocklisting is still recorded for the operator, bounces.yaml or not
+    actions.filed(QM, [_event(EventType.BOUNCED, Reply(554, "5.7.1", "Client host blocked "
+                                                       "using zen.spamhaus.org"))])
+    await actions.drain()
+    events = await actions.state.events.by_queue_id(QM.id)
+    assert [e.type for e in events][-1] is EventType.SENDER_FAULT
+    assert "reason=blocked" in (events[-1].detail or "")
     assert await actions.state.suppressions.all() == []
 
 

@@ -23,13 +23,27 @@ SAMPLES = sorted(DATA.glob("*.eml"))
 ROOT = DATA.parents[2]
 
 # Which detector may recognise each family of samples: a DSN-sending MTA's
-# samples may be read by the Dsn detector or by its own plain-text one.
+# samples may be read by the Dsn detector or by its own plain-text one; the
+# formats without a detector of their own are the generic detector's.
+G = {"generic"}
 DETECTOR_BY_FORMAT = {
-    "postfix": {"dsn", "postfix"}, "sendmail": {"dsn", "sendmail"}, "exim": {"dsn", "exim"},
-    "qmail": {"qmail"}, "yahoo": {"yahoo"}, "aol": {"yahoo"}, "gmail": {"dsn", "gmail"},
+    "postfix": {"dsn", "postfix"}, "sendmail": {"dsn", "sendmail"},
+    "exim": {"dsn", "exim", ""}, "opensmtpd": {"dsn"}, "qmail": {"qmail"},
+    "yahoo": {"yahoo"}, "aol": {"yahoo"}, "gmail": {"dsn", "gmail"},
     "exchange": {"dsn", "exchange"}, "office365": {"dsn"}, "outlook": {"dsn"},
-    "ses": {"dsn", "ses"}, "arf": {"arf"}, "autoreply": {"autoreply"}, "plain": {""},
-    "dsn": {"dsn"}, "other": {"generic", "gmail"},
+    "outlookcom": {"dsn"}, "ses": {"dsn", "ses"}, "arf": {"arf"}, "arffbl": {"arf"},
+    "autoreply": {"autoreply"}, "autoresp": {"autoreply"}, "plain": {""}, "ordinary": {""},
+    "dsn": {"dsn"}, "dsnnofinal": {"dsn"}, "successdsn": {"dsn"}, "delayed": {"dsn"},
+    "multircpt": {"dsn"}, "mbox": {"dsn"}, "smtpproto": {"dsn"}, "other": {"generic", "gmail"},
+    "courier": {"dsn", "generic"}, "proofpoint": {"dsn"}, "yandex": {"dsn"},
+    "zimbra": {"postfix"}, "vpopmail": {"qmail"}, "mailru": {"exim"},
+    "gmx": {"exim"}, "webde": {"exim"}, "zoho": {"exim"},
+    # free-text layouts that share Exchange's or Gmail's headline
+    "hmailserver": {"exchange", "generic"}, "kerio": {"exchange", "generic"},
+    "mcafee": {"gmail", "generic"},
+    **{f: G for f in ("domino", "sunms", "groupwise", "mdaemon", "barracuda", "ironport",
+                      "mimecast", "sophos", "trendmicro",
+                      "docomo", "au", "softbank", "isoftbank")},
 }
 
 
@@ -38,10 +52,28 @@ def _expected(sample: Path) -> dict[str, object]:
 
 
 def test_corpus_is_big_enough_and_complete() -> None:
-    assert len(SAMPLES) >= 80
+    assert len(SAMPLES) >= 300
     formats = {s.stem.rsplit("_", 1)[0] for s in SAMPLES}
+    assert len(formats) >= 40
     assert formats == set(DETECTOR_BY_FORMAT)
     assert all(s.with_suffix(".json").exists() for s in SAMPLES)
+
+
+def test_manifest_says_where_each_sample_came_from() -> None:
+    rows = [line.split("\t") for line in (DATA / "MANIFEST.tsv").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert sorted(r[0] for r in rows) == sorted(s.stem for s in SAMPLES)
+    assert {r[1] for r in rows} == {"captured", "written"}
+    captured = {r[0].rsplit("_", 1)[0] for r in rows if r[1] == "captured"}
+    assert {"postfix", "exim", "opensmtpd"} <= captured
+
+
+def test_corpus_covers_the_vocabulary() -> None:
+    from gateway.bounces import Reason
+
+    seen = {r["reason"] for s in SAMPLES for r in _expected(s)["recipients"]}  # type: ignore[attr-defined]
+    missing = set(Reason) - {Reason(r) for r in seen} - {Reason.DELIVERED}
+    assert missing == set()
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.stem)

@@ -55,7 +55,9 @@ def test_dsn_blocks_parse_back() -> None:
     assert b"Final-Recipient: rfc822; b@example.net\nAction: failed\nStatus: 5.2.2" in (
         data.replace(b"\r\n", b"\n"))  # expired: final, so 5.x.x
     report = parse_bytes(data)
-    # (b: the report says final; ingestion still counts a full mailbox as soft)
-    assert [(r.address, r.status, str(r.kind)) for r in report.recipients] == [
-        ("a@example.net", "5.1.1", "hard"), ("b@example.net", "5.2.2", "hard"),
-        ("c@example.net", "5.0.0", "hard")]
+    # b: a full mailbox is a mailbox state (soft) even when final; c: a refusal that
+    # names no cause says nothing about the address (soft, undefined)
+    assert [(r.address, r.status, str(r.kind), r.reason) for r in report.recipients] == [
+        ("a@example.net", "5.1.1", "hard", "userunknown"),
+        ("b@example.net", "5.2.2", "soft", "mailboxfull"),
+        ("c@example.net", "5.0.0", "soft", "undefined")]

@@ -67,4 +67,4 @@ def test_large_returned_original_is_cut_off_not_parsed_whole() -> None:
         "Dear customer,", "Dear customer,\n" + ("A" * 76 + "\n") * 50_000)  # ~3.8 MB body
     report = parse_bytes(text.encode())
     assert [(r.address, r.status, r.reason) for r in report.recipients] == [
-        ("alice@example.net", "5.1.1", "user_unknown")]
+        ("alice@example.net", "5.1.1", "userunknown")]
