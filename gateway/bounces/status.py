@@ -228,7 +228,9 @@ _RULES: tuple[tuple[str, ...], ...] = (
 )
 
 _BY_TEXT: tuple[tuple[re.Pattern[str], str, str, bool], ...] = tuple(
-    (re.compile(rule[0], re.IGNORECASE), rule[1], rule[2], WEAK not in rule[3:])
+    # Matched against lower-cased text (searchable()): without IGNORECASE the engine
+    # compares literals directly, which halves the cost of the long alternations.
+    (re.compile(rule[0]), rule[1], rule[2], WEAK not in rule[3:])
     for rule in _RULES)
 
 _ADDRESSES = re.compile(r"<[^<>\s]{0,256}@[^<>\s]{0,256}>|[\w.!#$%&'*+/=?^`{|}~-]{1,128}"
@@ -259,8 +261,9 @@ def reason_for_status(status: str) -> tuple[str, bool]:
 
 
 def searchable(text: str) -> str:
-    """`text` capped, without addresses and host names (see the module docstring)."""
-    text = " ".join(text[:_MAX_TEXT].split())  # folded fields and wrapped lines: one line
+    """`text` capped, lower-cased, on one line, without addresses and host names (see
+    the module docstring)."""
+    text = " ".join(text[:_MAX_TEXT].lower().split())  # folded and wrapped: one line
     if "@" in text:
         text = _ADDRESSES.sub(" ", text)
     if "[" in text:

@@ -41,11 +41,12 @@ yields to any text rule and is used only when no rule matches.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.bounces.report import Kind
-from gateway.bounces.status import find_status, infer, infer_rule, reason_for_status
+from gateway.bounces.status import find_status, infer_rule, reason_for_status
 
 __all__ = ["ACTIONS", "Action", "Reason", "Verdict", "kind_for", "verdict"]
 
@@ -145,10 +146,14 @@ def verdict(status: str | None, text: str, *, final: bool) -> Verdict:
     status = status or find_status(text)
     if status is not None and status[0] not in "45":
         status = None  # 2.x.x in a failure: a relay's template, not a diagnosis
-    klass = status[0] if status is not None else ("5" if final else "4")
-    reason, detail = _decide(status, text)
-    if final and klass == "4" and (reason is Reason.UNDEFINED
-                                   or infer(text)[0] == Reason.EXPIRED):
+    if status is not None:
+        klass = status[0]
+    else:  # no enhanced code: the basic reply code ("said: 450 …"), else the report's word
+        reply = _REPLY_CODE.search(text[:300])
+        klass = reply[1] if reply is not None else ("5" if final else "4")
+    rule = infer_rule(text)
+    reason, detail = _decide(status, rule)
+    if final and klass == "4" and (reason is Reason.UNDEFINED or rule[0] == Reason.EXPIRED):
         # given up after temporary failures: the class-4 code is the last attempt's
         reason, detail = Reason.EXPIRED, "4.7"
     if reason is Reason.UNDEFINED and not final:
@@ -162,9 +167,11 @@ def verdict(status: str | None, text: str, *, final: bool) -> Verdict:
     return Verdict(reason, action, _KINDS[action], status)
 
 
-def _decide(status: str | None, text: str) -> tuple[Reason, str | None]:
-    """(reason, subject.detail to build a status from): see "which wins" above."""
-    text_reason, detail, strong = infer_rule(text)
+def _decide(status: str | None, rule: tuple[str, str | None, bool]
+            ) -> tuple[Reason, str | None]:
+    """(reason, subject.detail to build a status from): see "which wins" above.
+    `rule` is what the text rules say (status.infer_rule)."""
+    text_reason, detail, strong = rule
     by_text = Reason(text_reason)
     if ACTIONS[by_text] is Action.SENDER_OR_PATH and strong and by_text not in _WEAK_TEXT:
         return by_text, detail  # the text names the sender's or the path's fault
@@ -177,6 +184,8 @@ def _decide(status: str | None, text: str) -> tuple[Reason, str | None]:
         return Reason(code_reason), None
     return by_text, detail
 
+
+_REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[ -])")
 
 # Text rules too vague to overrule a specific code: "550 5.1.1 … try again later" is a
 # user unknown whatever the boilerplate around it says.

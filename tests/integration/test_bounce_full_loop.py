@@ -42,7 +42,7 @@ async def test_synchronous_550_suppresses_then_rcpt_refused(tmp_path: Path) -> N
             (suppressed,) = await wait_events(gw, queue_id, EventType.SUPPRESSED)
             assert suppressed.recipient == "gone@example.net"
             assert "reason=hard_bounce scope=all" in (suppressed.detail or "")
-            assert "status=5.1.1 reason=user_unknown" in (suppressed.detail or "")
+            assert "status=5.1.1 reason=userunknown" in (suppressed.detail or "")
             again = await smtp_session(port, ["gone@example.net", "fine@example.net"])
             assert again.rcpt["gone@example.net"] == SUPPRESSED
             assert again.rcpt["fine@example.net"][0] == 250
@@ -198,7 +198,7 @@ async def test_three_soft_bounces_by_dsn_suppress_for_a_while(tmp_path: Path) ->
                 if n < 2:
                     assert await gw.state.suppressions.all() == []
             (soft,) = await wait_events(gw, queue_ids[0], EventType.SOFT_BOUNCED)
-            assert "status=4.2.2 reason=mailbox_full" in (soft.detail or "")
+            assert "status=4.2.2 reason=mailboxfull" in (soft.detail or "")
             (suppressed,) = await wait_events(gw, queue_ids[2], EventType.SUPPRESSED)
             assert "reason=soft_bounce scope=all until=" in (suppressed.detail or "")
             (entry,) = await gw.state.suppressions.all()

@@ -31,7 +31,7 @@ def promtool(*args: str) -> str:
 
 
 def test_rules_pass_promtool_check_and_their_unit_tests() -> None:
-    assert "SUCCESS: 8 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "SUCCESS: 10 rules found" in promtool("check", "rules", "alerts.yml")
     assert "SUCCESS" in promtool("test", "rules", "alerts_test.yml")
 
 
@@ -42,7 +42,8 @@ def test_every_alert_the_operators_asked_for_is_there_and_tested() -> None:
         "SmtpGatewayDeliveryFailureRateHigh", "SmtpGatewayIntakeLatencyHigh",
         "SmtpGatewayQueueBacklog", "SmtpGatewayTransactionalMailStuck",
         "SmtpGatewayBounceRateHigh", "SmtpGatewayComplaintRateHigh",
-        "SmtpGatewayAllSmarthostsOpen", "SmtpGatewayReloadFailed"}
+        "SmtpGatewayAllSmarthostsOpen", "SmtpGatewayReloadFailed",
+        "SmtpGatewaySenderBlocked", "SmtpGatewaySenderFaultsRising"}
     tests = yaml.safe_load((RULES.parent / "alerts_test.yml").read_text())["tests"]
     fired = {case["alertname"] for t in tests for case in t["alert_rule_test"]
              if case["exp_alerts"]}

@@ -196,7 +196,7 @@ def failed_recipient(address: str, diagnostic: str, *, permanent: bool | None,
         permanent = found is None or found[0] != "4"
     v = verdict(status, diagnostic, final=permanent)
     return BounceRecipient(clean_address(address), v.kind, v.status, v.reason.value,
-                           diagnostic=diagnostic.strip()[:1000], remote_mta=remote_mta,
+                           diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta,
                            original_recipient=original_recipient, action=v.action.value)
 
 

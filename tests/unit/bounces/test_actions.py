@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.bounces.actions import BounceActions, Finding, decide
-from gateway.bounces.verdicts import Action
 from gateway.bounces.rules import BounceRules
+from gateway.bounces.verdicts import Action
 from gateway.clock import ManualClock
 from gateway.model import (
     Client,
