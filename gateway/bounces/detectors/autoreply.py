@@ -25,9 +25,9 @@ from gateway.bounces.detectors.base import Detector, clean_address, header
 from gateway.bounces.report import BounceRecipient, Kind
 from gateway.bounces.verdicts import Action, Reason
 
-__all__ = ["AutoReply"]
+__all__ = ["AUTO_REPLY_SUBJECT", "AutoReply"]
 
-_SUBJECT = re.compile(
+AUTO_REPLY_SUBJECT = re.compile(
     r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|auto:|autoreply|out of (?:the )?office"
     r"|on vacation|away from (?:the office|my desk)|abwesenheit|r[ée]ponse automatique"
     r"|respuesta autom[aá]tica|risposta automatica|fuera de la oficina|i am (?:away|out))",
@@ -50,7 +50,7 @@ class AutoReply(Detector):
         auto = header(msg, "Auto-Submitted").lower()
         if auto.startswith("auto-replied"):
             return True
-        subject = _SUBJECT.search(header(msg, "Subject")[:200].lstrip()) is not None
+        subject = AUTO_REPLY_SUBJECT.search(header(msg, "Subject")[:200].lstrip()) is not None
         if auto and not auto.startswith("no"):
             return subject  # auto-generated: a notification unless it says it is a reply
         if any(header(msg, h) for h in _AUTO_HEADERS):

@@ -14,7 +14,9 @@ share, and what this detector requires, is three kinds of evidence:
    Delivery System", an appliance's daemon name, the null return path `<>`,
    `X-Failed-Recipients`) or a *bounce subject* together with the returned
    original (a `message/rfc822` or `text/rfc822-headers` part);
-3. and no sign of a person's reply ("Re:", "Fwd:" subjects).
+3. and no sign of a person's reply ("Re:", "Fwd:" subjects), an
+   out-of-office subject, or a mailing list (List-Id) from anyone but a
+   mail system.
 
 So a newsletter about parcel deliveries or a guest writing "my address
 could not be delivered to" is never a bounce.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import re
 from email.message import EmailMessage
 
+from gateway.bounces.detectors.autoreply import AUTO_REPLY_SUBJECT
 from gateway.bounces.detectors.base import (
     ADDRESS,
     Detector,
@@ -60,7 +63,8 @@ _SUBJECT = re.compile(
     r"|not delivered|delayed|mail (?:system )?error|mail failure|message status|rejected"
     r"|blocked|unzustellbar|nicht zustellbar|non remis|non distribuable|no entregado"
     r"|no se (?:pudo|puede) entregar|não entregue|non recapitat|onbestelbaar|olevererbar"
-    r"|недоставлен|не доставлен|配信|エラー|未達|返送", re.IGNORECASE)
+    r"|недоставлен|не доставлен|配信|エラー|未達|返送|退信|投递失败|发送失败|전송 ?실패",
+    re.IGNORECASE)
 _FAILURE = re.compile(
     r"could not be delivered|couldn'?t be delivered|cannot be delivered|can'?t be delivered"
     r"|was not delivered|were not delivered|not been delivered|has not yet been delivered"
@@ -75,7 +79,9 @@ _FAILURE = re.compile(
     r"|não (?:pôde|foi possível) ser entregue|não foi entregue|non è stato possibile consegnare"
     r"|non (?:è stato )?recapitat|kon niet worden afgeleverd|не (?:может быть|удалось|было)"
     r" доставлен|не удалось доставить|не доставлено|配信できません|配信できなかった|届きません"
-    r"|送信できません|送達できません", re.IGNORECASE)
+    r"|送信できません|送達できません|not able to deliver|wasn'?t able to deliver"
+    r"|failed to deliver|message could not be sent|permanent delivery failure"
+    r"|投递失败|无法投递|退信|未能送达|전송 ?실패|전달되지 않|배달되지 않", re.IGNORECASE)
 _REPLY = re.compile(r"^(?:re|fw|fwd|aw|wg|tr|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
 _ORIGINAL = re.compile(
     r"^\s*(?:[-=_*]{2,}.{0,40}(?:original|copy of|forwarded|headers|元の|исходн|ursprüng)"
@@ -110,18 +116,23 @@ class Generic(Detector):
 
     def detect(self, msg: EmailMessage) -> list[BounceRecipient] | None:
         subject = header(msg, "Subject")[:300]
-        if _REPLY.match(subject.lstrip()):
-            return None
+        if _REPLY.match(subject.lstrip()) or AUTO_REPLY_SUBJECT.search(subject.lstrip()):
+            return None  # a person's reply, or an out-of-office (the AutoReply detector's)
+        daemon = is_from_mailer_daemon(msg)
+        if not daemon and (header(msg, "List-Id") or header(msg, "List-Unsubscribe")
+                           or header(msg, "Auto-Submitted").lower().startswith("auto-replied")):
+            return None  # a newsletter, a list message or a person's auto-reply
         text = body_text(msg) or html_text(msg)
         human = _human_part(text)
         if _FAILURE.search(human[:8000]) is None:
             return None
         failed_header = header(msg, "X-Failed-Recipients")
-        sender = (is_from_mailer_daemon(msg) or header(msg, "Return-Path") == "<>"
-                  or bool(failed_header))
+        sender = daemon or header(msg, "Return-Path") == "<>" or bool(failed_header)
         if not sender and not (_SUBJECT.search(subject) and has_original(msg)):
             return None
         found = _recipients(msg, human, failed_header)
+        if not found:
+            return None  # nobody named: not a bounce we can use (maybe an auto-reply)
         final = not _TEMPORARY.search(human[:8000] or subject)
         return [failed_recipient(address, _diagnosis(human, address, found), permanent=final)
                 for address in found]

@@ -34,7 +34,8 @@ _OLD = re.compile(r"delivery to the following recipients? (failed permanently|ha
 _NEW = re.compile(r"\*\* (address not found|message blocked|message not delivered"
                   r"|delivery incomplete|mailbox full) \*\*", re.IGNORECASE)
 _NEW_ADDRESS = re.compile(r"(?:wasn't delivered to|problem delivering your message to"
-                          r"|was not delivered to)\s+<?(\S+@[^\s>]+)", re.IGNORECASE)
+                          r"|was not delivered to|your message to)\s+<?(\S+@[^\s>]+)",
+                          re.IGNORECASE)
 _DETAILS = re.compile(r"(?:the error that the other server returned was:|the response"
                       r"(?: from the remote server)? was:)\s*(.*?)(?:\n\s*\n|\Z)",
                       re.IGNORECASE | re.DOTALL)
@@ -60,6 +61,7 @@ class Gmail(Detector):
         if new:
             permanent = new[1].lower() != "delivery incomplete"
             headline = new[1].lower() + " " if not diagnostic else ""
-            return [failed_recipient(m[1], headline + diagnostic, permanent=permanent)
-                    for m in _NEW_ADDRESS.finditer(head)]
+            found = [failed_recipient(m[1], headline + diagnostic, permanent=permanent)
+                     for m in _NEW_ADDRESS.finditer(head)]
+            return found or None  # a layout of its own: the generic detector's
         return None
