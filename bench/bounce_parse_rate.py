@@ -7,7 +7,7 @@ Reads every .eml of the corpus into memory, then parses each one --rounds
 times in this one process (the stdlib MIME parse plus every detector, as
 `bounce ingest` does), after a warm-up round. Prints the corpus size, the
 rate, the per-format rate and the machine (nproc, CPU model). Pinned to one
-CPU where the OS allows it, so the figure is per core. The goal is ≥ 1,000/s.
+CPU where the OS allows it, so the figure is per core. The goal is ≥ 2,000/s.
 """
 
 from __future__ import annotations
@@ -36,17 +36,22 @@ def main() -> None:
         parse_bytes(data)
     per_format: dict[str, float] = defaultdict(float)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for _ in range(args.rounds):
         for fmt, data in samples:
             t = time.perf_counter()
             parse_bytes(data)
             per_format[fmt] += time.perf_counter() - t
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     total = len(samples) * args.rounds
     size = sum(len(d) for _, d in samples)
     print(f"corpus: {len(samples)} messages, {size / len(samples):.0f} bytes on average")
     print(f"parsed {total} messages in {elapsed:.2f} s: {total / elapsed:,.0f} messages/s "
           f"on one core")
+    # CPU seconds of this process: what one core does, less disturbed than wall time on
+    # a machine other jobs share (it still counts the caches they evict).
+    print(f"CPU time {cpu:.2f} s: {total / cpu:,.0f} messages per CPU-second")
     counts = defaultdict(int)
     for fmt, _ in samples:
         counts[fmt] += 1
