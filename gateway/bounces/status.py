@@ -138,7 +138,10 @@ _RULES: tuple[tuple[str, ...], ...] = (
      r"|has been )?blocked|dynamic ip|dial-?up|residential|generic (?:reverse|rdns|ptr"
      r"|hostname)|reverse (?:dns|lookup)|\bptr\b|\brdns\b|\bhelo\b|\behlo\b"
      r"|not accepted from this ip|too many (?:complaints|spam)|abuse report|spam source"
-     r"|sending spam", "blocked", "7.1"),
+     r"|sending spam|(?:permanently|temporarily) deferred|will not be accepted from"
+     r"|not accepting (?:mail|messages|connections) from|messages from (?:\S+ ){0,3}"
+     r"(?:will be |are |have been )?(?:permanently |temporarily )?(?:deferred|refused"
+     r"|rejected|blocked)", "blocked", "7.1"),
     # -- the recipient's mailbox, by its state --------------------------------------------------
     (r"insufficient system (?:storage|resources)|system (?:storage|disk) (?:is )?full"
      r"|disk (?:is )?full|out of disk|no space left|system full|mail system full"
@@ -186,6 +189,7 @@ _RULES: tuple[tuple[str, ...], ...] = (
      r" here|no mailbox here by that name|addressee unknown|user not local|unknown or illegal"
      r"|mailbox (?:is )?not available|not a known user|no valid recipients|address unknown"
      r"|recipient (?:is )?not (?:found|known|listed)|account (?:does not|doesn'?t) exist"
+     r"|(?:wasn'?t|was not) found at|unknown to address|couldn'?t be found|could not be found"
      r"|invalid address|inexistent|nicht vorhanden|unbekannt|existiert nicht|inexistant"
      r"|n'existe pas|introuvable|inesistente|no existe|desconocido|inexistente"
      r"|не существует|нет такого|несуществующ|宛先不明|存在しない|存在しません|見つかりません",

@@ -42,8 +42,8 @@ ADDRESS = re.compile(r"<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?", re.U
 _DAEMON = re.compile(r"mailer[-_ ]?daemon|postmaster|mail delivery|delivery (?:status|subsystem"
                      r"|system|notification)|mail administrator|mail system|mdaemon"
                      r"|system administrator|internet mail|mail ?server|spam firewall"
-                     r"|email (?:security|protection|appliance)|hosted email|\bbounces?@",
-                     re.IGNORECASE)
+                     r"|email (?:security|protection|appliance)|hosted email|\bbounces?@"
+                     r"|microsoftexchange|microsoft outlook", re.IGNORECASE)
 
 
 class Detector:
