@@ -3,7 +3,8 @@ actions.
 
 Postfix counterpart: bounce(8) for the DSNs we send (dsn.py); for the rest
 Mailman's bounce runner and flufl.bounce, KumoMTA's `bounce-classify`.
-Parsing and classification: classify.py, detectors/, status.py. Return paths:
+Parsing and classification: classify.py, detectors/, status.py; every failure's
+reason → action → kind: verdicts.py (the one verdict function). Return paths:
 verp.py. Ingestion (SMTP inbox, Maildir, IMAP, files): inbox.py, maildir.py,
 imap.py, files.py, all through ingest.py. What a bounce does (suppression by
 policies/bounces.yaml, events): actions.py, rules.py. Wiring: service.py,

@@ -10,7 +10,8 @@ decides. The order matters:
 2. `Ses` (JSON notifications) — recognised by its sender, cheap to rule out.
 3. The plain-text MTA formats, each keyed on its own fixed greeting:
    qmail, Yahoo, Postfix, Exim, Sendmail, Exchange, Gmail.
-4. `Generic`: any mailer-daemon mail with a bounce-like subject.
+4. `Generic`: any other mail system's bounce: a failure sentence plus a
+   mail-system sender (or a bounce subject with the returned original).
 5. `AutoReply` last: RFC 3834 vacation and out-of-office replies, which are
    not bounces (`bounce: false`).
 

@@ -106,6 +106,8 @@ ACTIONS: dict[Reason, Action] = {
     _R.VACATION: Action.NONE,
     _R.DELIVERED: Action.NONE,
 }
+# `delivered` never reaches a report (success blocks list no recipient); vacation is the
+# only reason of Action.NONE that does, as an auto_reply.
 _KINDS = {Action.ADDRESS: Kind.HARD, Action.MAILBOX: Kind.SOFT,
           Action.SENDER_OR_PATH: Kind.SOFT, Action.COMPLAINT: Kind.COMPLAINT,
           Action.NONE: Kind.AUTO_REPLY}
@@ -123,11 +125,6 @@ class Verdict:
     action: Action
     kind: Kind
     status: str | None
-
-    @property
-    def suppresses(self) -> bool:
-        """True only for the reasons that may lead to a suppression (address, mailbox)."""
-        return self.action in (Action.ADDRESS, Action.MAILBOX)
 
 
 def kind_for(reason: Reason) -> Kind:
