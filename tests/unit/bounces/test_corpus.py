@@ -41,7 +41,7 @@ DETECTOR_BY_FORMAT = {
     # free-text layouts that share Exchange's or Gmail's headline
     "hmailserver": {"exchange", "generic"}, "kerio": {"exchange", "generic"},
     "mcafee": {"gmail", "generic"}, "messagelabs": G, "netease": G, "verizon": G,
-    "o365text": G,
+    "o365text": G, "mdn": {""}, "dmarcreport": {""}, "tlsrpt": {""},
     **{f: G for f in ("domino", "sunms", "groupwise", "mdaemon", "barracuda", "ironport",
                       "mimecast", "sophos", "trendmicro",
                       "docomo", "au", "softbank", "isoftbank")},
