@@ -16,9 +16,15 @@ otherwise the fallback decides: `sign_with_default` signs with
 answers 550 5.7.1. A message without a From: address, or with two From:
 fields, takes the fallback too.
 
-A signing failure (dkimpy refusing the message) never loses the message: it is
-counted and takes the fallback, except that `sign_with_default` passes the
-message on unsigned when the default domain fails too. With dual signing a
+A signing failure (dkimpy refusing the message, a key that does not work)
+never lets a message go out unsigned by surprise (issue 16): it is counted
+(`error`), and the message is signed with the default domain when the fallback
+is `sign_with_default` and that works, else answered 451 4.7.0 (`tempfail`,
+and a `rejected` event at intake) so that the app keeps it and sends it again
+once the operator has fixed the key or the app its message. Only a message
+whose From: domain has no key anyway follows `unsigned` or `refuse` when its
+header cannot be parsed. The cleanup stage (gateway/cleanup/) runs first and
+repairs what dkimpy would choke on (`Subject :`, a line that is no field). With dual signing a
 domain's active RSA and Ed25519 keys (RFC 8463) both sign; the RSA signature
 comes first, for verifiers that only look at the first one.
 
@@ -44,6 +50,8 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from enum import StrEnum
 from typing import Any
 
@@ -76,6 +84,7 @@ class SignOutcome(StrEnum):
     SIGNED = "signed"
     UNSIGNED = "unsigned"
     REFUSED = "refused"
+    TEMPFAIL = "tempfail"  # a key should have signed and could not: 451, the app retries
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class SigningCounters:
     signed: int = 0
     unsigned: int = 0
     refused: int = 0
+    tempfail: int = 0  # answered 451: signing should have happened and failed
     failed: int = 0  # dkimpy errors; the message is also counted in its outcome
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -110,6 +120,8 @@ class SigningCounters:
                 self.signed += 1
             elif outcome is SignOutcome.UNSIGNED:
                 self.unsigned += 1
+            elif outcome is SignOutcome.TEMPFAIL:
+                self.tempfail += 1
             else:
                 self.refused += 1
 
@@ -128,6 +140,9 @@ def signer_for(config: DkimConfig, counters: SigningCounters) -> DkimSigner | No
 
 
 def refusal_reply(result: SignResult) -> Reply:
+    if result.outcome is SignOutcome.TEMPFAIL:
+        return Reply(451, "4.7.0", f"Message not accepted for now: DKIM signing failed "
+                     f"({result.reason}); try again later")
     return Reply(550, "5.7.1", f"Message refused: cannot DKIM-sign it ({result.reason})")
 
 
@@ -198,7 +213,9 @@ class DkimSigner:
         except Exception as exc:
             failures, message = 1, None
             log.warning("DKIM: cannot parse the header: %s", _describe(exc))
-            domain, reason = None, "its header cannot be parsed"
+            # Whose mail is it? The stdlib's lenient parser still finds a From: address.
+            domain, reason = self.signing_domain(_lenient_from_domain(content)), \
+                "its header cannot be parsed"
         else:
             sender, reason = from_domain(message.headers)
             domain = self.signing_domain(sender)
@@ -221,6 +238,11 @@ class DkimSigner:
                 return self._done(result, failures)
             failures += 1
             reason += f"; signing for {default} failed"
+        if failures and (tried is not None or self.config.fallback == "sign_with_default"):
+            # A key should have signed it: never unsigned (nor a 5xx) for our failure.
+            log.warning("DKIM: answering 451: %s", reason)
+            return self._done(SignResult(SignOutcome.TEMPFAIL, content, tried or "",
+                                         reason=reason), failures)
         outcome = SignOutcome.REFUSED if self.config.fallback == "refuse" \
             else SignOutcome.UNSIGNED
         # A refusal is an operator's concern (a sender without a key); unsigned is routine.
@@ -294,6 +316,19 @@ def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
         return normalize_domain(addresses[0].rpartition("@")[2]), ""
     except ValueError:
         return None, "the From: address has no usable domain"
+
+
+def _lenient_from_domain(content: bytes) -> str | None:
+    """The single From: address's domain as the stdlib reads the header, or None."""
+    header = BytesHeaderParser(policy=compat32).parsebytes(content)
+    values = header.get_all("from") or []
+    if len(values) != 1:
+        return None
+    addresses = [a for _, a in email.utils.getaddresses([str(values[0])]) if "@" in a]
+    try:
+        return normalize_domain(addresses[0].rpartition("@")[2]) if addresses else None
+    except ValueError:
+        return None
 
 
 def _describe(exc: Exception) -> str:
