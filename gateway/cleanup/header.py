@@ -221,15 +221,17 @@ def fold_field(item: Field) -> str:
 
 def _fold(text: bytes) -> list[bytes]:
     """Break the lines of `text` that are over 998 octets before white space,
-    aiming at 78 octets; lines within the limit stay as they are."""
+    into lines of 78 octets where the text allows; lines within the limit stay
+    as they are."""
     out: list[bytes] = []
     for line in text.split(b"\r\n"):
-        while len(line) > MAX_LINE_LENGTH:
-            cut = _fold_point(line)
-            if cut is None:
-                break
-            out.append(line[:cut])
-            line = line[cut:]
+        if len(line) > MAX_LINE_LENGTH:
+            while len(line) > _FOLD_AT:
+                cut = _fold_point(line)
+                if cut is None:
+                    break
+                out.append(line[:cut])
+                line = line[cut:]
         out.append(line)
     return out
 
