@@ -182,9 +182,9 @@ def app_signed(message: bytes, keys: KeySet, canonicalization: bytes = b"simple/
     """`message` signed the way an app that signs itself would (d=app.example)."""
     key = keys[("app.example", "app1")]
     header, body = canonicalization.split(b"/")
-    signature = dkim.sign(message, b"app1", b"app.example", key.key.material,
-                          canonicalize=(header, body), include_headers=list(headers),
-                          linesep=b"\r\n")
+    signature: bytes = dkim.sign(message, b"app1", b"app.example", key.key.material,
+                                 canonicalize=(header, body), include_headers=list(headers),
+                                 linesep=b"\r\n")
     return signature + message
 
 
@@ -336,7 +336,7 @@ CASES = [
     Case("app-signed with a long header line", lambda keys: app_signed(
         HEAD + b"X-Data: " + TOKEN + b"\r\n\r\nHi\r\n", keys), unchanged, app_signed=True),
 ]
-SETUPS = {
+SETUPS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "dual relaxed": (("rsa1", "ed1"), {"dual_sign": True, "canonicalization": "relaxed/relaxed"}),
     "dual simple": (("rsa1", "ed1"), {"dual_sign": True, "canonicalization": "simple/simple"}),
     "rsa relaxed-simple": (("rsa1",), {"canonicalization": "relaxed/simple"}),
@@ -415,7 +415,7 @@ def by_recipient(transcripts: list[Transcript]) -> dict[str, tuple[bytes, bytes]
     out = {}
     for transcript in transcripts:
         messages = iter(transcript.messages)
-        mail, rcpts = b"", []
+        mail, rcpts = b"", list[str]()
         for line in transcript.commands:
             verb = line[:4].upper()
             if verb == b"MAIL":
