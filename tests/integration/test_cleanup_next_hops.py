@@ -24,7 +24,6 @@ from tests.fixtures.bounces import wait_events
 from tests.fixtures.dkim import KeySet, dkim_section, send_raw, verify_perl
 from tests.fixtures.dns import NsdServer, running_nsd
 from tests.fixtures.gateway import running_gateway, write_config
-from tests.fixtures.intake import RawClient
 from tests.fixtures.raw_smtp import RawSmtpServer
 
 HEAD = (b"From: Booking <app@example.com>\r\nTo: guest@example.net\r\n"
@@ -54,17 +53,9 @@ def dual(keys: KeySet) -> str:
     return dkim_section(keys, ["rsa1", "ed1"], dual_sign=True)
 
 
-def send(port: int, data: bytes, *, params: str = "", rcpt: str = "guest@example.net") -> str:
-    with RawClient(port, timeout=30) as raw:
-        raw.greeting()
-        raw.command("EHLO app.test")
-        assert raw.command(f"MAIL FROM:<app@example.com>{params}").startswith("250")
-        assert raw.command(f"RCPT TO:<{rcpt}>").startswith("250")
-        assert raw.command("DATA").startswith("354")
-        raw.send(data + b".\r\n")
-        reply = raw.reply()
-        raw.command("QUIT")
-        return reply
+def send(port: int, data: bytes, *, params: str = "") -> str:
+    return send_raw(port, data, body_8bit="BODY=8BITMIME" in params,
+                    smtputf8="SMTPUTF8" in params)
 
 
 async def arrived(server: RawSmtpServer, count: int = 1) -> list[bytes]:

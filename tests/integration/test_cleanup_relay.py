@@ -29,10 +29,9 @@ from pathlib import Path
 import dkim
 import pytest
 
-from tests.fixtures.dkim import KeySet, dkim_section, verify_perl
+from tests.fixtures.dkim import KeySet, dkim_section, send_raw, verify_perl
 from tests.fixtures.dns import NsdServer, running_nsd
 from tests.fixtures.gateway import running_gateway, write_config
-from tests.fixtures.intake import RawClient
 from tests.fixtures.raw_smtp import RawSmtpServer, Transcript
 
 HEAD = (b"From: Booking <app@example.com>\r\nTo: guest@example.net\r\n"
@@ -396,18 +395,8 @@ async def relay_all(directory: Path, section: str, sent: dict[str, bytes]
 
 def send(port: int, case: Case, data: bytes) -> str:
     """One transaction on a plain socket: `data` dot-stuffed, nothing else changed."""
-    params = (" BODY=8BITMIME" if case.body_8bit else "") + (" SMTPUTF8" if case.smtputf8 else "")
-    with RawClient(port, timeout=30) as raw:
-        raw.greeting()
-        raw.command("EHLO app.test")
-        assert raw.command(f"MAIL FROM:<app@example.com>{params}").startswith("250")
-        assert raw.command(f"RCPT TO:<{case.rcpt}>").startswith("250")
-        assert raw.command("DATA").startswith("354")
-        stuffed = re.sub(rb"(^|\n)\.", rb"\1..", data)
-        raw.send(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
-        reply = raw.reply()
-        raw.command("QUIT")
-        return reply
+    return send_raw(port, re.sub(rb"(^|\n)\.", rb"\1..", data), rcpt=case.rcpt,
+                    body_8bit=case.body_8bit, smtputf8=case.smtputf8)
 
 
 def by_recipient(transcripts: list[Transcript]) -> dict[str, tuple[bytes, bytes]]:
