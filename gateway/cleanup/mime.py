@@ -12,7 +12,9 @@ need it are touched:
   wrap its base64) → the same encoding again, wrapped at 76.
 
 Either way the part decodes to exactly the octets the app wrote (RFC 2045
-6.7, 6.8), and its Content-Transfer-Encoding says the new encoding. Other
+6.7, 6.8), and its Content-Transfer-Encoding says the new encoding. A part's
+own header line over 998 octets (a long file name) is folded like a top-level
+one (header.fold_field); one that cannot be folded is left as it is. Other
 parts, boundaries, preamble and epilogue are written back as they came.
 
 Security: reads untrusted message content, through the stdlib parser, which
@@ -30,7 +32,8 @@ from email.message import Message
 from email.parser import BytesParser
 from io import BytesIO
 
-from gateway.cleanup.lines import has_long_line
+from gateway.cleanup.header import Field, UnfoldableField, fold_field
+from gateway.cleanup.lines import MAX_LINE_LENGTH, has_long_line
 
 __all__ = ["Reencoded", "reencode"]
 
@@ -53,6 +56,8 @@ def reencode(header: bytes, body: bytes) -> Reencoded | None:
     root: str | None = None
     parts = 0
     for part in message.walk():
+        if part is not message and _fold_part_fields(part):
+            parts += 1
         if part.is_multipart():
             continue
         encoding = _reencode_part(part)
@@ -93,6 +98,24 @@ def _reencode_part(part: Message) -> str | None:
     del part["Content-Transfer-Encoding"]
     part["Content-Transfer-Encoding"] = encoding
     return encoding
+
+
+def _fold_part_fields(part: Message) -> bool:
+    """Fold the part's header fields that have a line over 998 octets."""
+    folded = False
+    for name, value in part.items():
+        text = f"{name}: {value}".encode("utf-8", "surrogateescape")
+        if not has_long_line(text, MAX_LINE_LENGTH):
+            continue
+        item = Field(name.encode("ascii", "replace"), text.split(b"\r\n"))
+        try:
+            fold_field(item)
+        except UnfoldableField:
+            continue
+        folded_value = b"\r\n".join(item.lines)[len(name) + 1:].lstrip(b" \t")
+        part.replace_header(name, folded_value.decode("utf-8", "surrogateescape"))
+        folded = True
+    return folded
 
 
 def _octets(payload: object) -> bytes:

@@ -77,3 +77,17 @@ def test_seven_bit_keeps_the_header_fields_and_fixes_the_encoding() -> None:
     assert b"\r\nContent-Transfer-Encoding: quoted-printable\r\n" in converted
     assert leaves(converted)[0].get_payload(decode=True) == "Grüße\r\n".encode()
     assert seven_bit(b"Subject: x\r\n\r\nascii\r\n") is None
+
+
+def test_a_long_part_header_is_folded() -> None:
+    name = " ".join(f"part{i}" for i in range(200))
+    body = (b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+            b'filename="' + name.encode() + b'.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+            b"\r\nAAAA\r\n--b--\r\n")
+    header = HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    result = reencode(header, body)
+    assert result is not None and max(map(len, result.body.split(b"\r\n"))) <= 998
+    (part,) = leaves(header + result.body)
+    assert part.get_filename() is not None
+    assert " ".join(part.get_filename().split()) == name + ".pdf"
+    assert part.get_payload(decode=True) == b"\x00\x00\x00"
