@@ -218,6 +218,13 @@ CASES = [
         b"Content-Type: text/plain\r\n\r\nInvoice attached.\r\n--m\r\n"
         b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         + B64_ONE_LINE + b"\r\n--m--\r\n"), reencoded_as("base64", PDF, 1)),
+    Case("long attachment file name", fixed(
+        HEAD + MIME + b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b"Content-Type: text/plain\r\n\r\nSee attached.\r\n--m\r\n"
+        b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="'
+        + WORDS + b'.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--m--\r\n'),
+        holds(lambda got, sent: " ".join(str(leaves(got)[1].get_filename()).split())
+              == WORDS.decode() + ".pdf" and decoded(got, 1) == bytes(3))),
     Case("long json attachment in 7bit", fixed(
         HEAD + MIME + b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
         b"Content-Type: text/plain\r\n\r\nData attached.\r\n--m\r\n"
