@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from email.header import Header
+from email.base64mime import header_encode
 
 from gateway.cleanup.lines import MAX_LINE_LENGTH
 
@@ -68,6 +68,9 @@ _MESSAGE_ID = re.compile(rb"^message-id:((?:[^\r\n]*\r\n[ \t])*[^\r\n]*)",
                          re.IGNORECASE | re.MULTILINE)
 _WSP = b" \t"
 _FOLD_AT = 78  # RFC 5322 2.1.1's SHOULD; 998 is the MUST
+# A place to fold: white space after text, with more text after it.
+_BREAK = re.compile(rb"(?<![ \t])[ \t](?=[ \t]*[^ \t])")
+_WORD_OCTETS = 45  # 45 octets of UTF-8 → 60 of base64 → a 72-character encoded-word
 
 
 @dataclass(frozen=True)
@@ -226,45 +229,63 @@ def _fold(text: bytes) -> list[bytes]:
     out: list[bytes] = []
     for line in text.split(b"\r\n"):
         if len(line) > MAX_LINE_LENGTH:
-            while len(line) > _FOLD_AT:
-                cut = _fold_point(line)
-                if cut is None:
-                    break
-                out.append(line[:cut])
-                line = line[cut:]
-        out.append(line)
+            out.extend(_fold_line(line))
+        else:
+            out.append(line)
     return out
 
 
-def _fold_point(line: bytes) -> int | None:
-    """Where to break `line`: a white space octet (it begins the next line), after
-    at least some text, as late as possible but by 78 octets when there is one."""
-    def usable(i: int) -> bool:
-        # Not inside a run of white space (the line before would end in it, and a
-        # continuation of white space only is obsolete syntax), and not at the end.
-        return line[i - 1] not in _WSP and bool(line[i:].strip(_WSP))
+def _fold_line(line: bytes) -> list[bytes]:
+    """One pass over `line` (offsets, no copies of the rest: a field may be megabytes)."""
+    pieces = []
+    start = 0
+    while len(line) - start > _FOLD_AT:
+        cut = _fold_point(line, start)
+        if cut is None:
+            break
+        pieces.append(line[start:cut])
+        start = cut
+    pieces.append(line[start:])
+    return pieces
 
-    for limit in (_FOLD_AT, MAX_LINE_LENGTH):
-        for i in range(min(limit, len(line) - 1), 0, -1):
-            if line[i] in _WSP and usable(i):
-                return i
-    for i in range(MAX_LINE_LENGTH + 1, len(line)):
-        if line[i] in _WSP and usable(i):
-            return i  # the first line stays long: _fold's caller falls back to RFC 2047
-    return None
+
+def _fold_point(line: bytes, start: int) -> int | None:
+    """Where the piece from `start` ends: the last break within 78 octets, else the
+    first one after (the piece stays over 998 when that is far: the caller then
+    falls back to RFC 2047); None if there is no break at all."""
+    last = None
+    match = _BREAK.search(line, start + 1)
+    while match is not None and match.start() <= start + _FOLD_AT:
+        last = match.start()
+        match = _BREAK.search(line, last + 1)
+    if last is not None:
+        return last
+    return match.start() if match is not None else None
 
 
 def encode_words(name: bytes, value: bytes) -> list[bytes]:
-    """`name: value` as RFC 2047 encoded-words (UTF-8), folded between words."""
+    """`name: value` as RFC 2047 encoded-words (UTF-8, "B"), one per line.
+
+    Each word holds whole characters (a decoder may decode words one by one),
+    at most 45 octets of text: 75 characters a word (RFC 2047 2). Linear in the
+    value's length, which may be large.
+    """
     try:
-        text = value.decode("utf-8").strip(" \t")
+        text = value.strip(b" \t").decode("utf-8")
     except UnicodeDecodeError:
         # Not UTF-8: each octet stays a (Latin-1) character, so that nothing is lost.
-        text = value.decode("latin-1").strip(" \t")
-    encoded = Header(text, "utf-8", header_name=name.decode("ascii"),
-                     maxlinelen=_FOLD_AT).encode(linesep="\r\n")
-    lines = encoded.encode("ascii").split(b"\r\n")
-    lines[0] = name + b": " + lines[0]
+        text = value.strip(b" \t").decode("latin-1")
+    data = text.encode("utf-8")
+    words = []
+    start = 0
+    while start < len(data):
+        end = min(start + _WORD_OCTETS, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character
+            end -= 1
+        words.append(header_encode(data[start:end], "utf-8").encode("ascii"))
+        start = end
+    lines = [b" " + word for word in words] or [b""]
+    lines[0] = name + b":" + lines[0]
     return lines
 
 
