@@ -50,8 +50,6 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from enum import StrEnum
 from typing import Any
 
@@ -61,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from gateway import metrics
+from gateway.cleanup.header import parse
 from gateway.model import Reply
 from gateway.signing.keys import normalize_domain
 from gateway.signing.settings import DkimConfig
@@ -213,11 +212,18 @@ class DkimSigner:
         except Exception as exc:
             failures, message = 1, None
             log.warning("DKIM: cannot parse the header: %s", _describe(exc))
-            # Whose mail is it? The stdlib's lenient parser still finds a From: address.
+            # Whose mail is it? Cleanup's lenient parser still finds a From: address.
             domain, reason = self.signing_domain(_lenient_from_domain(content)), \
                 "its header cannot be parsed"
         else:
             sender, reason = from_domain(message.headers)
+            if sender is None and reason == "no From: header":
+                # dkimpy skips a line "From :" (taking it for an mbox "From " line): the
+                # message may well have a From: that a key should sign.
+                lenient = _lenient_from_domain(content)
+                if lenient is not None:
+                    failures, message = 1, None
+                    sender, reason = lenient, "its From: field cannot be parsed"
             domain = self.signing_domain(sender)
             reason = reason or f"no DKIM key for {sender}"
         if message is not None and domain is not None:
@@ -319,12 +325,13 @@ def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
 
 
 def _lenient_from_domain(content: bytes) -> str | None:
-    """The single From: address's domain as the stdlib reads the header, or None."""
-    header = BytesHeaderParser(policy=compat32).parsebytes(content)
-    values = header.get_all("from") or []
+    """The single From: address's domain as cleanup's parser reads the header (it
+    takes `From :` too), or None."""
+    values = [f.value for f in parse(content, repair=False).fields if f.key == b"from"]
     if len(values) != 1:
         return None
-    addresses = [a for _, a in email.utils.getaddresses([str(values[0])]) if "@" in a]
+    text = _FOLD.sub(b"", values[0]).decode("utf-8", errors="replace")
+    addresses = [a for _, a in email.utils.getaddresses([text]) if "@" in a]
     try:
         return normalize_domain(addresses[0].rpartition("@")[2]) if addresses else None
     except ValueError:

@@ -380,3 +380,16 @@ def test_openssl_rsa_step_gives_dkimpys_exact_signature() -> None:
     assert _openssl_rsa_sign(digest, parsed) == dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, parsed)
     use_openssl_rsa()
     assert dkim.RSASSA_PKCS1_v1_5_sign is _openssl_rsa_sign
+
+
+def test_a_from_field_dkimpy_skips_is_not_taken_for_no_from(keys: Keys) -> None:
+    # dkimpy reads "From : ..." as an mbox "From " line and drops it: the message would
+    # look From-less and go out unsigned. Cleanup repairs the syntax, except in a
+    # message the app signed with simple canonicalization; there the key that should
+    # sign cannot, and that is a 451, not an unsigned message.
+    message = MESSAGE.replace(b"From:", b"From :")
+    result = DkimSigner(dkim_config(keys)).sign(message)
+    assert (result.outcome, result.reason) == (SignOutcome.TEMPFAIL,
+                                               "its From: field cannot be parsed")
+    other = message.replace(b"app@example.com", b"app@other.test")
+    assert DkimSigner(dkim_config(keys)).sign(other).outcome is SignOutcome.UNSIGNED
