@@ -37,7 +37,6 @@ Security: reads untrusted message content (see header.py and mime.py).
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,8 +62,6 @@ from gateway.cleanup.mime import reencode
 from gateway.model import Envelope, Reply
 
 __all__ = ["Cleaned", "Cleanup", "is_refusal", "seven_bit"]
-
-log = logging.getLogger(__name__)
 
 _REFUSAL_CODE = (554, "5.6.0")
 
