@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from gateway.delivery.eight_bit import content_for
 from gateway.errors import TempFail
 from gateway.model import Reply, Secret
 
@@ -350,9 +351,10 @@ class SmtpConnection:
         """
         if reset and self.is_closing:
             raise StaleConnection(451, "4.4.2", f"{self.endpoint} closed the idle connection")
-        refusal = self._refusal(request, content)
-        if refusal is not None:
-            return TransactionReplies(refusal, tuple(refusal for _ in request.recipients))
+        prepared = self._prepared(request, content)
+        if isinstance(prepared, Reply):
+            return TransactionReplies(prepared, tuple(prepared for _ in request.recipients))
+        content = prepared
         mail = self._mail_command(request, len(content))
         rcpts = [f"RCPT TO:<{r}>" for r in request.recipients]
         try:
@@ -368,21 +370,22 @@ class SmtpConnection:
         self.usable = self.usable and all(r.code != 421 for r in _all(replies))
         return replies
 
-    def _refusal(self, request: MailRequest, content: bytes) -> Reply | None:
-        """What this server cannot take, decided before sending anything (Postfix does too)."""
-        for address in (request.mail_from, *request.recipients):
+    def _prepared(self, request: MailRequest, content: bytes) -> bytes | Reply:
+        """The content for this server (7-bit if it must be: eight_bit.py), or what it
+        cannot take, decided before sending anything (Postfix does too)."""
+        addresses = (request.mail_from, *request.recipients)
+        for address in addresses:
             if _CONTROL.search(address):
                 raise ValueError("control character in an address")  # Delivery filters these
+        prepared = content_for(content, addresses, request.smtputf8, self.extensions,
+                               str(self.endpoint))
+        if isinstance(prepared, Reply):
+            return prepared
         limit = self.extensions.get("SIZE", "")
-        if limit.isdigit() and 0 < int(limit) < len(content):
-            return Reply(552, "5.3.4", f"message size {len(content)} exceeds size limit "
+        if limit.isdigit() and 0 < int(limit) < len(prepared):
+            return Reply(552, "5.3.4", f"message size {len(prepared)} exceeds size limit "
                          f"{limit} of {self.endpoint}")
-        if request.smtputf8 and "SMTPUTF8" not in self.extensions and not all(
-            a.isascii() for a in (request.mail_from, *request.recipients)
-        ):
-            return Reply(550, "5.6.7", f"SMTPUTF8 is required, but was not offered by "
-                         f"{self.endpoint}")
-        return None
+        return prepared
 
     def _mail_command(self, request: MailRequest, size: int) -> str:
         command = f"MAIL FROM:<{request.mail_from}>"

@@ -8,29 +8,31 @@ the listener's networks nor authenticated may not relay: 554 5.7.1 at RCPT.
 
 DATA, in order:
 
-1. Line endings are normalized: every bare LF and bare CR becomes CRLF, so each
-   stored line ends in CRLF. A bare `<LF>.<LF>` (the SMTP smuggling trick) is
-   thus stored as an ordinary "." line, which our outbound client dot-stuffs: it
-   can never turn into an end-of-data on the next hop. (A ".." after a bare LF
-   was not dot-unstuffed by the DATA reader, which only unstuffs at CRLF lines;
-   it is kept as it came.)
-2. A line longer than 998 octets (RFC 5322 2.1.1, after normalization) is
-   REJECTED with 554 5.6.0 rather than folded or wrapped: rewriting a line
-   changes the content (and breaks signatures), passing it on gets the message
-   bounced later by a strict server, so the sender, who can fix it by using
-   quoted-printable or base64, hears about it now.
-3. A `Received:` trace header is prepended (RFC 5321 4.4), and `Date:` and
-   `Message-ID:` are added when the message has none (RFC 5322 3.6 wants both;
-   Postfix's cleanup adds them too). Envelope.message_id is that Message-ID.
-   Then, when DKIM is on, the finished message is signed (gateway/signing/signer.py):
+1. Line endings are normalized as Postfix does (gateway.cleanup.lines): a bare
+   LF becomes CRLF, a stray CR a space, so each stored line ends in CRLF. A
+   bare `<LF>.<LF>` (the SMTP smuggling trick) is thus stored as an ordinary
+   "." line, which our outbound client dot-stuffs, and `<CR>.<CR>` as " . ":
+   neither can turn into an end-of-data on the next hop. (A ".." after a bare
+   LF was not dot-unstuffed by the DATA reader, which only unstuffs at CRLF
+   lines; it is kept as it came.)
+2. After the policy checks, each copy goes through the cleanup stage
+   (gateway.cleanup, Postfix's cleanup(8)): long lines re-encoded or folded,
+   8-bit bodies made 7-bit, obsolete header syntax and duplicates repaired,
+   missing `Date:`, `Message-ID:` and `From:` added. What it cannot repair
+   (a structured field that cannot be folded, two different From: fields) gets
+   554 5.6.0 naming the field. Envelope.message_id is the Message-ID.
+3. A `Received:` trace header is prepended (RFC 5321 4.4). Then, when DKIM is
+   on, the finished message is signed (gateway/signing/signer.py):
    DKIM-Signature fields are prepended and nothing changes after that; a
-   sender domain the configuration refuses to send unsigned gets 550 5.7.1.
+   sender domain the configuration refuses to send unsigned gets 550 5.7.1,
+   and a message a key should have signed but could not gets 451 4.7.0 (never
+   relayed unsigned). Each refusal at this step is a `rejected` event.
 4. `spool.put()` stores it durably — with its category and priority in the
    queue file — and only then is `250 2.0.0 Ok: queued as <id>` returned.
    Spool failures give 451 4.3.0 (452 4.3.1 when the disk is full) and any
    unexpected error 451 4.3.0: the client keeps the message and retries.
 
-Idempotency (gateway.intake.idempotency; config `idempotency:`), after step 2
+Idempotency (gateway.intake.idempotency; config `idempotency:`), after step 1
 and before the policy checks: a resend of a message already queued gets the
 original's 250 and is not stored again; the first submission is stored under
 the queue id its claim reserved.
@@ -40,7 +42,7 @@ A state file that is locked or unreadable makes the check that needs it answer
 
 Policy checks (gateway.policy.stage; off when policies/ holds no policy file):
 at RCPT, suppression of all mail and rate limits (550 5.7.1 / 451 4.7.1); at
-DATA, after step 2, the message's category, scoped suppression and consent.
+DATA, after step 1, the message's category, scoped suppression and consent.
 Recipients the DATA checks refuse are dropped (a `dropped` event each) and
 the rest accepted; if none is left the message gets the first refusal. The
 category decided there maps to the message's priority (config `priorities:`). A
@@ -48,8 +50,9 @@ message in a consent category may be stored as one copy per recipient, each
 with its own List-Unsubscribe token; the 250 names the first copy's id.
 
 Security: reads untrusted input — envelope addresses, HELO name and message
-content from SMTP clients. Content is never parsed beyond the header field
-names; everything put into our own headers is sanitized first.
+content from SMTP clients. Content is parsed here only for header field names
+(the cleanup stage parses the rest); everything put into our own headers is
+sanitized first.
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ import asyncio
 import ipaddress
 import logging
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -69,19 +71,20 @@ from email_validator import EmailNotValidError, validate_email
 
 from gateway import metrics
 from gateway.bounces.inbox import BounceInbox
+from gateway.cleanup import Cleaned, Cleanup, is_refusal, replace_stray_cr_lf
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import SpoolError
 from gateway.intake import replies
 from gateway.intake.idempotency import IdempotencyGuard, Ticket
-from gateway.model import Client, Envelope, QueuedMessage, QueueId, Reply
+from gateway.model import Client, Envelope, Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.policy.stage import MessageDecision, PolicyStage
 from gateway.scheduler.settings import PriorityConfig
 from gateway.signing.signer import DkimSigner, SignOutcome, SignResult, refusal_reply
+from gateway.state.events import EventStore
 from gateway.state.store import STATE_ERRORS, StateStore
 
 __all__ = [
-    "MAX_LINE_LENGTH",
     "Acceptor",
     "SessionInfo",
     "SpoolLike",
@@ -90,15 +93,12 @@ __all__ = [
     "configure_intake",
     "correlation_headers",
     "envelope_path",
-    "has_long_line",
     "header_tags",
-    "normalize_line_endings",
     "received_header",
 ]
 
 log = logging.getLogger(__name__)
 
-MAX_LINE_LENGTH = 998  # octets, without the CRLF (RFC 5322 2.1.1)
 # Messages larger than this are prepared in a worker thread so that normalizing
 # a 25 MB message does not stall every other session on the event loop.
 _THREAD_THRESHOLD = 1024 * 1024
@@ -161,6 +161,9 @@ class Acceptor:
         self.correlation_headers: tuple[str, ...] = ()
         # Mail for the bounce domain (gateway.bounces.inbox); None: no bounce domain.
         self.bounce_inbox: BounceInbox | None = None
+        self.cleanup = Cleanup(hostname)
+        # Refusals after the policy stage (cleanup, DKIM) become `rejected` events here.
+        self.events: EventStore | None = None
 
     async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
         if sender == "":
@@ -223,39 +226,35 @@ class Acceptor:
                     ) -> tuple[Reply, str]:
         """The reply, and for a refusal the rule that refused (a metrics label)."""
         if len(content) > _THREAD_THRESHOLD:
-            prepared = await asyncio.to_thread(_prepare, content)
+            body, header = await asyncio.to_thread(_prepare, content)
         else:
-            prepared = _prepare(content)
-        if prepared is None:
-            return replies.LINE_TOO_LONG, "line_too_long"
-        body, header = prepared
+            body, header = _prepare(content)
         if self.correlation_headers:
             envelope = replace(envelope, tags=header_tags(body, self.correlation_headers))
         guard = self.idempotency
         if guard is None:
-            return await self._checked_data(envelope, body, header, esmtp, None)
+            return await self._checked_data(envelope, body, esmtp, None)
         client_id = header.message_id if header.has_message_id else None
         checked = await guard.check(envelope, body, client_id, self._spool.new_id())
         if not isinstance(checked, Ticket):
             if checked is not None:  # a resend: its original's 250, or a 451 meanwhile
                 return checked, "idempotency"
-            return await self._checked_data(envelope, body, header, esmtp, None)
+            return await self._checked_data(envelope, body, esmtp, None)
         reply, rule = replies.INTERNAL_ERROR, "internal_error"
         try:
-            reply, rule = await self._checked_data(envelope, body, header, esmtp,
-                                                   checked.queue_id)
+            reply, rule = await self._checked_data(envelope, body, esmtp, checked.queue_id)
         finally:
             # Stored under the ticket's id: resends get it. Otherwise the client keeps the
             # message and retries, and that retry must be taken, so the key is let go.
             await (guard.stored(checked) if reply.is_success else guard.release(checked))
         return reply, rule
 
-    async def _checked_data(self, envelope: Envelope, body: bytes, header: _HeaderScan,
-                            esmtp: bool, queue_id: QueueId | None) -> tuple[Reply, str]:
+    async def _checked_data(self, envelope: Envelope, body: bytes, esmtp: bool,
+                            queue_id: QueueId | None) -> tuple[Reply, str]:
         """Policies, then the spool; the first copy stored gets `queue_id` if given."""
         policies = self.policies
         if policies is None:
-            result = await self._store(envelope, body, header, esmtp, queue_id)
+            result = await self._store(envelope, body, esmtp, queue_id)
             return (result, _store_rule(result)) if isinstance(result, Reply) else \
                 self._queued(result)
         try:
@@ -275,9 +274,7 @@ class Acceptor:
                                         not_before=copy.not_before)
             else:
                 copy_envelope = envelope
-            # The usual case: content unchanged (no category header, no List-Unsubscribe).
-            copy_header = header if copy.content is body else _scan_header(copy.content)
-            result = await self._store(copy_envelope, copy.content, copy_header, esmtp,
+            result = await self._store(copy_envelope, copy.content, esmtp,
                                        queue_id if first is None else None)
             if isinstance(result, Reply):
                 if first is None:
@@ -295,20 +292,21 @@ class Acceptor:
         policies.record_accepted(decision, stored)
         return self._queued(first)
 
-    async def _store(self, envelope: Envelope, body: bytes, header: _HeaderScan,
-                     esmtp: bool, queue_id: QueueId | None = None) -> QueuedMessage | Reply:
+    async def _store(self, envelope: Envelope, body: bytes, esmtp: bool,
+                     queue_id: QueueId | None = None) -> QueuedMessage | Reply:
         queue_id = queue_id or self._spool.new_id()
+        cleaned = await self._clean(envelope, body)
+        if isinstance(cleaned, Reply):
+            return self._refused(envelope, cleaned, "cleanup")
         # The client's Message-ID is kept as it is (None if the field is empty).
-        message_id = (header.message_id if header.has_message_id
-                      else f"<{secrets.token_hex(16)}@{self._hostname}>")
-        envelope = replace(envelope, message_id=message_id)
-        added = self._added_headers(envelope, queue_id, header, esmtp)
-        message = added + body
+        envelope = replace(envelope, message_id=cleaned.message_id)
+        message = received_header(envelope, self._hostname, queue_id,
+                                  esmtp=esmtp).encode("utf-8") + cleaned.content
         signer = self.signer
         if signer is not None:  # after every change to the content, before the spool
             signed = await _sign(signer, message)
-            if signed.outcome is SignOutcome.REFUSED:
-                return refusal_reply(signed)
+            if signed.outcome in (SignOutcome.REFUSED, SignOutcome.TEMPFAIL):
+                return self._refused(envelope, refusal_reply(signed), "dkim")
             message = signed.content
         try:
             queued = await self._spool.put(envelope, message, queue_id=queue_id)
@@ -318,27 +316,34 @@ class Acceptor:
         log.info(
             "%s: queued from=<%s> nrcpt=%d size=%d message-id=%s client=%s listener=%s",
             queued.id, envelope.mail_from, len(envelope.recipients), queued.size,
-            message_id, envelope.client.address, envelope.client.listener,
+            cleaned.message_id, envelope.client.address, envelope.client.listener,
         )
+        if cleaned.repairs:
+            log.info("%s: cleanup: %s", queued.id, " ".join(cleaned.repairs))
+            for repair in cleaned.repairs:
+                metrics.record_cleanup_repair(repair)
         self._notify(queued)
         return queued
 
+    async def _clean(self, envelope: Envelope, body: bytes) -> Cleaned | Reply:
+        # Re-encoding a large message takes a while: keep the other sessions going.
+        if len(body) > _THREAD_THRESHOLD:
+            return await asyncio.to_thread(self.cleanup.clean, envelope, body)
+        return self.cleanup.clean(envelope, body)
+
+    def _refused(self, envelope: Envelope, reply: Reply, rule: str) -> Reply:
+        """A refusal after the policy stage: logged, and a `rejected` event per recipient."""
+        log.info("refused a message from %s: %s", envelope.client.address, reply)
+        events = self.events
+        if events is not None:
+            now = self._clock.now()
+            events.record([Event(time=now, queue_id="", type=EventType.REJECTED, recipient=r,
+                                 reply=reply, detail=f"rule={rule} at=DATA")
+                           for r in envelope.recipients])
+        return reply
+
     def _queued(self, queued: QueuedMessage) -> tuple[Reply, str]:
         return replies.queued(queued.id), ""
-
-    def _added_headers(
-        self, envelope: Envelope, queue_id: QueueId, header: _HeaderScan, esmtp: bool
-    ) -> bytes:
-        fields = [received_header(envelope, self._hostname, queue_id, esmtp=esmtp)]
-        if not header.has_date:
-            fields.append(f"Date: {_rfc5322_date(envelope.received_at)}\r\n")
-        if not header.has_message_id:
-            fields.append(f"Message-ID: {envelope.message_id}\r\n")
-        if header.body_only:
-            # The client sent no header at all: what it sent is the body, so it must
-            # not run into the fields we add.
-            fields.append("\r\n")
-        return "".join(fields).encode("utf-8")
 
     def _notify(self, queued: QueuedMessage) -> None:
         # The message is durable whatever happens here, so the client still gets its
@@ -357,6 +362,7 @@ def configure_intake(acceptor: Acceptor, config: Config, state: StateStore,
     """Apply the `priorities:`, `idempotency:` and `admin.correlation_headers`
     settings (at start and on reload)."""
     acceptor.priorities = config.priorities
+    acceptor.events = state.events
     acceptor.correlation_headers = correlation_headers(config)
     idem = config.idempotency
     acceptor.idempotency = (IdempotencyGuard(state.idempotency, state.events, idem, clock)
@@ -408,10 +414,12 @@ def _address_refusal(transaction: Transaction, recipient: str) -> Reply | None:
 
 
 def _store_rule(refusal: Reply) -> str:
-    """The metrics rule of a refusal from _store(): the spool's, else DKIM's (the only
-    other refusal it makes)."""
+    """The metrics rule of a refusal from _store(): the spool's, cleanup's, else DKIM's
+    (the only other refusal it makes)."""
     if refusal == replies.DISK_FULL:
         return "disk_full"
+    if is_refusal(refusal):
+        return "cleanup"
     return "spool_failed" if refusal == replies.SPOOL_FAILED else "dkim"
 
 
@@ -483,69 +491,44 @@ def address_problem(address: str, *, smtputf8: bool) -> str | None:
 
 # -- content ----------------------------------------------------------------------------------
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 # RFC 5322 3.6.8: a field name is printable ASCII except ":", then the colon.
 _FIELD_NAME = re.compile(rb"[!-9;-~]+:")
 
 
-def normalize_line_endings(content: bytes) -> bytes:
-    """Turn every bare LF and bare CR into CRLF (see the module docstring)."""
-    crlf = content.count(b"\r\n")
-    if content.count(b"\r") == crlf and content.count(b"\n") == crlf:
-        return content  # the usual case: nothing to rewrite, no copy
-    return _LINE_END.sub(b"\r\n", content)
-
-
-def has_long_line(content: bytes, limit: int = MAX_LINE_LENGTH) -> bool:
-    """True if a CRLF-separated line is longer than `limit` octets."""
-    if len(content) <= limit:
-        return False
-    return any(len(line) > limit for line in content.split(b"\r\n"))
-
-
 @dataclass(frozen=True)
 class _HeaderScan:
-    has_header: bool  # the content starts with a header field
-    body_only: bool  # no header at all, but something else: a body without separator
-    has_date: bool
     has_message_id: bool
     message_id: str | None  # the first Message-ID field, unfolded
 
 
-def _prepare(content: bytes) -> tuple[bytes, _HeaderScan] | None:
-    body = normalize_line_endings(content)
-    if has_long_line(body):
-        return None
+def _prepare(content: bytes) -> tuple[bytes, _HeaderScan]:
+    body = replace_stray_cr_lf(content)
     return body, _scan_header(body)
 
 
 def _scan_header(content: bytes) -> _HeaderScan:
-    """Find Date: and Message-ID: in the header section: the lines up to the first
-    empty line, or up to the first line that is not a header field."""
-    names: set[bytes] = set()
+    """Find Message-ID: in the header section (for idempotency): the lines up to the
+    first empty line, or up to the first line that is not a header field."""
     message_id: list[bytes] | None = None
     in_message_id = False  # continuation lines belong to the first Message-ID field
+    seen = False
     pos = 0
     while pos < len(content):
         end = content.find(b"\r\n", pos)
         end = len(content) if end < 0 else end
         line, pos = content[pos:end], end + 2
-        if line[:1] in (b" ", b"\t") and names:
+        if line[:1] in (b" ", b"\t") and seen:
             if in_message_id and message_id is not None:
                 message_id.append(line)
             continue
         match = _FIELD_NAME.match(line)
         if match is None:  # the empty separator line, or no header field: the body
             break
-        name = line[: match.end() - 1].lower()
-        in_message_id = name == b"message-id" and message_id is None
+        seen = True
+        in_message_id = line[: match.end() - 1].lower() == b"message-id" and message_id is None
         if in_message_id:
             message_id = [line[match.end():]]
-        names.add(name)
     return _HeaderScan(
-        has_header=bool(names),
-        body_only=not names and bool(content) and not content.startswith(b"\r\n"),
-        has_date=b"date" in names,
         has_message_id=message_id is not None,
         message_id=_unfold(message_id) if message_id is not None else None,
     )

@@ -19,7 +19,6 @@ __all__ = [
     "AUTH_REQUIRED",
     "DISK_FULL",
     "INTERNAL_ERROR",
-    "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "RECIPIENT_OK",
     "RELAY_DENIED",
@@ -52,11 +51,6 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
 # -- DATA -------------------------------------------------------------------------------------
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-LINE_TOO_LONG = Reply(
-    554, "5.6.0",
-    "Message has a line longer than 998 octets (RFC 5322 2.1.1): "
-    "use quoted-printable or base64 for long lines",
-)
 SPOOL_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message, try again later")
 DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")

@@ -26,6 +26,7 @@ __all__ = [
     "observe_intake_latency",
     "record_attempt",
     "record_bounce",
+    "record_cleanup_repair",
     "record_data_reply",
     "record_message_received",
     "record_rcpt_refused",
@@ -81,8 +82,14 @@ DELIVERY_LATENCY = Histogram(
              14400.0, 86400.0))
 DKIM = Counter(
     _P + "dkim_signatures_total",
-    "Messages by DKIM outcome (signed, unsigned, refused) plus signing errors (error).",
+    "Messages by DKIM outcome (signed, unsigned, refused, tempfail: answered 451 because "
+    "a key should have signed and could not) plus signing errors (error).",
     ["result"], registry=REGISTRY)
+CLEANUP_REPAIRS = Counter(
+    _P + "cleanup_repairs_total",
+    "Repairs the cleanup stage made before signing (body_reencoded, long_header_folded, "
+    "obsolete_syntax, date_added, ...), one per repair; downgraded_at_delivery: an 8-bit "
+    "message converted for a server without 8BITMIME.", ["repair"], registry=REGISTRY)
 BOUNCES = Counter(
     _P + "bounces_parsed_total",
     "Recipients of parsed returned mail by kind (hard, soft, complaint, auto_reply) and "
@@ -108,7 +115,8 @@ RELOADS = Counter(
 
 # Recorded in intake processes: what an intake worker reports to the master.
 INTAKE_FAMILIES = frozenset(next(iter(f.describe())).name for f in (
-    MESSAGES_RECEIVED, MESSAGES_ACCEPTED, MESSAGES_REJECTED, RECIPIENTS, INTAKE_LATENCY, DKIM))
+    MESSAGES_RECEIVED, MESSAGES_ACCEPTED, MESSAGES_REJECTED, RECIPIENTS, INTAKE_LATENCY, DKIM,
+    CLEANUP_REPAIRS))
 
 # As gateway.webhooks.dispatcher reports a POST (its RESULTS; a test keeps them equal).
 WEBHOOK_RESULTS = ("success", "client_error", "server_error", "timeout", "connection_error",
@@ -177,6 +185,11 @@ def record_signing(outcome: str, errors: int = 0) -> None:
     DKIM.labels(outcome).inc()
     if errors:
         DKIM.labels("error").inc(errors)
+
+
+def record_cleanup_repair(repair: str) -> None:
+    """`repair` is one of gateway.cleanup's fixed repair names (a bounded set)."""
+    CLEANUP_REPAIRS.labels(repair).inc()
 
 
 def record_bounce(kind: str, source: str) -> None:

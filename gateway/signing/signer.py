@@ -16,9 +16,15 @@ otherwise the fallback decides: `sign_with_default` signs with
 answers 550 5.7.1. A message without a From: address, or with two From:
 fields, takes the fallback too.
 
-A signing failure (dkimpy refusing the message) never loses the message: it is
-counted and takes the fallback, except that `sign_with_default` passes the
-message on unsigned when the default domain fails too. With dual signing a
+A signing failure (dkimpy refusing the message, a key that does not work)
+never lets a message go out unsigned by surprise (issue 16): it is counted
+(`error`), and the message is signed with the default domain when the fallback
+is `sign_with_default` and that works, else answered 451 4.7.0 (`tempfail`,
+and a `rejected` event at intake) so that the app keeps it and sends it again
+once the operator has fixed the key or the app its message. Only a message
+whose From: domain has no key anyway follows `unsigned` or `refuse` when its
+header cannot be parsed. The cleanup stage (gateway/cleanup/) runs first and
+repairs what dkimpy would choke on (`Subject :`, a line that is no field). With dual signing a
 domain's active RSA and Ed25519 keys (RFC 8463) both sign; the RSA signature
 comes first, for verifiers that only look at the first one.
 
@@ -53,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from gateway import metrics
+from gateway.cleanup.header import parse
 from gateway.model import Reply
 from gateway.signing.keys import normalize_domain
 from gateway.signing.settings import DkimConfig
@@ -76,6 +83,7 @@ class SignOutcome(StrEnum):
     SIGNED = "signed"
     UNSIGNED = "unsigned"
     REFUSED = "refused"
+    TEMPFAIL = "tempfail"  # a key should have signed and could not: 451, the app retries
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class SigningCounters:
     signed: int = 0
     unsigned: int = 0
     refused: int = 0
+    tempfail: int = 0  # answered 451: signing should have happened and failed
     failed: int = 0  # dkimpy errors; the message is also counted in its outcome
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -110,6 +119,8 @@ class SigningCounters:
                 self.signed += 1
             elif outcome is SignOutcome.UNSIGNED:
                 self.unsigned += 1
+            elif outcome is SignOutcome.TEMPFAIL:
+                self.tempfail += 1
             else:
                 self.refused += 1
 
@@ -128,6 +139,9 @@ def signer_for(config: DkimConfig, counters: SigningCounters) -> DkimSigner | No
 
 
 def refusal_reply(result: SignResult) -> Reply:
+    if result.outcome is SignOutcome.TEMPFAIL:
+        return Reply(451, "4.7.0", f"Message not accepted for now: DKIM signing failed "
+                     f"({result.reason}); try again later")
     return Reply(550, "5.7.1", f"Message refused: cannot DKIM-sign it ({result.reason})")
 
 
@@ -198,9 +212,18 @@ class DkimSigner:
         except Exception as exc:
             failures, message = 1, None
             log.warning("DKIM: cannot parse the header: %s", _describe(exc))
-            domain, reason = None, "its header cannot be parsed"
+            # Whose mail is it? Cleanup's lenient parser still finds a From: address.
+            domain, reason = self.signing_domain(_lenient_from_domain(content)), \
+                "its header cannot be parsed"
         else:
             sender, reason = from_domain(message.headers)
+            if sender is None and reason == "no From: header":
+                # dkimpy skips a line "From :" (taking it for an mbox "From " line): the
+                # message may well have a From: that a key should sign.
+                lenient = _lenient_from_domain(content)
+                if lenient is not None:
+                    failures, message = 1, None
+                    sender, reason = lenient, "its From: field cannot be parsed"
             domain = self.signing_domain(sender)
             reason = reason or f"no DKIM key for {sender}"
         if message is not None and domain is not None:
@@ -221,6 +244,11 @@ class DkimSigner:
                 return self._done(result, failures)
             failures += 1
             reason += f"; signing for {default} failed"
+        if failures and (tried is not None or self.config.fallback == "sign_with_default"):
+            # A key should have signed it: never unsigned (nor a 5xx) for our failure.
+            log.warning("DKIM: answering 451: %s", reason)
+            return self._done(SignResult(SignOutcome.TEMPFAIL, content, tried or "",
+                                         reason=reason), failures)
         outcome = SignOutcome.REFUSED if self.config.fallback == "refuse" \
             else SignOutcome.UNSIGNED
         # A refusal is an operator's concern (a sender without a key); unsigned is routine.
@@ -294,6 +322,20 @@ def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
         return normalize_domain(addresses[0].rpartition("@")[2]), ""
     except ValueError:
         return None, "the From: address has no usable domain"
+
+
+def _lenient_from_domain(content: bytes) -> str | None:
+    """The single From: address's domain as cleanup's parser reads the header (it
+    takes `From :` too), or None."""
+    values = [f.value for f in parse(content, repair=False).fields if f.key == b"from"]
+    if len(values) != 1:
+        return None
+    text = _FOLD.sub(b"", values[0]).decode("utf-8", errors="replace")
+    addresses = [a for _, a in email.utils.getaddresses([text]) if "@" in a]
+    try:
+        return normalize_domain(addresses[0].rpartition("@")[2]) if addresses else None
+    except ValueError:
+        return None
 
 
 def _describe(exc: Exception) -> str:

@@ -64,7 +64,7 @@ async def nobody_suppressed(gw: Gateway) -> None:
 
 
 async def test_refused_during_delivery_suppresses_nobody(tmp_path: Path) -> None:
-    with running_postfix(extra_main_cf=REFUSING) as destination:
+    with running_postfix(main_cf=REFUSING) as destination:
         config = bounce_config(tmp_path, destination.port, bounces_yaml=SHIPPED_RULES)
         before = blocked_count("smtp-reply")
         async with running_gateway(config) as gw:
@@ -93,8 +93,8 @@ smtp_host_lookup = native
 
 async def test_relay_dsn_back_to_verp_suppresses_nobody(tmp_path: Path) -> None:
     mx_port = free_port()  # the gateway's MX listener, where the relay sends its DSN
-    with running_postfix(extra_main_cf=REFUSING) as destination, running_postfix(
-            extra_main_cf=RELAYING.format(domain=DOMAIN, dest=destination.port,
+    with running_postfix(main_cf=REFUSING) as destination, running_postfix(
+            main_cf=RELAYING.format(domain=DOMAIN, dest=destination.port,
                                           bounce=BOUNCE_DOMAIN, mx=mx_port)) as relay:
         config = bounce_config(tmp_path, relay.port, mx_port=mx_port,
                                bounces_yaml=SHIPPED_RULES)

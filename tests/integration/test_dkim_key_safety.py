@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.dkim import KeySet, dkim_section
 from tests.fixtures.gateway import GatewayProcess, write_config
 from tests.fixtures.sink import Sink
@@ -47,10 +49,14 @@ def test_key_material_never_reaches_the_log(tmp_path: Path) -> None:
         with smtplib.SMTP("127.0.0.1", gateway.port, timeout=30) as client:
             client.sendmail("app@example.com", ["guest@example.net"],
                             b"From: app@example.com\r\nSubject: hi\r\n\r\nbody\r\n")
-            # and one the signer cannot parse, so its failure path logs too
-            client.sendmail("app@example.com", ["guest@example.net"],
-                            b"From: app@example.com\r\nnot a header\r\n\r\nbody\r\n")
-        sink.wait_for(2)
+            # and one the signer cannot parse, so its failure path logs too: signed by the
+            # app with simple canonicalization, so cleanup keeps its `Subject :` (451)
+            with pytest.raises(smtplib.SMTPDataError):
+                client.sendmail("app@example.com", ["guest@example.net"],
+                                b"DKIM-Signature: v=1; c=simple/simple; d=app.example; s=a;"
+                                b" h=from; bh=x; b=x\r\nFrom: app@example.com\r\n"
+                                b"Subject : hi\r\n\r\nbody\r\n")
+        sink.wait_for(1)
         gateway.signal(signal.SIGHUP)  # a reload reads the keys again
         gateway.signal(signal.SIGTERM)
         assert gateway.wait() == 0

@@ -88,13 +88,13 @@ def test_long_command_lines_and_long_data_lines(tmp_path: Path) -> None:
         raw.command("RCPT TO:<b@example.org>")
         raw.command("DATA")
         raw.send(b"Subject: long\r\n\r\n" + b"y" * 1000 + b"\r\n.\r\n")  # 1,000 octets
-        assert raw.reply().startswith("554 5.6.0 ")
+        assert raw.reply().startswith("250 ")  # re-encoded by cleanup (issue 16)
         raw.command("MAIL FROM:<a@example.com>")
         raw.command("RCPT TO:<b@example.org>")
         raw.command("DATA")
         raw.send(b"Subject: ok\r\n\r\n" + b"y" * 998 + b"\r\n.\r\n")  # exactly the limit
         assert raw.reply().startswith("250 ")
-        assert len(gw.stored()) == 1
+        assert len(gw.stored()) == 2
 
 
 def test_nul_bytes(tmp_path: Path) -> None:

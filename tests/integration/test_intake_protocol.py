@@ -156,21 +156,20 @@ def test_helo_session_is_plain_smtp(tmp_path: Path) -> None:
         assert qm.envelope.client.helo == "old.example"
 
 
-def test_long_lines_are_rejected(tmp_path: Path) -> None:
+def test_long_lines_are_re_encoded_not_rejected(tmp_path: Path) -> None:
+    # Issue 16: a long line is the app's template, not a reason to lose its mail.
     with IntakeHarness(tmp_path, relay_listener()) as gw, \
             smtplib.SMTP("127.0.0.1", gw.port) as client:
         client.ehlo()
-        client.mail("a@example.com")
-        client.rcpt("b@example.org")
-        code, text = client.data(b"Subject: long\r\n\r\n" + b"x" * 999 + b"\r\n")
-        assert (code, text) == (554, b"5.6.0 Message has a line longer than 998 octets "
-                                     b"(RFC 5322 2.1.1): use quoted-printable or base64 for "
-                                     b"long lines")
-        # 998 octets is fine, also when the line starts with a (stuffed) dot.
+        assert client.sendmail("a@example.com", ["b@example.org"],
+                               b"Subject: long\r\n\r\n" + b"x" * 999 + b"\r\n") == {}
+        # 998 octets is fine as it is, also when the line starts with a (stuffed) dot.
         message = b"Subject: ok\r\n\r\n" + b"y" * 998 + b"\r\n." + b"z" * 997 + b"\r\n"
         assert client.sendmail("a@example.com", ["b@example.org"], message) == {}
-        [(_, content)] = gw.stored()
-        assert content.endswith(b"y" * 998 + b"\r\n." + b"z" * 997 + b"\r\n")
+        long, ok = sorted(gw.stored(), key=lambda m: b"Subject: ok" in m[1])
+        assert b"Content-Transfer-Encoding: quoted-printable\r\n" in long[1]
+        assert max(map(len, long[1].split(b"\r\n"))) <= 998
+        assert ok[1].endswith(b"y" * 998 + b"\r\n." + b"z" * 997 + b"\r\n")
 
 
 def test_trace_headers_added_and_existing_ones_kept(tmp_path: Path) -> None:
@@ -186,7 +185,8 @@ def test_trace_headers_added_and_existing_ones_kept(tmp_path: Path) -> None:
             rb"Received: from app\.example \(\[127\.0\.0\.1\]\)\r\n"
             rb"\tby gateway\.test with ESMTP id " + qm.id.encode() + rb"\r\n"
             rb"\tfor <b@example\.org>; \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n"
-            rb"Date: .+\r\nMessage-ID: <[0-9a-f]{32}@gateway\.test>\r\nSubject: bare\r\n",
+            rb"Date: .+\r\nMessage-ID: <[0-9a-f]{32}@gateway\.test>\r\n"
+            rb"From: a@example\.com\r\nSubject: bare\r\n",  # From: the envelope's (cleanup)
             content,
         )
         assert qm.envelope.message_id is not None

@@ -91,7 +91,8 @@ async def test_fake_ends_of_data_never_split_the_relayed_message(tmp_path: Path)
     for message in server.messages():
         # Exactly one end of data, at the end; the smuggled commands are body text.
         assert message.endswith(b"\r\n.\r\n") and message.count(b"\r\n.\r\n") == 1
-        assert b"\r\nMAIL FROM:<admin@example.com>\r\n" in message
+        # (after a stray CR it is not even a line of its own: the CR became a space)
+        assert b"MAIL FROM:<admin@example.com>\r\n" in message
 
 
 @pytest.mark.parametrize("lines", [

@@ -228,23 +228,38 @@ def test_a_failing_key_follows_the_fallback_and_is_counted(keys: Keys) -> None:
     assert verifies(result.content, keys)
     assert (signer.counters.signed, signer.counters.failed) == (1, 1)
 
-    for fallback, outcome in (("unsigned", SignOutcome.UNSIGNED),
-                              ("refuse", SignOutcome.REFUSED)):
+    # Without a default to sign with, a key that should have signed and could not is a
+    # 451 (the app keeps the message), never "unsigned" nor a 5xx (issue 16).
+    for fallback in ("unsigned", "refuse"):
         result = DkimSigner(replace(config, fallback=fallback)).sign(MESSAGE)
-        assert (result.outcome, result.content) == (outcome, MESSAGE)
+        assert (result.outcome, result.content, result.domain) == (
+            SignOutcome.TEMPFAIL, MESSAGE, "example.com")
+        reply = refusal_reply(result)
+        assert (reply.code, reply.enhanced) == (451, "4.7.0")
+        assert "signing for example.com failed" in reply.text
 
 
-def test_an_unparsable_header_is_never_lost(keys: Keys) -> None:
+def test_an_unparsable_header_is_never_relayed_unsigned_by_surprise(keys: Keys) -> None:
+    # The cleanup stage repairs this before signing; the signer must still not let it
+    # through unsigned when a key should sign it: the From: domain's, or the default.
     message = b"From: app@example.com\r\nnot a header line\r\n\r\nbody\r\n"
     counters = SigningCounters()
-    config = dkim_config(keys, fallback="sign_with_default", default_domain="default.example")
-    result = DkimSigner(config, counters).sign(message)
-    assert (result.outcome, result.content) == (SignOutcome.UNSIGNED, message)
-    assert result.reason == "its header cannot be parsed"
-    assert (counters.unsigned, counters.failed) == (1, 1)
-    refused = DkimSigner(replace(config, fallback="refuse"), counters).sign(message)
+    for fallback in ("unsigned", "refuse", "sign_with_default"):
+        config = dkim_config(keys, fallback=fallback, default_domain="default.example")
+        result = DkimSigner(config, counters).sign(message)
+        assert (result.outcome, result.content) == (SignOutcome.TEMPFAIL, message)
+        assert result.reason == "its header cannot be parsed"
+    assert (counters.tempfail, counters.failed) == (3, 3)
+    # A From: domain without a key, no default: what the fallback says, counted.
+    other = message.replace(b"app@example.com", b"app@other.test")
+    config = dkim_config(keys, fallback="unsigned")
+    assert DkimSigner(config, counters).sign(other).outcome is SignOutcome.UNSIGNED
+    refused = DkimSigner(replace(config, fallback="refuse"), counters).sign(other)
     assert refused.outcome is SignOutcome.REFUSED
-    assert (counters.refused, counters.failed) == (1, 2)
+    assert (counters.unsigned, counters.refused, counters.failed) == (1, 1, 5)
+    # ... unless the default domain should sign it.
+    config = dkim_config(keys, fallback="sign_with_default", default_domain="default.example")
+    assert DkimSigner(config, counters).sign(other).outcome is SignOutcome.TEMPFAIL
 
 
 def test_counters_are_shared_across_signers_and_shown_in_repr(keys: Keys) -> None:
@@ -365,3 +380,16 @@ def test_openssl_rsa_step_gives_dkimpys_exact_signature() -> None:
     assert _openssl_rsa_sign(digest, parsed) == dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, parsed)
     use_openssl_rsa()
     assert dkim.RSASSA_PKCS1_v1_5_sign is _openssl_rsa_sign
+
+
+def test_a_from_field_dkimpy_skips_is_not_taken_for_no_from(keys: Keys) -> None:
+    # dkimpy reads "From : ..." as an mbox "From " line and drops it: the message would
+    # look From-less and go out unsigned. Cleanup repairs the syntax, except in a
+    # message the app signed with simple canonicalization; there the key that should
+    # sign cannot, and that is a 451, not an unsigned message.
+    message = MESSAGE.replace(b"From:", b"From :")
+    result = DkimSigner(dkim_config(keys)).sign(message)
+    assert (result.outcome, result.reason) == (SignOutcome.TEMPFAIL,
+                                               "its From: field cannot be parsed")
+    other = message.replace(b"app@example.com", b"app@other.test")
+    assert DkimSigner(dkim_config(keys)).sign(other).outcome is SignOutcome.UNSIGNED
