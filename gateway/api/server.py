@@ -288,7 +288,12 @@ def _error_result(status: int, code: str, message: str, **extra: Any) -> dict[st
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # 413 past client_max_size
+    try:
+        raw = await request.read()  # 413 past client_max_size
+    except ConnectionResetError:
+        # The client went away mid-body: nobody reads this answer, but no traceback either.
+        raise ApiError(400, "bad_request", "the connection was lost while reading the "
+                       "body") from None
     if not raw:
         raise ApiError(400, "bad_json", "a JSON object is required as the request body")
     try:
