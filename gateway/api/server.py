@@ -49,7 +49,6 @@ from gateway.intake.auth import AuthThrottle
 from gateway.model import Client, Reply
 from gateway.policy.rules_file import ConsentSettings
 from gateway.policy.runtime import PolicyRuntime
-from gateway.spool.queue_id import is_queue_id
 from gateway.state.store import StateStore
 
 __all__ = ["LISTENER", "OPENAPI_PATH", "ApiServer", "build_app", "openapi_document"]
@@ -157,8 +156,9 @@ def build_app(ctx: ApiContext, settings: ApiConfig) -> web.Application:
     app.router.add_get("/openapi.json", _openapi, name="openapi", allow_head=False)
     app.router.add_post("/v1/messages", send_one, name="send")
     app.router.add_post("/v1/messages/batch", send_batch, name="batch")
-    app.router.add_get("/v1/messages/{queue_id}", message_events, name="events",
-                       allow_head=False)
+    # Only queue ids match, so /v1/messages/batch is the POST route's alone (Allow: POST).
+    app.router.add_get("/v1/messages/{queue_id:[0-9A-HJKMNP-TV-Z]{18}}", message_events,
+                       name="events", allow_head=False)
     return app
 
 
@@ -186,14 +186,13 @@ async def send_batch(request: web.Request) -> web.Response:
         raise ApiError(422, "unknown_field", f"unknown field '{extra[0]}' (known: messages)",
                        extra={"field": extra[0]})
     messages = data.get("messages")
-    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_BATCH:
+    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_BATCH \
+            or not all(isinstance(m, dict) for m in messages):
         raise ApiError(422, "bad_batch", f"'messages' must be a list of 1 to {MAX_BATCH} "
-                       "messages", extra={"field": "messages"})
+                       "JSON objects", extra={"field": "messages"})
     gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-    async def one(item: object) -> dict[str, Any]:
-        if not isinstance(item, dict):
-            return _error_result(422, "bad_type", "each message must be a JSON object")
+    async def one(item: dict[str, Any]) -> dict[str, Any]:
         async with gate:
             return await _send(request, item, None)
 
@@ -207,8 +206,6 @@ async def message_events(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", f"the key '{key.name}' has scope '{key.scope}': "
                        "reading needs 'send+read'")
     queue_id = request.match_info["queue_id"]
-    if not is_queue_id(queue_id):
-        raise ApiError(400, "bad_parameter", f"'{queue_id}' is not a queue id")
     store = request.app[CONTEXT].gateway.state.events
     tags = (await store.tags([queue_id])).get(queue_id, {})
     # Another key's message answers exactly like a missing one: ids are not secrets.
