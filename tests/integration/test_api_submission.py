@@ -13,11 +13,13 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.fixtures.api import PDF, PNG, ApiClient, add_key, api_section, b64, booking
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.sink import Received, Sink
+from tests.fixtures.tls import make_certs
 
 
 def parsed(got: Received) -> EmailMessage:
@@ -273,3 +275,18 @@ async def test_batch_gives_each_message_its_own_result(tmp_path: Path, sink: Sin
             assert (reply.status, reply.error_code) == (422, code)
         events = await until_events(api, results[0]["queue_id"], "delivered")
         assert events["metadata"] == {"booking_id": "0"}
+
+
+async def test_https_listener(tmp_path: Path, sink: Sink) -> None:
+    certs = make_certs(tmp_path)
+    key = add_key(tmp_path, "booking-app")
+    section = api_section(tmp_path, extra=f"cert_file: {certs.cert_file}\n"
+                                          f"key_file: {certs.key_file}\n")
+    async with running_gateway(write_config(tmp_path, sink.port, extra=section)) as gw:
+        assert gw.api is not None
+        reply = await ApiClient(gw.api.port, key, tls=certs.client_context()).send(booking())
+        assert reply.status == 202, reply.text
+        (got,) = await sink.await_for(1)
+        assert "with ESMTPSA" in parsed(got)["Received"]  # TLS and an authenticated key
+        with pytest.raises(aiohttp.ClientError):  # no plain HTTP on the TLS port
+            await ApiClient(gw.api.port, key).send(booking())
