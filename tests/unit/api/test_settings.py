@@ -46,6 +46,7 @@ def test_mistakes_are_reported_with_their_place(tmp_path: Path) -> None:
     key.chmod(0o644)
     text = problems(tmp_path, f"api:\n  address: nowhere\n  port: 70000\n  cert_file: gone.crt\n"
                               f"  key_file: {key}\n  max_body: lots\n  colour: blue\n")
-    for expected in ("'nowhere' is not an IP address", "70000 must be at least 0 and 65535", "no such file",
-                     "readable by other users", "max_body", "unknown key 'colour'"):
+    for expected in ("'nowhere' is not an IP address", "70000 must be at least 0 and 65535",
+                     "no such file", "readable by other users", "max_body",
+                     "unknown key 'colour'"):
         assert expected in text, text
