@@ -104,7 +104,7 @@ async def test_parts_and_signature_survive_postfix(tmp_path: Path, keys: KeySet,
     plain, related = alternative.iter_parts()
     html_part, logo = related.iter_parts()
     assert str(plain.get_content()).replace("\r\n", "\n") == "Grüß Gott!\n"
-    assert str(html_part.get_content()).replace("\r\n", "\n") == html + "\n"
+    assert str(html_part.get_content()).replace("\r\n", "\n") == html
     assert logo.get_content() == PNG and logo["Content-ID"] == "<logo@booking.example>"
     assert pdf.get_filename() == "Rechnung — Müller.pdf" and pdf.get_content() == PDF
 

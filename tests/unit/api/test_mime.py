@@ -67,7 +67,7 @@ def test_every_part_in_its_place() -> None:
     assert [p.get_content_type() for p in (msg, alternative, text, related, html, img, pdf)] == [
         "multipart/mixed", "multipart/alternative", "text/plain", "multipart/related",
         "text/html", "image/png", "application/pdf"]
-    assert body(text) == spec.text and body(html) == f"{spec.html}\n"
+    assert body(text) == spec.text and body(html) == spec.html
     assert img["Content-ID"] == "<logo>" and img.get_content_disposition() == "inline"
     assert body(img) == PNG
     assert pdf.get_filename() == "Reçu n°42.pdf" and body(pdf) == PDF
