@@ -94,7 +94,7 @@ def smtp_run(port: int, ids: list[str], clients: int) -> None:
                         refused = conn.sendmail("app@example.com", [rcpt],
                                                 smtp_message(bench_id, rcpt))
                         assert not refused, refused
-        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(c,)) for c in chunks]
