@@ -23,7 +23,9 @@ What it does (bounded: --messages per door and round, --timeout seconds per run)
    each with an idempotency key (SMTP: its Message-ID, HTTP: `idempotency_key`), so
    both doors pay for the same idempotency claim.
 3. Times from the first request to the last 250/202 (accepted/s) and to the sink
-   having every message of the run (delivered/s).
+   having every message of the run (delivered/s), and reads the gateway's CPU time
+   (/proc: utime + stime of it and its workers) over the run: CPU ms per message
+   is the figure a crowded machine disturbs least.
 
 Prints a Markdown table with every run, the load average before each, and the
 HTTP/SMTP ratios of the medians. The machine may be shared: compare the ratios of
@@ -44,7 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from gateway_harness import TimingSink, free_port, start_gateway, stop_gateway, write_config
+from gateway_harness import (
+    TimingSink,
+    children,
+    free_port,
+    start_gateway,
+    stop_gateway,
+    write_config,
+)
 
 from gateway.api.keys import make_key, write_keys
 
@@ -61,6 +70,12 @@ class Run:
     accepted_s: float  # seconds from the first request to the last acceptance
     delivered_s: float  # ... to the sink having every message
     load: float
+    cpu_s: float  # CPU time the gateway's processes used during the run
+
+    @property
+    def cpu_ms(self) -> float:
+        """Gateway CPU per message: less noisy than the rates on a shared machine."""
+        return self.cpu_s / self.messages * 1000
 
     @property
     def accepted_rate(self) -> float:
@@ -136,10 +151,23 @@ def wait_delivered(sink: TimingSink, ids: list[str], deadline: float) -> float:
         time.sleep(0.02)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the gateway and its intake workers (/proc, clock ticks)."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(door: str, rnd: int, args: argparse.Namespace, sink: TimingSink, smtp_port: int,
-            api_port: int, key: str) -> Run:
+            api_port: int, key: str, pid: int) -> Run:
     ids = [f"{door}-{rnd}-{i}" for i in range(args.messages)]
     load = os.getloadavg()[0]
+    cpu = cpu_seconds(pid)
     started = time.monotonic()
     if door == "smtp":
         smtp_run(smtp_port, ids, args.clients)
@@ -147,7 +175,8 @@ def one_run(door: str, rnd: int, args: argparse.Namespace, sink: TimingSink, smt
         asyncio.run(http_run(api_port, key, ids, args.clients))
     accepted = time.monotonic()
     delivered = wait_delivered(sink, ids, started + args.timeout)
-    return Run(door, rnd, len(ids), accepted - started, delivered - started, load)
+    return Run(door, rnd, len(ids), accepted - started, delivered - started, load,
+               cpu_seconds(pid) - cpu)
 
 
 def main() -> int:
@@ -173,9 +202,11 @@ def main() -> int:
         for rnd in range(args.rounds):
             doors = ("smtp", "http") if rnd % 2 == 0 else ("http", "smtp")
             for door in doors:
-                runs.append(one_run(door, rnd, args, sink, smtp_port, api_port, new.secret))
+                runs.append(one_run(door, rnd, args, sink, smtp_port, api_port, new.secret,
+                                    proc.pid))
                 print(f"round {rnd} {door}: {runs[-1].accepted_rate:.0f} accepted/s, "
-                      f"{runs[-1].delivered_rate:.0f} delivered/s", flush=True)
+                      f"{runs[-1].delivered_rate:.0f} delivered/s, "
+                      f"{runs[-1].cpu_ms:.2f} CPU ms/msg", flush=True)
     finally:
         stop_gateway(proc)
         sink.stop()
@@ -186,18 +217,21 @@ def main() -> int:
 def report(runs: list[Run], args: argparse.Namespace) -> None:
     print(f"\n{args.messages} messages per door and round, {args.clients} clients, "
           f"intake_workers {args.workers}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| round | door | accepted/s | delivered/s | load avg before |")
-    print("|---|---|---:|---:|---:|")
+    print("| round | door | accepted/s | delivered/s | gateway CPU ms/msg | load avg before |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in runs:
         print(f"| {r.round} | {r.door} | {r.accepted_rate:.0f} | {r.delivered_rate:.0f} "
-              f"| {r.load:.2f} |")
+              f"| {r.cpu_ms:.2f} | {r.load:.2f} |")
     med = {door: (statistics.median(r.accepted_rate for r in runs if r.door == door),
-                  statistics.median(r.delivered_rate for r in runs if r.door == door))
+                  statistics.median(r.delivered_rate for r in runs if r.door == door),
+                  statistics.median(r.cpu_ms for r in runs if r.door == door))
            for door in ("smtp", "http")}
-    print(f"\nmedian: SMTP {med['smtp'][0]:.0f} accepted/s, {med['smtp'][1]:.0f} delivered/s;"
-          f" HTTP {med['http'][0]:.0f} accepted/s, {med['http'][1]:.0f} delivered/s")
+    for door, label in (("smtp", "SMTP"), ("http", "HTTP")):
+        print(f"median {label}: {med[door][0]:.0f} accepted/s, {med[door][1]:.0f} delivered/s,"
+              f" {med[door][2]:.2f} gateway CPU ms/msg")
     print(f"HTTP/SMTP: accepted {med['http'][0] / med['smtp'][0]:.0%}, "
-          f"delivered {med['http'][1] / med['smtp'][1]:.0%}")
+          f"delivered {med['http'][1] / med['smtp'][1]:.0%}, "
+          f"SMTP/HTTP CPU per message {med['smtp'][2] / med['http'][2]:.0%}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from email import encoders
+from email._policybase import Compat32
 from email import policy as email_policy
 from email.charset import QP, Charset
 from email.header import Header
@@ -47,7 +49,20 @@ from email.utils import formataddr
 
 __all__ = ["Attachment", "BuildError", "Mailbox", "MessageSpec", "build_message"]
 
-_ASCII = email_policy.compat32.clone(linesep="\r\n")
+
+
+class _Compat32ShortFields(Compat32):
+    """compat32 that writes a short ASCII field as it is. Header.encode() would return
+    it unchanged, at ~40 µs a field: most of a plain message's build time."""
+
+    def fold_binary(self, name: str, value: Any) -> bytes:  # what BytesGenerator calls
+        if (isinstance(value, str) and value.isascii() and len(name) + len(value) < 77
+                and "\r" not in value and "\n" not in value):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_ASCII = _Compat32ShortFields(linesep="\r\n")
 # An SMTPUTF8 message: the header keeps UTF-8 as it is (RFC 6532), bodies stay 7bit.
 _UTF8 = email_policy.SMTPUTF8.clone(cte_type="7bit")
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 2045 token
