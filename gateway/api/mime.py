@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 from email import encoders
-from email._policybase import Compat32
 from email import policy as email_policy
+from email._policybase import Compat32
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -46,6 +45,7 @@ from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr
+from typing import Any
 
 __all__ = ["Attachment", "BuildError", "Mailbox", "MessageSpec", "build_message"]
 
