@@ -275,6 +275,10 @@ async def test_batch_gives_each_message_its_own_result(tmp_path: Path, sink: Sin
             assert (reply.status, reply.error_code) == (422, code)
         events = await until_events(api, results[0]["queue_id"], "delivered")
         assert events["metadata"] == {"booking_id": "0"}
+        recipients = events["recipients"]
+        assert isinstance(recipients, list)
+        (accepted,) = [e for e in recipients[0]["events"] if e["type"] == "accepted"]
+        assert accepted["detail"].endswith(" user=booking-app")  # the key is the actor
 
 
 async def test_https_listener(tmp_path: Path, sink: Sink) -> None:
