@@ -24,10 +24,10 @@ certificate) and per request when changed (the keys file, gateway.api.keys).
 from __future__ import annotations
 
 import ipaddress
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.files import check_private_file, existing_path
 from gateway.core.yamlnodes import Section
 
 __all__ = ["DEFAULT_PORT", "ApiConfig", "parse_api"]
@@ -75,8 +75,8 @@ def parse_api(root: Section, base: Path) -> ApiConfig | None:
         keys_file=base / sec.get_str("keys_file", "api_keys.yaml"),
         address=address,
         port=sec.get_int("port", DEFAULT_PORT, 0, 65535),
-        cert_file=_file(sec, base, "cert_file"),
-        key_file=_file(sec, base, "key_file"),
+        cert_file=existing_path(sec, "cert_file", base),
+        key_file=existing_path(sec, "key_file", base),
         max_body=sec.size("max_body", DEFAULT_MAX_BODY),
     )
     if (out.cert_file is None) != (out.key_file is None):
@@ -85,24 +85,8 @@ def parse_api(root: Section, base: Path) -> ApiConfig | None:
         sec.error("address", f"the API listener on {address} (not loopback) needs TLS: set "
                   "'api.cert_file' and 'api.key_file' (API keys must not cross a network "
                   "in clear text)")
-    if out.key_file is not None and _readable_by_others(out.key_file):
-        sec.error("key_file", f"'{out.key_file}' is readable by other users: chmod 600 it")
+    if out.key_file is not None:
+        check_private_file(sec, "key_file", out.key_file)
     sec.done()
     return out if enabled else None
 
-
-def _file(sec: Section, base: Path, key: str) -> Path | None:
-    name = sec.opt_str(key)
-    if name is None:
-        return None
-    path = base / name
-    if not path.is_file():
-        sec.error(key, f"'api.{key}': no such file '{path}'")
-    return path
-
-
-def _readable_by_others(path: Path) -> bool:
-    try:
-        return bool(path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH))
-    except OSError:
-        return False  # reported as missing above
