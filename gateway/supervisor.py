@@ -296,6 +296,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     old_admin = (old.admin.address, old.admin.port) if old.admin else None
     if old_admin != ((new.admin.address, new.admin.port) if new.admin else None):
         out.append("admin listener")
+    if old.api != new.api:
+        out.append("api listener")
     if old.bounces != new.bounces:
         out.append("bounces")
     if old.state != new.state:

@@ -294,3 +294,19 @@ async def test_https_listener(tmp_path: Path, sink: Sink) -> None:
         assert "with ESMTPSA" in parsed(got)["Received"]  # TLS and an authenticated key
         with pytest.raises(aiohttp.ClientError):  # no plain HTTP on the TLS port
             await ApiClient(gw.api.port, key).send(booking())
+
+
+async def test_key_guessing_is_locked_out_per_address(tmp_path: Path, sink: Sink) -> None:
+    key = add_key(tmp_path, "booking-app")
+    async with running_gateway(write_config(tmp_path, sink.port,
+                                            extra=api_section(tmp_path))) as gw:
+        assert gw.api is not None
+        wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+        codes = [(await ApiClient(gw.api.port, wrong).send(booking())).status
+                 for _ in range(10)]
+        assert codes == [401] * 10
+        # Locked: even the right key is not checked now (as SMTP AUTH after guessing).
+        locked = await ApiClient(gw.api.port, key).send(booking())
+        assert (locked.status, locked.error_code) == (429, "too_many_failures")
+        assert int(locked.headers["Retry-After"]) > 0
+    assert sink.count() == 0
