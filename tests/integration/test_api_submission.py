@@ -226,10 +226,18 @@ async def test_keys_scopes_and_revocation(tmp_path: Path, sink: Sink) -> None:
         assert done.returncode == 0, done.stderr
         reply = await ApiClient(port, sender).send(booking())
         assert (reply.status, reply.error_code) == (401, "unauthorized")
+        # A key made with the CLI while the gateway runs works at once.
+        made = subprocess.run([sys.executable, "-m", "gateway", "apikey", "create", "cli-app",
+                               "--domain", "example.com", "-c", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        cli_key = made.stdout.strip().splitlines()[-1]
+        assert cli_key.startswith("sgw_")
+        assert (await ApiClient(port, cli_key).send(booking())).status == 202
         listed = subprocess.run([sys.executable, "-m", "gateway", "apikey", "list", "-c",
                                  str(config)], capture_output=True, text=True, timeout=60)
-        assert "newsletter" in listed.stdout and "booking-app" in listed.stdout
-        assert "scrypt" not in listed.stdout
+        assert all(name in listed.stdout for name in ("newsletter", "booking-app", "cli-app"))
+        assert "scrypt" not in listed.stdout and cli_key not in listed.stdout
 
 
 async def until_events(api: ApiClient, queue_id: str, kind: str) -> dict[str, object]:
