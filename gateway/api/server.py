@@ -51,7 +51,8 @@ from gateway.policy.rules_file import ConsentSettings
 from gateway.policy.runtime import PolicyRuntime
 from gateway.state.store import StateStore
 
-__all__ = ["LISTENER", "OPENAPI_PATH", "ApiServer", "build_app", "openapi_document"]
+__all__ = ["LISTENER", "OPENAPI_PATH", "ApiContext", "ApiServer", "build_app",
+           "openapi_document"]
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,10 @@ as message tags (`:meta:<key>`, shown by the trace) beside `:api_key`.
 The HTTP status of an answer follows the SMTP reply: 2xx → 202; 4xx → 429 for
 a rate limit (x.7.x), else 503, with Retry-After: try again, as an SMTP client
 retries after a 4xx; 5xx → 422 with the reply's enhanced code.
+
+Security: handles what API clients sent, as gateway.api.request checked it; the
+Acceptor checks the addresses again as it does for SMTP, and the message is built
+by gateway.api.mime, which refuses line breaks in header values.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from gateway.api.request import MessageRequest
 from gateway.intake.accept import Acceptor, DataResult, SessionInfo, Transaction
 from gateway.model import Client, Envelope, Reply
 
-__all__ = ["API_KEY_TAG", "META_TAG", "Outcome", "Submitter", "http_status"]
+__all__ = ["API_KEY_TAG", "META_TAG", "RETRY_AFTER", "Fields", "Outcome", "Submitter",
+           "http_status"]
 
 API_KEY_TAG = ":api_key"  # a tag name no header field can have (like ":category")
 META_TAG = ":meta:"

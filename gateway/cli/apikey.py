@@ -1,4 +1,5 @@
-"""`smtp-gateway apikey create|list|revoke`: the HTTP API's keys (gateway.api.keys).
+"""`smtp-gateway apikey create|list|revoke`: the HTTP API's keys (gateway.api.keys);
+Postfix's counterpart is saslpasswd2(8) on the SASL password database.
 
     apikey create NAME --domain D [--domain D2] [--scope send|send+read] [--rate 600/m]
                         prints the key once; the file keeps only its scrypt hash
