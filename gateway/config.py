@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway.admin.settings import AdminConfig, parse_admin
+from gateway.api.settings import ApiConfig, parse_api
 from gateway.bounces.settings import BounceConfig, parse_bounces
 from gateway.core.yamlnodes import Problems, Section, compose_file
 from gateway.delivery.settings import DeliveryConfig, parse_delivery, parse_retry, parse_routes
@@ -69,6 +70,7 @@ class Config:
     logging: LogConfig = field(default_factory=lambda: LogConfig())
     metrics_sample_interval: float = 10.0  # seconds between queue gauge samples
     admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
+    api: ApiConfig | None = None  # None: no HTTP submission listener (gateway.api.settings)
     webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.state.retention
     # Category → priority and each priority's share of delivery (gateway.scheduler.settings).
@@ -133,6 +135,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         logging=parse_logging(root.section("logging")),
         metrics_sample_interval=parse_metrics(root.section("metrics")),
         admin=parse_admin(root, base),
+        api=parse_api(root, base),
         webhooks=parse_webhooks(root, base),
         retention=parse_retention(root.section("retention"), base),
         priorities=priorities,

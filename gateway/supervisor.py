@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway import metrics
 from gateway.admin.server import AdminServer
+from gateway.api.server import ApiServer
 from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
@@ -23,10 +24,11 @@ from gateway.delivery.deliver import Delivery
 from gateway.delivery.router import Router
 from gateway.errors import ConfigError, StateUnavailable
 from gateway.intake.accept import Acceptor, configure_intake
+from gateway.intake.idempotency import settle_claims
 from gateway.intake.processes import IntakeWorkers
 from gateway.intake.smtpd import IntakeServer
 from gateway.metrics.queue import BreakerCollector, QueueSampler
-from gateway.model import Envelope, QueuedMessage
+from gateway.model import Envelope, QueuedMessage, QueueState
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.scheduler.qmgr import Scheduler
@@ -36,7 +38,7 @@ from gateway.state.db import StateDb
 from gateway.state.erasure_postgres import check_erasure_key
 from gateway.state.migrations.sqlite import EVENTS
 from gateway.state.retention import RetentionJob, purger_for
-from gateway.state.store import StateStore, open_state
+from gateway.state.store import STATE_ERRORS, StateStore, open_state
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox, SqliteOutbox
 from gateway.webhooks.outbox_postgres import PostgresOutbox
@@ -66,6 +68,7 @@ class Gateway:
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.admin = AdminServer(self, config.admin) if config.admin is not None else None
+        self.api = ApiServer(self, config.api) if config.api is not None else None
         self.workers: IntakeWorkers | None = None
         self.queue_metrics = QueueSampler(self.spool, self.clock,
                                           config.metrics_sample_interval)
@@ -114,6 +117,7 @@ class Gateway:
         self.policy.start()
         recovery = await self.spool.open()
         log.info("spool %s: %s", self.config.spool_dir, recovery)
+        await self._settle_idempotency_claims()
         self.scheduler.start()
         self.queue_metrics.start()
         metrics.RUNNING.attach(self._collectors)
@@ -122,6 +126,8 @@ class Gateway:
         await self.webhooks.start()
         self.retention.start()
         await self.bounces.start()
+        if self.api is not None:
+            await self.api.start()
         count = self.config.intake_workers if spawn_workers else 1
         if count == 1:
             for listener in self.listeners:
@@ -135,6 +141,20 @@ class Gateway:
         finally:
             for sock in reserved:
                 sock.close()
+
+    async def _settle_idempotency_claims(self) -> None:
+        """Claims a killed process left between spool.put() and its reply
+        (gateway.intake.idempotency.settle_claims); a store that is away is settled by
+        the claims' STALE_AFTER instead."""
+        if not self.config.idempotency.enabled:
+            return  # its file is not even made
+        files = self.spool.files
+        in_spool = {qid for state in QueueState for qid in files.ids(state)}
+        try:
+            await settle_claims(self.state.idempotency, in_spool, self.clock.now(),
+                                release_others=self.state.postgres is None)
+        except STATE_ERRORS as exc:
+            log.warning("idempotency claims not settled at start: %s", exc)
 
     async def _check_erasure_key(self) -> None:
         """With shared state, every node must hash erased addresses with the same key:
@@ -173,6 +193,8 @@ class Gateway:
             await self.workers.stop()  # they finish their sessions and report their ids
         for listener in self.listeners:
             await listener.stop()
+        if self.api is not None:
+            await self.api.stop()
         await self.scheduler.stop(self.config.shutdown_timeout)
         if self.admin is not None:
             await self.admin.stop()
@@ -274,6 +296,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     old_admin = (old.admin.address, old.admin.port) if old.admin else None
     if old_admin != ((new.admin.address, new.admin.port) if new.admin else None):
         out.append("admin listener")
+    if old.api != new.api:
+        out.append("api listener")
     if old.bounces != new.bounces:
         out.append("bounces")
     if old.state != new.state:

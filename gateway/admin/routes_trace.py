@@ -21,7 +21,7 @@ from gateway.model import Event
 from gateway.spool.queue_id import is_queue_id
 from gateway.state.events import CATEGORY_TAG, Summary
 
-__all__ = ["add_trace_routes"]
+__all__ = ["add_trace_routes", "group_events"]
 
 TRACE_LIMIT = 100  # messages per trace answer (a booking id shared by many mails)
 _WINDOWS = (("last_hour", 3600.0), ("last_day", 86400.0))
@@ -65,10 +65,10 @@ async def trace(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "no message found for " +
                        ", ".join(f"{k}={v}" for k, v in query.items()))
     tags = await events_store.tags(e.queue_id for e in events if e.queue_id)
-    return json_response({"query": query, "messages": _group(events, tags)})
+    return json_response({"query": query, "messages": group_events(events, tags)})
 
 
-def _group(events: list[Event], tags: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+def group_events(events: list[Event], tags: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     messages: dict[str, dict[str, Any]] = {}
     # By time, not by row: an intake worker's `accepted` batch can be committed after
     # the master's `delivered` (sorted() is stable: equal times keep the row order).

@@ -40,7 +40,7 @@ from gateway.admin.routes_trace import add_trace_routes
 from gateway.admin.settings import AdminConfig, AdminToken
 from gateway.admin.unsubscribe import add_unsubscribe_routes
 
-__all__ = ["OPENAPI_PATH", "AdminServer", "build_app", "openapi_document"]
+__all__ = ["OPENAPI_PATH", "AdminServer", "bind_socket", "build_app", "openapi_document"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class AdminServer:
         # No access log: request lines would put unsubscribe tokens in the log.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        sock = _bind(self.settings.address, self.settings.port)
+        sock = bind_socket(self.settings.address, self.settings.port)
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock).start()
         log.info("admin API on %s:%d (%d token%s)", self.settings.address, self.port,
@@ -124,7 +124,8 @@ class AdminServer:
         return f"<AdminServer {self.settings.address}:{self.port}>"
 
 
-def _bind(address: str, port: int) -> socket.socket:
+def bind_socket(address: str, port: int, what: str = "admin") -> socket.socket:
+    """A listening TCP socket for an HTTP listener (admin, API); OSError names `what`."""
     host = "127.0.0.1" if address == "localhost" else address
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -134,7 +135,8 @@ def _bind(address: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"admin listener on {address}:{port}: {exc.strerror}") from exc
+        raise OSError(exc.errno, f"{what} listener on {address}:{port}: {exc.strerror}"
+                      ) from exc
     sock.setblocking(False)
     return sock
 

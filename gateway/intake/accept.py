@@ -58,11 +58,13 @@ sanitized first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Protocol
@@ -86,6 +88,7 @@ from gateway.state.store import STATE_ERRORS, StateStore
 
 __all__ = [
     "Acceptor",
+    "DataResult",
     "SessionInfo",
     "SpoolLike",
     "Transaction",
@@ -120,6 +123,33 @@ class SessionInfo:
 
     client: Client
     may_relay: bool  # client address in the listener's networks, or authenticated
+
+
+@dataclass(frozen=True)
+class DataResult:
+    """data()'s reply and what a caller that answers per recipient reports beside it (the
+    HTTP API): the queue id and Message-ID of the first copy stored (the Message-ID is
+    None for a resend answered by idempotency: nothing was stored), and the recipients
+    the DATA checks dropped (SMTP can only log those)."""
+
+    reply: Reply
+    queue_id: QueueId | None = None
+    message_id: str | None = None
+    dropped: tuple[tuple[str, Reply], ...] = ()
+
+
+@dataclass
+class _Report:
+    """What one data() call noted for Acceptor.submit()."""
+
+    queue_id: QueueId | None = None
+    message_id: str | None = None
+    dropped: list[tuple[str, Reply]] = field(default_factory=list)
+
+
+# Set by Acceptor.submit() for the data() call it makes: how _checked_data() and
+# _queued() report to it without changing what data() returns to the SMTP hooks.
+_REPORT: ContextVar[_Report | None] = ContextVar("accept_report", default=None)
 
 
 @dataclass(frozen=True)
@@ -230,7 +260,8 @@ class Acceptor:
         else:
             body, header = _prepare(content)
         if self.correlation_headers:
-            envelope = replace(envelope, tags=header_tags(body, self.correlation_headers))
+            envelope = replace(envelope, tags=(*envelope.tags,
+                                               *header_tags(body, self.correlation_headers)))
         guard = self.idempotency
         if guard is None:
             return await self._checked_data(envelope, body, esmtp, None)
@@ -289,6 +320,7 @@ class Acceptor:
             stored.append((copy, result))
         assert first is not None  # a decision without refusal has at least one copy
         _log_decision(first, decision)
+        _report_dropped(decision)
         policies.record_accepted(decision, stored)
         return self._queued(first)
 
@@ -343,7 +375,25 @@ class Acceptor:
         return reply
 
     def _queued(self, queued: QueuedMessage) -> tuple[Reply, str]:
+        report = _REPORT.get()
+        if report is not None:
+            report.queue_id, report.message_id = queued.id, queued.envelope.message_id
         return replies.queued(queued.id), ""
+
+    async def submit(self, envelope: Envelope, content: bytes) -> DataResult:
+        """data() for a caller that is not an SMTP session (the HTTP API): the same
+        checks and storage, the same reply, and what it reports per recipient."""
+        report = _Report()
+        token = _REPORT.set(report)
+        try:
+            reply = await self.data(envelope, content)
+        finally:
+            _REPORT.reset(token)
+        if not reply.is_success:
+            return DataResult(reply, dropped=tuple(report.dropped))
+        # A resend answered by idempotency stored nothing: its reply names the original.
+        return DataResult(reply, report.queue_id or replies.queued_id(reply),
+                          report.message_id, tuple(report.dropped))
 
     def _notify(self, queued: QueuedMessage) -> None:
         # The message is durable whatever happens here, so the client still gets its
@@ -423,6 +473,13 @@ def _store_rule(refusal: Reply) -> str:
     return "spool_failed" if refusal == replies.SPOOL_FAILED else "dkim"
 
 
+def _report_dropped(decision: MessageDecision) -> None:
+    report = _REPORT.get()
+    if report is not None:
+        report.dropped.extend((rcpt, verdict.reply) for rcpt, verdict in decision.dropped
+                              if verdict.reply is not None)
+
+
 def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:
     for rcpt, verdict in decision.dropped:
         log.info("%s: dropped to=<%s> rule=%s category=%s", first.id, rcpt, verdict.rule,
@@ -468,6 +525,13 @@ def envelope_path(argument: str, keyword: str) -> str | None:
 
 def address_problem(address: str, *, smtputf8: bool) -> str | None:
     """Why `address` is not a valid mailbox (syntax only), or None if it is."""
+    return _address_problem(address, smtputf8)
+
+
+# email-validator costs ~60 µs an address; an app's sender repeats with every message, and
+# the HTTP API checks each address twice (its JSON error, then MAIL/RCPT). Bounded.
+@functools.lru_cache(maxsize=4096)
+def _address_problem(address: str, smtputf8: bool) -> str | None:
     try:
         address.encode("utf-8")
     except UnicodeEncodeError:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from gateway.intake.passwords import hash_password, verify_password
 
-__all__ = ["AuthThrottle", "Authenticator", "ThrottleSettings"]
+__all__ = ["AuthThrottle", "Authenticator", "ThrottleSettings", "verify_decoy"]
 
 
 class Authenticator:
@@ -53,7 +53,7 @@ class Authenticator:
             return None
         stored = self._users.get(user)
         if stored is None:
-            await asyncio.to_thread(_verify_decoy, secret)
+            await asyncio.to_thread(verify_decoy, secret)
             return None
         ok = await asyncio.to_thread(verify_password, secret, stored)
         return user if ok else None
@@ -62,7 +62,8 @@ class Authenticator:
         return f"<Authenticator users={len(self._users)}>"
 
 
-def _verify_decoy(secret: str) -> bool:
+def verify_decoy(secret: str) -> bool:
+    """An equal-cost check that always fails (for unknown users, and unknown API key ids)."""
     # Runs in the worker thread: the first call also makes the decoy hash there.
     return verify_password(secret, _decoy_hash())
 

@@ -52,7 +52,7 @@ from gateway.model import Envelope, Event, EventType, QueueId, Reply
 from gateway.policy.consent import HeaderSection
 from gateway.state.store import STATE_ERRORS, EventStore, IdempotencyStore
 
-__all__ = ["IdempotencyGuard", "Ticket"]
+__all__ = ["IdempotencyGuard", "Ticket", "settle_claims"]
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,29 @@ class IdempotencyGuard:
             Event(time=now, queue_id=queue_id, type=EventType.DUPLICATE, recipient=rcpt,
                   message_id=message_id, detail=f"scope={scope} {key.split(':', 1)[0]}")
             for rcpt in envelope.recipients])
+
+
+async def settle_claims(store: IdempotencyStore, in_spool: set[QueueId], now: float, *,
+                        release_others: bool) -> tuple[int, int]:
+    """At start, before intake: claims left pending by a process killed between
+    spool.put() and stored(). One whose message is in the spool was stored (its reply
+    may have been lost, so the client's resend must get its id, not a second copy):
+    marked stored. The others never reached the spool; with `release_others` (this
+    node's own SQLite file, so every claimer is dead) they are let go at once, so the
+    client's retry is taken now instead of after STALE_AFTER. Returns (stored, released).
+    """
+    stored = released = 0
+    for scope, key, queue_id in await store.pending(now):
+        if queue_id in in_spool:
+            await store.stored(scope, key, queue_id)
+            stored += 1
+        elif release_others:
+            await store.release(scope, key, queue_id)
+            released += 1
+    if stored or released:
+        log.warning("idempotency claims left by a stopped process: %d stored (in the "
+                    "spool), %d released", stored, released)
+    return stored, released
 
 
 def _capped(key: str) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "non_ascii_address",
     "printable_line",
     "queued",
+    "queued_id",
 ]
 
 # -- AUTH ------------------------------------------------------------------------------------
@@ -74,6 +75,13 @@ def _printable(text: str) -> str:
 
 def queued(queue_id: QueueId) -> Reply:
     return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+
+def queued_id(reply: Reply) -> QueueId | None:
+    """The queue id a queued() reply names, or None."""
+    prefix = "Ok: queued as "
+    return reply.text[len(prefix):] if reply.code == 250 and reply.text.startswith(prefix) \
+        else None
 
 
 def bad_sender(reason: str) -> Reply:

@@ -49,6 +49,8 @@ def accepted_events(qm: QueuedMessage, now: float) -> list[Event]:
     env = qm.envelope
     detail = (f"from <{env.mail_from}> via {env.client.listener} [{env.client.address}]"
               f" size={qm.size}")
+    if env.client.auth_user:  # the actor: an SMTP AUTH user, or an HTTP API key's name
+        detail += f" user={env.client.auth_user}"
     return [Event(time=now, queue_id=qm.id, type=EventType.ACCEPTED, recipient=rcpt,
                   message_id=env.message_id, detail=detail) for rcpt in env.recipients]
 

@@ -64,6 +64,9 @@ class IdempotencyStore(Protocol):
     async def lookup(self, scope: str, key: str, now: float) -> Claim | None:
         """The current holder of the key (won=False), or None."""
 
+    async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
+        """(scope, key, queue id) of every live claim not marked stored yet."""
+
     async def purge(self, now: float) -> int: ...
 
 
@@ -120,6 +123,12 @@ class SqliteIdempotencyStore:
             "SELECT queue_id, stored FROM idempotency_keys WHERE scope = ? AND key = ?"
             " AND expires > ?", (scope, key, now), quick=True)
         return None if row is None else Claim(False, str(row[0]), bool(row[1]))
+
+    async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
+        rows = await self._db.fetchall(
+            "SELECT scope, key, queue_id FROM idempotency_keys WHERE stored = 0"
+            " AND expires > ?", (now,))
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def purge(self, now: float) -> int:
         self._purges.done(now)
@@ -181,6 +190,12 @@ class PostgresIdempotencyStore:
             "SELECT queue_id, stored FROM idempotency_keys WHERE scope = $1 AND key = $2"
             " AND expires > $3", scope, key, now))
         return None if row is None else Claim(False, str(row[0]), bool(row[1]))
+
+    async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
+        rows = await self._pool.run(lambda c: c.fetch(
+            "SELECT scope, key, queue_id FROM idempotency_keys WHERE NOT stored"
+            " AND expires > $1", now))
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def purge(self, now: float) -> int:
         self._purges.done(now)

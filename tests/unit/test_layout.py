@@ -18,7 +18,7 @@ ROOT = Path(gateway.__file__).parent
 
 # Only what every stage shares stays at the top; everything else is a stage's package.
 TOP_MODULES = {"__init__", "__main__", "clock", "config", "errors", "model", "supervisor"}
-STAGE_PACKAGES = {"admin", "bounces", "cleanup", "cli", "core", "delivery", "intake", "logs",
+STAGE_PACKAGES = {"admin", "api", "bounces", "cleanup", "cli", "core", "delivery", "intake", "logs",
                   "metrics",
                   "policy", "scheduler", "signing", "spool", "state", "webhooks"}
 

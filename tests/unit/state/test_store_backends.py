@@ -15,7 +15,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
-from gateway.intake.idempotency import MAX_KEY, IdempotencyGuard
+from gateway.intake.idempotency import MAX_KEY, IdempotencyGuard, settle_claims
 from gateway.intake.settings import IdempotencyConfig
 from gateway.model import (
     Client,
@@ -258,6 +258,27 @@ async def test_idempotency_expired_and_abandoned_claims_are_taken_over(state: St
     await keys.claim("u", "crashed", "Q4", 0.0, DAY, 600)  # never stored: its process died
     assert await keys.claim("u", "crashed", "Q5", 599.0, DAY, 600) == Claim(False, "Q4", False)
     assert await keys.claim("u", "crashed", "Q6", 601.0, DAY, 600) == Claim(True, "Q6", False)
+
+
+async def test_claims_a_killed_process_left_are_settled_by_the_spool(state: StateStore
+                                                                     ) -> None:
+    """In the spool: it was stored, whatever became of the reply; the resend gets its id.
+    Not in the spool: released on this node's own SQLite file (every claimer is dead at
+    start), left to STALE_AFTER on the shared database (another node may be storing it)."""
+    keys = state.idempotency
+    await keys.claim("u", "in-spool", "Q1", 0.0, DAY, 600)
+    await keys.claim("u", "lost", "Q2", 0.0, DAY, 600)
+    await keys.claim("u", "done", "Q3", 0.0, DAY, 600)
+    await keys.stored("u", "done", "Q3")
+    assert sorted(await keys.pending(1.0)) == [("u", "in-spool", "Q1"), ("u", "lost", "Q2")]
+    local = state.postgres is None
+    assert await settle_claims(keys, {"Q1", "Q3"}, 1.0, release_others=local) == (
+        1, 1 if local else 0)
+    assert await keys.claim("u", "in-spool", "Q9", 2.0, DAY, 600) == Claim(False, "Q1", True)
+    retry = await keys.claim("u", "lost", "Q8", 2.0, DAY, 600)
+    assert retry == (Claim(True, "Q8", False) if local else Claim(False, "Q2", False))
+    assert await keys.pending(3.0) == ([("u", "lost", "Q8")] if local
+                                       else [("u", "lost", "Q2")])
 
 
 async def test_idempotency_purge_forgets_expired_keys(state: StateStore) -> None:
