@@ -60,9 +60,10 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import partial
 from typing import Protocol
 
 from email_validator import EmailNotValidError, validate_email
@@ -71,6 +72,7 @@ from gateway import metrics
 from gateway.bounces.inbox import BounceInbox
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.core.headers import HeaderSection
 from gateway.errors import SpoolError
 from gateway.intake import replies
 from gateway.intake.idempotency import IdempotencyGuard, Ticket
@@ -235,7 +237,8 @@ class Acceptor:
         if guard is None:
             return await self._checked_data(envelope, body, header, esmtp, None)
         client_id = header.message_id if header.has_message_id else None
-        checked = await guard.check(envelope, body, client_id, self._spool.new_id())
+        checked = await guard.check(envelope, body, client_id, self._spool.new_id(),
+                                    header=header.section)
         if not isinstance(checked, Ticket):
             if checked is not None:  # a resend: its original's 250, or a 451 meanwhile
                 return checked, "idempotency"
@@ -259,7 +262,7 @@ class Acceptor:
             return (result, _store_rule(result)) if isinstance(result, Reply) else \
                 self._queued(result)
         try:
-            decision = await policies.message(envelope, body)
+            decision = await policies.message(envelope, body, header.section)
         except STATE_ERRORS as exc:
             return _state_unavailable("DATA", exc), "state_unavailable"
         if decision.refusal is not None:
@@ -306,7 +309,7 @@ class Acceptor:
         message = added + body
         signer = self.signer
         if signer is not None:  # after every change to the content, before the spool
-            signed = await _sign(signer, message)
+            signed = await _sign(signer, message, _signing_header(header, added))
             if signed.outcome is SignOutcome.REFUSED:
                 return refusal_reply(signed)
             message = signed.content
@@ -421,11 +424,19 @@ def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:
                  decision.category)
 
 
-async def _sign(signer: DkimSigner, message: bytes) -> SignResult:
+async def _sign(signer: DkimSigner, message: bytes, header: HeaderSection | None
+                ) -> SignResult:
+    # Every line ends in CRLF (normalized at DATA): the signer need not look for bare LFs.
     # Hashing a large body (and RSA) takes a while: keep the other sessions going.
     if len(message) > _THREAD_THRESHOLD:
-        return await asyncio.to_thread(signer.sign, message)
-    return signer.sign(message)
+        return await asyncio.to_thread(partial(signer.sign, message, header, crlf=True))
+    return signer.sign(message, header, crlf=True)
+
+
+def _signing_header(header: _HeaderScan, added: bytes) -> HeaderSection | None:
+    """The header block of `added + body`, from the body's (only our fields are parsed);
+    None when we added a separator too (the signer parses the message then)."""
+    return None if header.body_only else header.section.prefixed(added)
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -484,8 +495,6 @@ def address_problem(address: str, *, smtputf8: bool) -> str | None:
 # -- content ----------------------------------------------------------------------------------
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-# RFC 5322 3.6.8: a field name is printable ASCII except ":", then the colon.
-_FIELD_NAME = re.compile(rb"[!-9;-~]+:")
 
 
 def normalize_line_endings(content: bytes) -> bytes:
@@ -510,6 +519,9 @@ class _HeaderScan:
     has_date: bool
     has_message_id: bool
     message_id: str | None  # the first Message-ID field, unfolded
+    # The header block, parsed once for every stage that reads it (idempotency,
+    # policies, signing: gateway.core.headers).
+    section: HeaderSection = field(repr=False)
 
 
 def _prepare(content: bytes) -> tuple[bytes, _HeaderScan] | None:
@@ -520,39 +532,22 @@ def _prepare(content: bytes) -> tuple[bytes, _HeaderScan] | None:
 
 
 def _scan_header(content: bytes) -> _HeaderScan:
-    """Find Date: and Message-ID: in the header section: the lines up to the first
-    empty line, or up to the first line that is not a header field."""
-    names: set[bytes] = set()
-    message_id: list[bytes] | None = None
-    in_message_id = False  # continuation lines belong to the first Message-ID field
-    pos = 0
-    while pos < len(content):
-        end = content.find(b"\r\n", pos)
-        end = len(content) if end < 0 else end
-        line, pos = content[pos:end], end + 2
-        if line[:1] in (b" ", b"\t") and names:
-            if in_message_id and message_id is not None:
-                message_id.append(line)
-            continue
-        match = _FIELD_NAME.match(line)
-        if match is None:  # the empty separator line, or no header field: the body
-            break
-        name = line[: match.end() - 1].lower()
-        in_message_id = name == b"message-id" and message_id is None
-        if in_message_id:
-            message_id = [line[match.end():]]
-        names.add(name)
+    """Date: and Message-ID: in the header section (the fields up to the first line
+    that is not one: the empty line, or a body without a header)."""
+    section = HeaderSection.parse(content)
+    ids = section.values("message-id")
     return _HeaderScan(
-        has_header=bool(names),
-        body_only=not names and bool(content) and not content.startswith(b"\r\n"),
-        has_date=b"date" in names,
-        has_message_id=message_id is not None,
-        message_id=_unfold(message_id) if message_id is not None else None,
+        has_header=bool(section.fields),
+        body_only=not section.fields and bool(content) and not content.startswith(b"\r\n"),
+        has_date=section.has("date"),
+        has_message_id=bool(ids),
+        message_id=_unfold(ids[0]) if ids else None,
+        section=section,
     )
 
 
-def _unfold(parts: list[bytes]) -> str | None:
-    value = b"".join(parts).decode("utf-8", errors="replace").strip()
+def _unfold(raw: bytes) -> str | None:
+    value = raw.replace(b"\r\n", b"").decode("utf-8", errors="replace").strip()
     return value or None
 
 

@@ -43,6 +43,7 @@ import logging
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -53,9 +54,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from gateway import metrics
+from gateway.core.headers import HeaderSection
 from gateway.model import Reply
+from gateway.signing import signature
 from gateway.signing.keys import normalize_domain
 from gateway.signing.settings import DkimConfig
+from gateway.signing.signature import SigningKey, fast_path_applies, load_key
 
 __all__ = [
     "DkimSigner",
@@ -114,12 +118,7 @@ class SigningCounters:
                 self.refused += 1
 
 
-@dataclass(frozen=True)
-class _SigningKey:
-    selector: bytes
-    domain: bytes
-    algorithm: bytes  # dkimpy's a= value
-    material: bytes = field(repr=False)
+_Attempt = Callable[[str, str], "SignResult | None"]  # (domain, reason) → signed, or None
 
 
 def signer_for(config: DkimConfig, counters: SigningCounters) -> DkimSigner | None:
@@ -190,33 +189,52 @@ class DkimSigner:
                 return domain
         return None
 
-    def sign(self, content: bytes) -> SignResult:
-        """Sign `content` (the final CRLF message) or say why not; never raises."""
-        failures = 0
+    def sign(self, content: bytes, header: HeaderSection | None = None, *,
+             crlf: bool = False, timestamp: int | None = None) -> SignResult:
+        """Sign `content` (the final CRLF message) or say why not; never raises.
+
+        `header`: the content's header block if the caller has parsed it (intake
+        has); `crlf`: every line is known to end in CRLF (intake normalized them);
+        `timestamp`: t= (default now)."""
+        header = HeaderSection.parse(content) if header is None else header
+        if fast_path_applies(content, header, crlf=crlf):
+            include = self._include(Counter(n.encode("ascii") for n, _, _, _ in header.fields))
+            sender, reason = from_domain(header.values("from"))
+            parsed = header
+
+            def attempt(domain: str, why: str) -> SignResult | None:
+                return self._try_fast(content, parsed, include, domain, why, timestamp)
+            return self._sign_for(content, sender, reason, attempt, 0)
+        return self._sign_with_dkimpy(content)
+
+    def _sign_with_dkimpy(self, content: bytes) -> SignResult:
+        """Messages the fast path does not take (signature.fast_path_applies), as before."""
         try:
             message = dkim.DKIM(content, linesep=b"\r\n")
         except Exception as exc:
-            failures, message = 1, None
             log.warning("DKIM: cannot parse the header: %s", _describe(exc))
-            domain, reason = None, "its header cannot be parsed"
-        else:
-            sender, reason = from_domain(message.headers)
-            domain = self.signing_domain(sender)
-            reason = reason or f"no DKIM key for {sender}"
-        if message is not None and domain is not None:
-            result = self._try(message, content, domain, "")
+            return self._sign_for(content, None, "its header cannot be parsed", None, 1)
+        sender, reason = from_domain([v for n, v in message.headers if n.lower() == b"from"])
+
+        def attempt(domain: str, why: str) -> SignResult | None:
+            return self._try(message, content, domain, why)
+        return self._sign_for(content, sender, reason, attempt, 0)
+
+    def _sign_for(self, content: bytes, sender: str | None, reason: str, attempt: _Attempt | None,
+                  failures: int) -> SignResult:
+        """The From: domain's keys, else the fallback (`attempt` is None: unparsable)."""
+        domain = self.signing_domain(sender) if attempt is not None else None
+        reason = reason or f"no DKIM key for {sender}"
+        if attempt is not None and domain is not None:
+            result = attempt(domain, "")
             if result is not None:
                 return self._done(result, failures)
             failures += 1
             reason = f"signing for {domain} failed"
-        return self._fallback(message, content, domain, reason, failures)
-
-    def _fallback(self, message: dkim.DKIM | None, content: bytes, tried: str | None,
-                  reason: str, failures: int) -> SignResult:
         default = self.config.default_domain
-        if self.config.fallback == "sign_with_default" and message is not None and default \
-                and default != tried:
-            result = self._try(message, content, default, reason)
+        if self.config.fallback == "sign_with_default" and attempt is not None and default \
+                and default != domain:
+            result = attempt(default, reason)
             if result is not None:
                 return self._done(result, failures)
             failures += 1
@@ -228,10 +246,24 @@ class DkimSigner:
                 "DKIM: %s: %s", outcome, reason)
         return self._done(SignResult(outcome, content, reason=reason), failures)
 
+    def _try_fast(self, content: bytes, header: HeaderSection, include: list[bytes],
+                  domain: str, reason: str, timestamp: int | None) -> SignResult | None:
+        keys = self._keys[domain]
+        relaxed_header, relaxed_body = (c == b"relaxed" for c in self._canonicalize)
+        try:
+            fields = [signature.sign(content, header, k, include, relaxed_header, relaxed_body,
+                                     timestamp) for k in keys]
+        except Exception as exc:
+            log.warning("DKIM: signing for %s failed: %s", domain, _describe(exc))
+            return None
+        selectors = tuple(k.selector.decode() for k in keys)
+        return SignResult(SignOutcome.SIGNED, b"".join(fields) + content, domain, selectors,
+                          reason)
+
     def _try(self, message: dkim.DKIM, content: bytes, domain: str,
              reason: str) -> SignResult | None:
         keys = self._keys[domain]
-        include = self._include(message.headers)
+        include = self._include(Counter(name.lower() for name, _ in message.headers))
         try:
             fields = [message.sign(k.selector, k.domain, k.material,
                                    signature_algorithm=k.algorithm,
@@ -244,14 +276,13 @@ class DkimSigner:
         return SignResult(SignOutcome.SIGNED, b"".join(fields) + content, domain, selectors,
                           reason)
 
-    def _include(self, headers: list[list[bytes]]) -> list[bytes]:
+    def _include(self, present: Counter[bytes]) -> list[bytes]:
         """h=: each signed field as often as it occurs; oversigned ones once more.
 
         dkimpy (like every verifier) takes repeated names from the bottom up, so
         the extra entry stands for a field that is not there: adding one later
         breaks the signature (RFC 6376 5.4.2, 8.15).
         """
-        present = Counter(name.lower() for name, _ in headers)
         names = list(dict.fromkeys([*self._signed, *self._oversigned]))
         include = [name for name in names
                    for _ in range(present[name] + (name in self._oversigned))]
@@ -264,14 +295,14 @@ class DkimSigner:
         return result
 
 
-def _active_keys(config: DkimConfig) -> dict[str, tuple[_SigningKey, ...]]:
-    keys: dict[str, list[_SigningKey]] = {}
+def _active_keys(config: DkimConfig) -> dict[str, tuple[SigningKey, ...]]:
+    keys: dict[str, list[SigningKey]] = {}
     for key in config.keys:
         if not key.active:
             continue
         if key.private_key is None:
             raise ValueError(f"DKIM key {key.domain}/{key.selector} was not read")
-        keys.setdefault(key.domain, []).append(_SigningKey(
+        keys.setdefault(key.domain, []).append(load_key(
             key.selector.encode(), key.domain.encode(), _DKIMPY_ALGORITHMS[key.algorithm],
             key.private_key.material))
     # RSA first: its signature ends up on top (see the module docstring).
@@ -279,9 +310,9 @@ def _active_keys(config: DkimConfig) -> dict[str, tuple[_SigningKey, ...]]:
             for d, ks in keys.items()}
 
 
-def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
-    """The domain of the From: address, or None and why there is none."""
-    values = [value for name, value in headers if name.lower() == b"from"]
+def from_domain(values: list[bytes]) -> tuple[str | None, str]:
+    """The domain of the From: address (`values`: each From: field's raw value), or
+    None and why there is none."""
     if not values:
         return None, "no From: header"
     if len(values) > 1:
