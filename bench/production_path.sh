@@ -5,7 +5,11 @@
 # 50 KiB, interleaved round by round, through ../shared/bench/relay_bench.sh
 # (smtp-source -> relay -> smtp-sink).
 #
-#   bench/production_path.sh [ROUNDS=2] [N2=3000] [N50=1000] [S=20]
+#   bench/production_path.sh [ROUNDS=2] [N2=3000] [N50=1000] [S=20] [BASELINE=dir]
+#
+# BASELINE: another checkout of the gateway (e.g. `git clone` of main before a change);
+# modes named base-gw-* (in MODES) run it, with this checkout's Python environment, in
+# the same run: before and after side by side.
 #
 # "bare": no policy files, DKIM off, `idempotency.enabled: false`. Policies:
 # suppression (3 entries), consent (2 categories, one rule) and one rate limit that
@@ -48,12 +52,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-gateway_config() {  # gateway_config MODE -> $WORK/config.yaml
+gateway_config() {  # gateway_config MODE -> $WORK/config.yaml (base-gw-X configures as gw-X)
     local idem="idempotency: {enabled: false}" policies=$WORK/policies-off
     local dkim="dkim: {enabled: false}"
     local rsa=$'dkim:\n  domains:\n    example.com:\n      - {selector: rsa1, algorithm: rsa, active: true}'
     local ed=$'dkim:\n  domains:\n    example.com:\n      - {selector: ed1, algorithm: ed25519, active: true}'
-    case $1 in
+    case ${1#base-} in
     gw-bare) ;;
     gw-idempotency) idem="idempotency: {enabled: true}" ;;
     gw-policies) policies=$WORK/policies-on ;;
@@ -113,9 +117,11 @@ run_mode() {  # run_mode MODE SIZE ROUND
     local mode=$1 size=$2 round=$3 n pid od_pid="" od0=0 load
     n=$([[ $size == 2 ]] && echo "$N2" || echo "$N50")
     case $mode in
-    gw-*)
+    gw-*|base-gw-*)
         gateway_config "$mode"
-        (cd "$ROOT" && exec $PYTHON -m gateway serve -c "$WORK/config.yaml") \
+        local src=$ROOT
+        [[ $mode == base-* ]] && src=${BASELINE:?base-gw modes need BASELINE=dir}
+        (cd "$src" && exec $PYTHON -m gateway serve -c "$WORK/config.yaml") \
             >>"$WORK/$mode.log" 2>&1 &
         GW_PID=$!
         for _ in $(seq 1 150); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
@@ -146,7 +152,7 @@ run_mode() {  # run_mode MODE SIZE ROUND
     fi
     echo "$mode,$size,$round,$load,$od_cpu" >>"$EXTRA"
     case $mode in
-    gw-*) kill "$GW_PID"; wait "$GW_PID" || true; GW_PID= ;;
+    gw-*|base-gw-*) kill "$GW_PID"; wait "$GW_PID" || true; GW_PID= ;;
     postfix*)
         "$SHARED/postfix_relay.sh" wait-drained 60 >/dev/null || true
         "$SHARED/postfix_relay.sh" stop >/dev/null

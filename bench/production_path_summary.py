@@ -15,8 +15,9 @@ import csv
 import statistics
 from collections import defaultdict
 
-ORDER = ["gw-bare", "gw-idempotency", "gw-policies", "gw-dkim-rsa", "gw-all-rsa",
-         "gw-all-ed25519", "postfix", "postfix-opendkim"]
+_GATEWAY = ["gw-bare", "gw-idempotency", "gw-policies", "gw-dkim-rsa", "gw-all-rsa",
+            "gw-all-ed25519"]
+ORDER = [*_GATEWAY, *(f"base-{m}" for m in _GATEWAY), "postfix", "postfix-opendkim"]
 
 
 def main() -> int:
