@@ -5,7 +5,7 @@
 # 50 KiB, interleaved round by round, through ../shared/bench/relay_bench.sh
 # (smtp-source -> relay -> smtp-sink).
 #
-#   bench/production_path.sh [ROUNDS=2] [N2=3000] [N50=1000] [S=20] [BASELINE=dir]
+#   bench/production_path.sh [ROUNDS=2] [N2=3000] [N50=1000] [S=20] [WARMUP=300] [BASELINE=dir]
 #
 # BASELINE: another checkout of the gateway (e.g. `git clone` of main before a change);
 # modes named base-gw-* (in MODES) run it, with this checkout's Python environment, in
@@ -28,7 +28,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 for kv in "$@"; do export "${kv?}"; done
-ROUNDS=${ROUNDS:-2} N2=${N2:-3000} N50=${N50:-1000} S=${S:-20}
+ROUNDS=${ROUNDS:-2} N2=${N2:-3000} N50=${N50:-1000} S=${S:-20} WARMUP=${WARMUP:-300}
 GW_PORT=${GW_PORT:-2575} SINK_PORT=${SINK_PORT:-2576} PF_PORT=${PF_PORT:-2577}
 OD_PORT=${OD_PORT:-8897}
 PYTHON=${PYTHON:-python3}
@@ -143,7 +143,7 @@ run_mode() {  # run_mode MODE SIZE ROUND
     load=$(load1)
     if [[ -n $od_pid ]]; then od0=$(cpu_of "$od_pid"); fi
     "$SHARED/relay_bench.sh" TARGET_PORT="$port" SINK_PORT="$SINK_PORT" N="$n" S="$S" \
-        SIZE_KB="$size" REPEAT=1 WARMUP=300 LABEL="$mode" MTA_PID="$pid" CSV="$CSV" \
+        SIZE_KB="$size" REPEAT=1 WARMUP="$WARMUP" LABEL="$mode" MTA_PID="$pid" CSV="$CSV" \
         | grep -v '^#\|^label' || true
     local od_cpu=""
     if [[ -n $od_pid ]]; then
@@ -169,4 +169,4 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 echo "CSV: $CSV"
-$PYTHON "$HERE/production_path_summary.py" "$CSV" "$EXTRA"
+$PYTHON "$HERE/production_path_summary.py" "$CSV" "$EXTRA" --warmup "$WARMUP"
