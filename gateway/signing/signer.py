@@ -22,18 +22,20 @@ message on unsigned when the default domain fails too. With dual signing a
 domain's active RSA and Ed25519 keys (RFC 8463) both sign; the RSA signature
 comes first, for verifiers that only look at the first one.
 
-RSA: dkimpy does all of DKIM — canonicalization, header selection, hashing,
-the DKIM-Signature field — but its RSA private-key operation is pure Python
-(about 6 ms per signature on our benchmark machine against 0.3 ms in OpenSSL,
-which made RSA signing cut intake to a quarter). `use_openssl_rsa()` hands
-dkimpy's RSASSA-PKCS1-v1_5 step to `cryptography` (OpenSSL): same inputs,
-same signature bytes (PKCS#1 v1.5 is deterministic), checked by the
-verification tests with dkimpy and Perl's Mail::DKIM.
+How: signature.py computes each DKIM-Signature field on bytes — the header
+block intake parsed once (gateway.core.headers), the body hashed in place,
+the private-key step in OpenSSL with the key loaded once — byte for byte what
+dkimpy writes (tests/unit/signing/test_signature.py). A message whose header
+block is not plain fields ended by an empty line, or that has a bare LF, goes
+to dkimpy itself, whose parser decides what it means (and refuses what it
+cannot parse: the fallback then). There too the RSASSA-PKCS1-v1_5 step is
+OpenSSL's (`use_openssl_rsa()`): dkimpy's own is pure Python (about 6 ms per
+signature against 0.3 ms).
 
 Security: reads untrusted content: header field names and the From: field,
-through dkimpy's parser and email.utils. Holds private keys and never logs or
-shows them (PrivateKey's repr is a fingerprint); refusal texts carry only
-normalized domain names.
+through gateway.core.headers (or dkimpy's parser) and email.utils. Holds
+private keys and never logs or shows them (PrivateKey's repr is a fingerprint);
+refusal texts carry only normalized domain names.
 """
 
 from __future__ import annotations
