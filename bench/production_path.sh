@@ -121,10 +121,23 @@ run_mode() {  # run_mode MODE SIZE ROUND
         gateway_config "$mode"
         local src=$ROOT
         [[ $mode == base-* ]] && src=${BASELINE:?base-gw modes need BASELINE=dir}
-        (cd "$src" && exec $PYTHON -m gateway serve -c "$WORK/config.yaml") \
-            >>"$WORK/$mode.log" 2>&1 &
-        GW_PID=$!
-        for _ in $(seq 1 150); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
+        # On a loaded machine the intake workers may miss the master's 30 s start
+        # deadline: try again (twice), and skip the run if it still does not start.
+        for _ in 1 2 3; do
+            (cd "$src" && exec $PYTHON -m gateway serve -c "$WORK/config.yaml") \
+                >>"$WORK/$mode.log" 2>&1 &
+            GW_PID=$!
+            for _ in $(seq 1 900); do
+                ss -ltnH "sport = :$GW_PORT" | grep -q . && break
+                kill -0 "$GW_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -0 "$GW_PID" 2>/dev/null && break
+            wait "$GW_PID" || true
+            echo "$mode: the gateway did not start (see $WORK/$mode.log); again" >&2
+            GW_PID=
+        done
+        [[ -n $GW_PID ]] || { echo "$mode,$size,$round,$(load1),start failed" >>"$EXTRA"; return 0; }
         sleep 1
         pid=$GW_PID port=$GW_PORT
         ;;
@@ -152,7 +165,7 @@ run_mode() {  # run_mode MODE SIZE ROUND
     fi
     echo "$mode,$size,$round,$load,$od_cpu" >>"$EXTRA"
     case $mode in
-    gw-*|base-gw-*) kill "$GW_PID"; wait "$GW_PID" || true; GW_PID= ;;
+    gw-*|base-gw-*) kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" || true; GW_PID= ;;
     postfix*)
         "$SHARED/postfix_relay.sh" wait-drained 60 >/dev/null || true
         "$SHARED/postfix_relay.sh" stop >/dev/null

@@ -46,11 +46,12 @@ def main() -> int:
             cpu = statistics.median(float(r["cpu_ms_per_msg"]) for r in rows)
             cpu_text = f"{cpu:.2f}"
             od = [float(e["opendkim_cpu_s"]) for e in extra[(size, label)]
-                  if e["opendkim_cpu_s"]]
+                  if e["opendkim_cpu_s"].replace(".", "", 1).isdigit()]
             if od:
                 n = int(rows[0]["n"]) + a.warmup
                 cpu_text += f" + OpenDKIM {1000 * statistics.median(od) / n:.2f}"
-            loads = [e["load1"] for e in extra[(size, label)]]
+            loads = [e["load1"] for e in extra[(size, label)]
+                     if e["opendkim_cpu_s"] != "start failed"]
             e2e = [float(r["e2e_mps"]) for r in rows]
             spread = f" [{min(e2e):.0f}-{max(e2e):.0f}]" if len(e2e) > 1 else ""
             print(f"| {size} KiB | {label} | {med[label]:.0f}{spread} | "
