@@ -64,6 +64,7 @@ class BatchedDb:
         self._retry: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.failed_flushes = 0
+        self._in_flight = 0  # rows of the batch being committed now
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,12 @@ class BatchedDb:
             await db.close()  # locked or not a database: the caller may try again
             raise
         self._db = db
+
+    @property
+    def unwritten(self) -> int:
+        """Writes queued and not committed yet (a flush in progress counts them until its
+        COMMIT; a batch the database refused stays here until a retry succeeds)."""
+        return len(self._pending) + self._in_flight
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -118,7 +125,12 @@ class BatchedDb:
         async with self._flush_lock:
             while self._pending:
                 batch, self._pending = self._pending, []
-                if not await self._commit(batch):
+                self._in_flight = len(batch)
+                try:
+                    committed = await self._commit(batch)
+                finally:
+                    self._in_flight = 0
+                if not committed:
                     self._pending[:0] = batch  # keep the order: retried before newer writes
                     self._schedule_retry()
                     return  # reads go on without these rows; the writer must not spin

@@ -67,6 +67,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import partial
 from typing import Protocol
 
 from email_validator import EmailNotValidError, validate_email
@@ -76,6 +77,7 @@ from gateway.bounces.inbox import BounceInbox
 from gateway.cleanup import Cleaned, Cleanup, is_refusal, replace_stray_cr_lf
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.core.headers import HeaderSection
 from gateway.errors import SpoolError
 from gateway.intake import replies
 from gateway.intake.idempotency import IdempotencyGuard, Ticket
@@ -264,32 +266,33 @@ class Acceptor:
                                                *header_tags(body, self.correlation_headers)))
         guard = self.idempotency
         if guard is None:
-            return await self._checked_data(envelope, body, esmtp, None)
+            return await self._checked_data(envelope, body, header, esmtp, None)
         client_id = header.message_id if header.has_message_id else None
-        checked = await guard.check(envelope, body, client_id, self._spool.new_id())
+        checked = await guard.check(envelope, body, client_id, self._spool.new_id(),
+                                    header=header.section)
         if not isinstance(checked, Ticket):
             if checked is not None:  # a resend: its original's 250, or a 451 meanwhile
                 return checked, "idempotency"
-            return await self._checked_data(envelope, body, esmtp, None)
+            return await self._checked_data(envelope, body, header, esmtp, None)
         reply, rule = replies.INTERNAL_ERROR, "internal_error"
         try:
-            reply, rule = await self._checked_data(envelope, body, esmtp, checked.queue_id)
+            reply, rule = await self._checked_data(envelope, body, header, esmtp, checked.queue_id)
         finally:
             # Stored under the ticket's id: resends get it. Otherwise the client keeps the
             # message and retries, and that retry must be taken, so the key is let go.
             await (guard.stored(checked) if reply.is_success else guard.release(checked))
         return reply, rule
 
-    async def _checked_data(self, envelope: Envelope, body: bytes, esmtp: bool,
-                            queue_id: QueueId | None) -> tuple[Reply, str]:
+    async def _checked_data(self, envelope: Envelope, body: bytes, header: _HeaderScan,
+                            esmtp: bool, queue_id: QueueId | None) -> tuple[Reply, str]:
         """Policies, then the spool; the first copy stored gets `queue_id` if given."""
         policies = self.policies
         if policies is None:
-            result = await self._store(envelope, body, esmtp, queue_id)
+            result = await self._store(envelope, body, header.section, esmtp, queue_id)
             return (result, _store_rule(result)) if isinstance(result, Reply) else \
                 self._queued(result)
         try:
-            decision = await policies.message(envelope, body)
+            decision = await policies.message(envelope, body, header.section)
         except STATE_ERRORS as exc:
             return _state_unavailable("DATA", exc), "state_unavailable"
         if decision.refusal is not None:
@@ -305,7 +308,9 @@ class Acceptor:
                                         not_before=copy.not_before)
             else:
                 copy_envelope = envelope
-            result = await self._store(copy_envelope, copy.content, esmtp,
+            # The usual case: content unchanged (no category header, no List-Unsubscribe).
+            section = header.section if copy.content is body else None
+            result = await self._store(copy_envelope, copy.content, section, esmtp,
                                        queue_id if first is None else None)
             if isinstance(result, Reply):
                 if first is None:
@@ -324,19 +329,25 @@ class Acceptor:
         policies.record_accepted(decision, stored)
         return self._queued(first)
 
-    async def _store(self, envelope: Envelope, body: bytes, esmtp: bool,
-                     queue_id: QueueId | None = None) -> QueuedMessage | Reply:
+    async def _store(self, envelope: Envelope, body: bytes, section: HeaderSection | None,
+                     esmtp: bool, queue_id: QueueId | None = None) -> QueuedMessage | Reply:
+        """Cleanup, signing, the spool; `section`: `body`'s header block if parsed."""
         queue_id = queue_id or self._spool.new_id()
         cleaned = await self._clean(envelope, body)
         if isinstance(cleaned, Reply):
             return self._refused(envelope, cleaned, "cleanup")
         # The client's Message-ID is kept as it is (None if the field is empty).
         envelope = replace(envelope, message_id=cleaned.message_id)
-        message = received_header(envelope, self._hostname, queue_id,
-                                  esmtp=esmtp).encode("utf-8") + cleaned.content
+        received = received_header(envelope, self._hostname, queue_id,
+                                   esmtp=esmtp).encode("utf-8")
+        message = received + cleaned.content
         signer = self.signer
         if signer is not None:  # after every change to the content, before the spool
-            signed = await _sign(signer, message)
+            # The header block parsed at DATA still holds if cleanup left the content as
+            # it was (the common path); our Received: field is parsed on its own.
+            parsed = section.prefixed(received) if cleaned.content is body and section \
+                is not None else None
+            signed = await _sign(signer, message, parsed)
             if signed.outcome in (SignOutcome.REFUSED, SignOutcome.TEMPFAIL):
                 return self._refused(envelope, refusal_reply(signed), "dkim")
             message = signed.content
@@ -486,11 +497,13 @@ def _log_decision(first: QueuedMessage, decision: MessageDecision) -> None:
                  decision.category)
 
 
-async def _sign(signer: DkimSigner, message: bytes) -> SignResult:
+async def _sign(signer: DkimSigner, message: bytes, header: HeaderSection | None
+                ) -> SignResult:
+    # Every line ends in CRLF (normalized at DATA): the signer need not look for bare LFs.
     # Hashing a large body (and RSA) takes a while: keep the other sessions going.
     if len(message) > _THREAD_THRESHOLD:
-        return await asyncio.to_thread(signer.sign, message)
-    return signer.sign(message)
+        return await asyncio.to_thread(partial(signer.sign, message, header, crlf=True))
+    return signer.sign(message, header, crlf=True)
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -555,14 +568,15 @@ def _address_problem(address: str, smtputf8: bool) -> str | None:
 
 # -- content ----------------------------------------------------------------------------------
 
-# RFC 5322 3.6.8: a field name is printable ASCII except ":", then the colon.
-_FIELD_NAME = re.compile(rb"[!-9;-~]+:")
 
 
 @dataclass(frozen=True)
 class _HeaderScan:
     has_message_id: bool
     message_id: str | None  # the first Message-ID field, unfolded
+    # The header block, parsed once for every stage that reads it (idempotency,
+    # policies, signing: gateway.core.headers).
+    section: HeaderSection = field(repr=False)
 
 
 def _prepare(content: bytes) -> tuple[bytes, _HeaderScan]:
@@ -571,35 +585,19 @@ def _prepare(content: bytes) -> tuple[bytes, _HeaderScan]:
 
 
 def _scan_header(content: bytes) -> _HeaderScan:
-    """Find Message-ID: in the header section (for idempotency): the lines up to the
-    first empty line, or up to the first line that is not a header field."""
-    message_id: list[bytes] | None = None
-    in_message_id = False  # continuation lines belong to the first Message-ID field
-    seen = False
-    pos = 0
-    while pos < len(content):
-        end = content.find(b"\r\n", pos)
-        end = len(content) if end < 0 else end
-        line, pos = content[pos:end], end + 2
-        if line[:1] in (b" ", b"\t") and seen:
-            if in_message_id and message_id is not None:
-                message_id.append(line)
-            continue
-        match = _FIELD_NAME.match(line)
-        if match is None:  # the empty separator line, or no header field: the body
-            break
-        seen = True
-        in_message_id = line[: match.end() - 1].lower() == b"message-id" and message_id is None
-        if in_message_id:
-            message_id = [line[match.end():]]
+    """Message-ID: in the header section (the fields up to the first line that is not
+    one: the empty line, or a body without a header), for idempotency."""
+    section = HeaderSection.parse(content)
+    ids = section.values("message-id")
     return _HeaderScan(
-        has_message_id=message_id is not None,
-        message_id=_unfold(message_id) if message_id is not None else None,
+        has_message_id=bool(ids),
+        message_id=_unfold(ids[0]) if ids else None,
+        section=section,
     )
 
 
-def _unfold(parts: list[bytes]) -> str | None:
-    value = b"".join(parts).decode("utf-8", errors="replace").strip()
+def _unfold(raw: bytes) -> str | None:
+    value = raw.replace(b"\r\n", b"").decode("utf-8", errors="replace").strip()
     return value or None
 
 

@@ -46,10 +46,10 @@ import logging
 from dataclasses import dataclass
 
 from gateway.clock import Clock
+from gateway.core.headers import HeaderSection
 from gateway.intake import replies
 from gateway.intake.settings import IdempotencyConfig
 from gateway.model import Envelope, Event, EventType, QueueId, Reply
-from gateway.policy.consent import HeaderSection
 from gateway.state.store import STATE_ERRORS, EventStore, IdempotencyStore
 
 __all__ = ["IdempotencyGuard", "Ticket", "settle_claims"]
@@ -84,12 +84,14 @@ class IdempotencyGuard:
     def __repr__(self) -> str:
         return f"<IdempotencyGuard window={self.config.window:.0f}s header={self.config.header}>"
 
-    def key_of(self, envelope: Envelope, content: bytes, message_id: str | None
-               ) -> tuple[str, str] | None:
-        """(scope, key) for this submission, or None when it has no key."""
-        header = HeaderSection.parse(content).get(self.config.header.lower())
-        if header:
-            key = "key:" + header
+    def key_of(self, envelope: Envelope, content: bytes, message_id: str | None,
+               header: HeaderSection | None = None) -> tuple[str, str] | None:
+        """(scope, key) for this submission, or None when it has no key. `header`:
+        the content's header block, when the caller has parsed it."""
+        section = HeaderSection.parse(content) if header is None else header
+        value = section.get(self.config.header.lower())
+        if value:
+            key = "key:" + value
         elif message_id:
             # With the envelope: apps that send one message to each recipient in turn
             # may reuse its Message-ID, and those are not resends.
@@ -103,10 +105,11 @@ class IdempotencyGuard:
         return scope, _capped(key.replace("\0", "\ufffd"))
 
     async def check(self, envelope: Envelope, content: bytes, message_id: str | None,
-                    queue_id: QueueId) -> Ticket | Reply | None:
+                    queue_id: QueueId, header: HeaderSection | None = None
+                    ) -> Ticket | Reply | None:
         """A Ticket (first submission, to be stored under `queue_id`), the reply for a
         resend, or None (no key: nothing to check)."""
-        found = self.key_of(envelope, content, message_id)
+        found = self.key_of(envelope, content, message_id, header)
         if found is None:
             return None
         scope, key = found

@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session as SMTPSession
 
@@ -60,6 +60,7 @@ from gateway.errors import ConfigError, ConfigProblem
 from gateway.intake import replies
 from gateway.intake.accept import Acceptor, SessionInfo, Transaction, envelope_path
 from gateway.intake.auth import Authenticator, AuthThrottle
+from gateway.intake.data_reader import read_data
 from gateway.intake.settings import IPNetwork, Limits, ListenerConfig
 from gateway.intake.speedups import cache_reflection, parse_path
 from gateway.model import Client, Envelope, Reply
@@ -440,24 +441,54 @@ class IntakeSMTP(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        # aiosmtpd reads DATA one CRLF-terminated chunk at a time, each bounded by the
-        # StreamReader limit (line_length_limit = 1001). A message whose lines end in
-        # bare LF arrives as one long "line" and would be refused as too long before
-        # it could be normalized. So during DATA the limit is the size limit: the size
-        # check decides, and accept.py checks line lengths after normalization.
+        # The body is read in one piece up to <CRLF>.<CRLF> (data_reader.py), bounded
+        # by the StreamReader limit, which is the size limit during DATA (plus slack):
+        # the size check decides, and accept.py checks line lengths after
+        # normalization (a message whose lines end in bare LF is one long "line").
         limit = self.settings.limits.max_message_size + _DATA_READ_SLACK
         self.in_data = True
         self._reader._limit = limit  # type: ignore[attr-defined]
         self.line_length_limit = limit
         try:
             with self._answering("DATA"):
-                await super().smtp_DATA(arg)
+                await self._data(arg)
         finally:
             self.line_length_limit = SMTP.line_length_limit
             self._reader._limit = SMTP.line_length_limit  # type: ignore[attr-defined]
             self.in_data = False
         if self._closing:
             self._close_with(replies.SHUTTING_DOWN)
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's smtp_DATA, with the body read in one piece (data_reader.py)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await read_data(self._reader, self.data_size_limit or 0)
+        except asyncio.IncompleteReadError:
+            log.info("%s: connection lost during DATA", self._address)
+            self._writer.close()
+            return
+        except asyncio.CancelledError:
+            log.info("%s: connection lost during DATA", self._address)
+            self._writer.close()
+            raise
+        if content is None:
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     # -- AUTH: aiosmtpd decodes, we check (in a thread) ------------------------------------------
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:

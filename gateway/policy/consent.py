@@ -16,66 +16,13 @@ among the operator's declared categories — an unknown value is ignored.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
+from gateway.core.headers import HeaderSection
 from gateway.policy import ACCEPT, MessageRecipient, Verdict
 from gateway.policy.addresses import domain_of, normalize_address
 from gateway.policy.rules_file import CategoryRule, ConsentSettings
 from gateway.state.store import ConsentStore
 
 __all__ = ["ConsentPolicy", "HeaderSection", "classify", "list_unsubscribe_fields"]
-
-# One header field with its continuation lines; stops at the first line that is
-# neither (the empty line before the body, or a body without a header section).
-_FIELD = re.compile(rb"([!-9;-~]+):([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)(?:\r\n|\Z)")
-
-
-@dataclass(frozen=True)
-class HeaderSection:
-    """The header fields of a message: (lower-case name, raw value, start, end).
-
-    Values stay bytes until asked for: a message's category needs one or two of
-    them, and this runs for every message (policies and idempotency keys)."""
-
-    fields: tuple[tuple[str, bytes, int, int], ...]
-    end: int  # offset of the first line that is not a field (the empty line, or body)
-
-    @staticmethod
-    def parse(content: bytes) -> HeaderSection:
-        fields: list[tuple[str, bytes, int, int]] = []
-        match = _FIELD.match
-        pos, size = 0, len(content)
-        while pos < size:
-            m = match(content, pos)
-            if m is None:
-                break
-            end = m.end()
-            fields.append((m.group(1).decode("ascii").lower(), m.group(2), pos, end))
-            pos = end
-        return HeaderSection(tuple(fields), pos)
-
-    def get(self, name: str) -> str | None:
-        """The first `name` field's value: unfolded (RFC 5322 2.2.3), decoded leniently."""
-        for field_name, raw, _, _ in self.fields:
-            if field_name == name:
-                return raw.replace(b"\r\n", b"").decode("utf-8", "replace").strip()
-        return None
-
-    def has(self, name: str) -> bool:
-        return any(f[0] == name for f in self.fields)
-
-    def without(self, content: bytes, name: str) -> bytes:
-        """`content` with every `name` field removed."""
-        spans = [(s, e) for n, _, s, e in self.fields if n == name]
-        if not spans:
-            return content
-        out, pos = [], 0
-        for start, end in spans:
-            out.append(content[pos:start])
-            pos = end
-        out.append(content[pos:])
-        return b"".join(out)
 
 
 def classify(settings: ConsentSettings, header: HeaderSection, mail_from: str

@@ -105,9 +105,11 @@ class PolicyStage:
         _count_refused([verdict], None)
         return verdict.reply
 
-    async def message(self, envelope: Envelope, content: bytes) -> MessageDecision:
+    async def message(self, envelope: Envelope, content: bytes,
+                      header: HeaderSection | None = None) -> MessageDecision:
+        """`header`: the content's header block, if the caller has parsed it (intake has)."""
         settings = self.policies.consent
-        header = HeaderSection.parse(content)
+        header = HeaderSection.parse(content) if header is None else header
         category, chosen_by = classify(settings, header, envelope.mail_from)
         if not settings.keep_header:
             content = header.without(content, settings.header.lower())

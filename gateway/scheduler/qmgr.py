@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from gateway import metrics
@@ -45,6 +46,7 @@ from gateway.model import (
     Route,
 )
 from gateway.scheduler.incoming import IncomingQueue
+from gateway.scheduler.journal import ROTATE_EVERY, DeliveryJournal, read_segments
 from gateway.scheduler.lanes import PriorityGate, RateBucket
 from gateway.scheduler.retry import next_attempt_at
 from gateway.spool import Spool
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at the deferred queue
 INCOMING_SCAN_EVERY = 10.0  # seconds between directory scans of incoming/
-EVENT_FLUSH_TIMEOUT = 5.0  # seconds a finished message waits for its events to be stored
+EVENT_FLUSH_TIMEOUT = 5.0  # seconds the journal keeper waits for the event store's flush
 
 
 class Deliverer(Protocol):
@@ -109,6 +111,9 @@ class Scheduler:
         self._due_at = 0.0  # when to look at deferred/ next
         self._due_checked_at = 0.0
         self._loop_task: asyncio.Task[None] | None = None
+        # Final events go here before a queue file is removed (journal.py says why).
+        self.journal = DeliveryJournal(spool.root / "journal")
+        self._keeper: asyncio.Task[None] | None = None
         # Told of each attempt's recipient outcomes once filed (gateway.bounces); it must
         # neither block nor raise.
         self.on_filed: Callable[[QueuedMessage, Sequence[Event]], None] | None = None
@@ -154,7 +159,10 @@ class Scheduler:
 
     # -- main loop -------------------------------------------------------------------------
     def start(self) -> None:
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        left = self.journal.open()
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._run(left))
+        self._keeper = loop.create_task(self._keep_journal())
 
     async def stop(self, timeout: float) -> None:
         """Stop taking work; give in-flight deliveries `timeout` seconds, then cancel them.
@@ -173,8 +181,64 @@ class Scheduler:
                 log.warning("shutdown: %d deliveries interrupted; requeued at next start",
                             len(late))
                 await asyncio.wait(late)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.wait([self._keeper])
+            self._keeper = None
+        await self._settle_journal()
+        self.journal.close()
 
-    async def _run(self) -> None:
+    # -- the delivery journal --------------------------------------------------------------
+    async def _keep_journal(self) -> None:
+        while True:
+            await self.clock.sleep(ROTATE_EVERY)
+            await self._settle_journal()
+
+    async def _settle_journal(self) -> None:
+        """Cut the journal, let the event store store what it holds, then drop the
+        segments it now has (kept, and tried again, when the store is behind)."""
+        if not self.journal.cut() and not self.journal.closed:
+            return
+        try:
+            # Only the wait is bounded: the store finishes its write whatever happens here.
+            async with asyncio.timeout(EVENT_FLUSH_TIMEOUT):
+                await self.events.flush()
+        except Exception as exc:  # the segments stay; the next round tries again
+            log.warning("event store behind (%s): journal segments kept",
+                        exc.__class__.__name__)
+            return
+        if self.events.unwritten() == 0:
+            self.journal.drop_closed()
+
+    async def _replay_journal(self, segments: list[Path]) -> None:
+        """Events a crash left in the journal and not in the event store: store them."""
+        if not segments:
+            return
+        events = read_segments(segments)
+        by_id: dict[QueueId, list[Event]] = {}
+        for event in events:
+            by_id.setdefault(event.queue_id, []).append(event)
+        missing: list[Event] = []
+        try:
+            for queue_id, journaled in by_id.items():
+                have = {(e.type, e.recipient, e.time)
+                        for e in await self.events.by_queue_id(queue_id)}
+                missing.extend(e for e in journaled if (e.type, e.recipient, e.time) not in have)
+            self.events.record(missing)
+            await self.events.flush()
+        except Exception:
+            log.exception("journal replay failed: segments kept for the next start")
+            return
+        if self.events.unwritten():
+            log.warning("journal replay: event store behind; segments kept for the next start")
+            return
+        for path in segments:
+            path.unlink(missing_ok=True)
+        log.info("journal: %d events of %d messages replayed (%d were stored already)",
+                 len(missing), len(by_id), len(events) - len(missing))
+
+    async def _run(self, journal_left: list[Path]) -> None:
+        await self._replay_journal(journal_left)
         while not self._stopping:
             try:
                 await self._round()
@@ -377,21 +441,11 @@ class Scheduler:
             else:
                 self._resync_index(qm.id)
         else:
-            # The queue file is the last trace of this message: its final events (what
-            # webhooks and traces report) must be stored before it goes, or a kill -9
-            # in between would lose them. Bounded: a failing store never holds mail.
-            await self._store_events(qm)
+            # The queue file is the last trace of this message: its final events go to
+            # the journal first (one write, no wait for the event store), then the file
+            # goes at once, so that a kill -9 repeats only deliveries still in flight.
+            self.journal.append(outcome.events)
             self._complete(qm, indexed=pending.indexed, pending=pending, outcome=outcome)
-
-    async def _store_events(self, qm: QueuedMessage) -> None:
-        try:
-            # Only the wait is bounded: the event store finishes its write whatever
-            # happens here (gateway.core.sqlite: a flush is never cut in half).
-            async with asyncio.timeout(EVENT_FLUSH_TIMEOUT):
-                await self.events.flush()
-        except Exception as exc:  # logged; the delivery itself is done
-            log.warning("events of %s not stored before its queue file was removed: %s",
-                        qm.id, exc.__class__.__name__)
 
     def _record(self, pending: _Pending, outcome: _Outcome, now: float,
                 state: QueueState) -> None:

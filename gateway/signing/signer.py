@@ -28,18 +28,20 @@ repairs what dkimpy would choke on (`Subject :`, a line that is no field). With 
 domain's active RSA and Ed25519 keys (RFC 8463) both sign; the RSA signature
 comes first, for verifiers that only look at the first one.
 
-RSA: dkimpy does all of DKIM — canonicalization, header selection, hashing,
-the DKIM-Signature field — but its RSA private-key operation is pure Python
-(about 6 ms per signature on our benchmark machine against 0.3 ms in OpenSSL,
-which made RSA signing cut intake to a quarter). `use_openssl_rsa()` hands
-dkimpy's RSASSA-PKCS1-v1_5 step to `cryptography` (OpenSSL): same inputs,
-same signature bytes (PKCS#1 v1.5 is deterministic), checked by the
-verification tests with dkimpy and Perl's Mail::DKIM.
+How: signature.py computes each DKIM-Signature field on bytes — the header
+block intake parsed once (gateway.core.headers), the body hashed in place,
+the private-key step in OpenSSL with the key loaded once — byte for byte what
+dkimpy writes (tests/unit/signing/test_signature.py). A message whose header
+block is not plain fields ended by an empty line, or that has a bare LF, goes
+to dkimpy itself, whose parser decides what it means (and refuses what it
+cannot parse: the fallback then). There too the RSASSA-PKCS1-v1_5 step is
+OpenSSL's (`use_openssl_rsa()`): dkimpy's own is pure Python (about 6 ms per
+signature against 0.3 ms).
 
 Security: reads untrusted content: header field names and the From: field,
-through dkimpy's parser and email.utils. Holds private keys and never logs or
-shows them (PrivateKey's repr is a fingerprint); refusal texts carry only
-normalized domain names.
+through gateway.core.headers (or dkimpy's parser) and email.utils. Holds
+private keys and never logs or shows them (PrivateKey's repr is a fingerprint);
+refusal texts carry only normalized domain names.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import logging
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -60,9 +63,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from gateway import metrics
 from gateway.cleanup.header import parse
+from gateway.core.headers import HeaderSection
 from gateway.model import Reply
+from gateway.signing import signature
 from gateway.signing.keys import normalize_domain
 from gateway.signing.settings import DkimConfig
+from gateway.signing.signature import SigningKey, fast_path_applies, load_key
 
 __all__ = [
     "DkimSigner",
@@ -125,12 +131,7 @@ class SigningCounters:
                 self.refused += 1
 
 
-@dataclass(frozen=True)
-class _SigningKey:
-    selector: bytes
-    domain: bytes
-    algorithm: bytes  # dkimpy's a= value
-    material: bytes = field(repr=False)
+_Attempt = Callable[[str, str], "SignResult | None"]  # (domain, reason) → signed, or None
 
 
 def signer_for(config: DkimConfig, counters: SigningCounters) -> DkimSigner | None:
@@ -204,50 +205,80 @@ class DkimSigner:
                 return domain
         return None
 
-    def sign(self, content: bytes) -> SignResult:
-        """Sign `content` (the final CRLF message) or say why not; never raises."""
-        failures = 0
+    def sign(self, content: bytes, header: HeaderSection | None = None, *,
+             crlf: bool = False, timestamp: int | None = None) -> SignResult:
+        """Sign `content` (the final CRLF message) or say why not; never raises.
+
+        `header`: the content's header block if the caller has parsed it (intake
+        has); `crlf`: every line is known to end in CRLF (intake normalized them);
+        `timestamp`: t= (default now)."""
+        header = HeaderSection.parse(content) if header is None else header
+        if fast_path_applies(content, header, crlf=crlf):
+            include = self._include(Counter(n.encode("ascii") for n, _, _, _ in header.fields))
+            sender, reason = from_domain(header.values("from"))
+            unparsed = self._unparsed_from(content, sender, reason)
+            if unparsed is not None:
+                return unparsed
+            parsed = header
+
+            def attempt(domain: str, why: str) -> SignResult | None:
+                return self._try_fast(content, parsed, include, domain, why, timestamp)
+            return self._sign_for(content, sender, reason, attempt, 0)
+        return self._sign_with_dkimpy(content)
+
+    def _sign_with_dkimpy(self, content: bytes) -> SignResult:
+        """Messages the fast path does not take (signature.fast_path_applies), as before."""
         try:
             message = dkim.DKIM(content, linesep=b"\r\n")
         except Exception as exc:
-            failures, message = 1, None
             log.warning("DKIM: cannot parse the header: %s", _describe(exc))
             # Whose mail is it? Cleanup's lenient parser still finds a From: address.
-            domain, reason = self.signing_domain(_lenient_from_domain(content)), \
-                "its header cannot be parsed"
-        else:
-            sender, reason = from_domain(message.headers)
-            if sender is None and reason == "no From: header":
-                # dkimpy skips a line "From :" (taking it for an mbox "From " line): the
-                # message may well have a From: that a key should sign.
-                lenient = _lenient_from_domain(content)
-                if lenient is not None:
-                    failures, message = 1, None
-                    sender, reason = lenient, "its From: field cannot be parsed"
-            domain = self.signing_domain(sender)
-            reason = reason or f"no DKIM key for {sender}"
-        if message is not None and domain is not None:
-            result = self._try(message, content, domain, "")
+            return self._sign_for(content, _lenient_from_domain(content),
+                                  "its header cannot be parsed", None, 1)
+        sender, reason = from_domain([v for n, v in message.headers if n.lower() == b"from"])
+        unparsed = self._unparsed_from(content, sender, reason)
+        if unparsed is not None:
+            return unparsed
+
+        def attempt(domain: str, why: str) -> SignResult | None:
+            return self._try(message, content, domain, why)
+        return self._sign_for(content, sender, reason, attempt, 0)
+
+    def _unparsed_from(self, content: bytes, sender: str | None, reason: str
+                       ) -> SignResult | None:
+        """dkimpy (and the fast path's parser) skip a line "From :", taking it for an mbox
+        "From " line: the message may well have a From: that a key should sign, so it
+        is answered 451 rather than relayed unsigned."""
+        if sender is not None or reason != "no From: header":
+            return None
+        lenient = _lenient_from_domain(content)
+        if lenient is None:
+            return None
+        return self._sign_for(content, lenient, "its From: field cannot be parsed", None, 1)
+
+    def _sign_for(self, content: bytes, sender: str | None, reason: str, attempt: _Attempt | None,
+                  failures: int) -> SignResult:
+        """The From: domain's keys, else the fallback (`attempt` is None: cannot be signed)."""
+        domain = self.signing_domain(sender)
+        reason = reason or f"no DKIM key for {sender}"
+        if attempt is not None and domain is not None:
+            result = attempt(domain, "")
             if result is not None:
                 return self._done(result, failures)
             failures += 1
             reason = f"signing for {domain} failed"
-        return self._fallback(message, content, domain, reason, failures)
-
-    def _fallback(self, message: dkim.DKIM | None, content: bytes, tried: str | None,
-                  reason: str, failures: int) -> SignResult:
         default = self.config.default_domain
-        if self.config.fallback == "sign_with_default" and message is not None and default \
-                and default != tried:
-            result = self._try(message, content, default, reason)
+        if self.config.fallback == "sign_with_default" and attempt is not None and default \
+                and default != domain:
+            result = attempt(default, reason)
             if result is not None:
                 return self._done(result, failures)
             failures += 1
             reason += f"; signing for {default} failed"
-        if failures and (tried is not None or self.config.fallback == "sign_with_default"):
+        if failures and (domain is not None or self.config.fallback == "sign_with_default"):
             # A key should have signed it: never unsigned (nor a 5xx) for our failure.
             log.warning("DKIM: answering 451: %s", reason)
-            return self._done(SignResult(SignOutcome.TEMPFAIL, content, tried or "",
+            return self._done(SignResult(SignOutcome.TEMPFAIL, content, domain or "",
                                          reason=reason), failures)
         outcome = SignOutcome.REFUSED if self.config.fallback == "refuse" \
             else SignOutcome.UNSIGNED
@@ -256,10 +287,24 @@ class DkimSigner:
                 "DKIM: %s: %s", outcome, reason)
         return self._done(SignResult(outcome, content, reason=reason), failures)
 
+    def _try_fast(self, content: bytes, header: HeaderSection, include: list[bytes],
+                  domain: str, reason: str, timestamp: int | None) -> SignResult | None:
+        keys = self._keys[domain]
+        relaxed_header, relaxed_body = (c == b"relaxed" for c in self._canonicalize)
+        try:
+            fields = [signature.sign(content, header, k, include, relaxed_header, relaxed_body,
+                                     timestamp) for k in keys]
+        except Exception as exc:
+            log.warning("DKIM: signing for %s failed: %s", domain, _describe(exc))
+            return None
+        selectors = tuple(k.selector.decode() for k in keys)
+        return SignResult(SignOutcome.SIGNED, b"".join(fields) + content, domain, selectors,
+                          reason)
+
     def _try(self, message: dkim.DKIM, content: bytes, domain: str,
              reason: str) -> SignResult | None:
         keys = self._keys[domain]
-        include = self._include(message.headers)
+        include = self._include(Counter(name.lower() for name, _ in message.headers))
         try:
             fields = [message.sign(k.selector, k.domain, k.material,
                                    signature_algorithm=k.algorithm,
@@ -272,14 +317,13 @@ class DkimSigner:
         return SignResult(SignOutcome.SIGNED, b"".join(fields) + content, domain, selectors,
                           reason)
 
-    def _include(self, headers: list[list[bytes]]) -> list[bytes]:
+    def _include(self, present: Counter[bytes]) -> list[bytes]:
         """h=: each signed field as often as it occurs; oversigned ones once more.
 
         dkimpy (like every verifier) takes repeated names from the bottom up, so
         the extra entry stands for a field that is not there: adding one later
         breaks the signature (RFC 6376 5.4.2, 8.15).
         """
-        present = Counter(name.lower() for name, _ in headers)
         names = list(dict.fromkeys([*self._signed, *self._oversigned]))
         include = [name for name in names
                    for _ in range(present[name] + (name in self._oversigned))]
@@ -292,14 +336,14 @@ class DkimSigner:
         return result
 
 
-def _active_keys(config: DkimConfig) -> dict[str, tuple[_SigningKey, ...]]:
-    keys: dict[str, list[_SigningKey]] = {}
+def _active_keys(config: DkimConfig) -> dict[str, tuple[SigningKey, ...]]:
+    keys: dict[str, list[SigningKey]] = {}
     for key in config.keys:
         if not key.active:
             continue
         if key.private_key is None:
             raise ValueError(f"DKIM key {key.domain}/{key.selector} was not read")
-        keys.setdefault(key.domain, []).append(_SigningKey(
+        keys.setdefault(key.domain, []).append(load_key(
             key.selector.encode(), key.domain.encode(), _DKIMPY_ALGORITHMS[key.algorithm],
             key.private_key.material))
     # RSA first: its signature ends up on top (see the module docstring).
@@ -307,9 +351,9 @@ def _active_keys(config: DkimConfig) -> dict[str, tuple[_SigningKey, ...]]:
             for d, ks in keys.items()}
 
 
-def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
-    """The domain of the From: address, or None and why there is none."""
-    values = [value for name, value in headers if name.lower() == b"from"]
+def from_domain(values: list[bytes]) -> tuple[str | None, str]:
+    """The domain of the From: address (`values`: each From: field's raw value), or
+    None and why there is none."""
     if not values:
         return None, "no From: header"
     if len(values) > 1:
@@ -327,15 +371,8 @@ def from_domain(headers: list[list[bytes]]) -> tuple[str | None, str]:
 def _lenient_from_domain(content: bytes) -> str | None:
     """The single From: address's domain as cleanup's parser reads the header (it
     takes `From :` too), or None."""
-    values = [f.value for f in parse(content, repair=False).fields if f.key == b"from"]
-    if len(values) != 1:
-        return None
-    text = _FOLD.sub(b"", values[0]).decode("utf-8", errors="replace")
-    addresses = [a for _, a in email.utils.getaddresses([text]) if "@" in a]
-    try:
-        return normalize_domain(addresses[0].rpartition("@")[2]) if addresses else None
-    except ValueError:
-        return None
+    return from_domain([f.value for f in parse(content, repair=False).fields
+                        if f.key == b"from"])[0]
 
 
 def _describe(exc: Exception) -> str:

@@ -8,6 +8,8 @@ Postfix counterpart: the queue directories plus cleanup(8)'s write path.
     deferred/  waiting for the next attempt
     hold/      set aside by an operator
     corrupt/   unreadable files, kept for a human
+    journal/   not a queue state: the final events of delivered messages until the
+               event store has them (gateway/scheduler/journal.py)
 
 A file is `SGW1\\n`, one line of JSON (the envelope), then the message octets
 exactly as they will be sent. It is never rewritten: the changing parts of a

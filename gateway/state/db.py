@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Params = Row | dict[str, object]
+WAL_ATTEMPTS = 500  # tries 10 ms apart: how long opening waits for another process's switch to WAL
 _Request = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
 
 
@@ -86,8 +88,8 @@ class StateDb:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                check_same_thread=False)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
-            conn.execute(f"PRAGMA {pragma}")
+        _set_wal(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
         try:
             migrate_sqlite(conn, str(self.path), self._migrations)
         except BaseException:
@@ -242,3 +244,18 @@ class StateDb:
         state = "open" if self._conn is not None else "closed"
         return (f"<StateDb {self.path} {state} queued={len(self._queue)} batches={self.batches}"
                 f" handed_over={self.handed_over}>")
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a new file at once (both intake workers at
+    their first message) can meet here, and SQLite answers "database is locked" to this
+    pragma at once, without its busy timeout: the first message got 451. So wait here,
+    on the database thread, a bounded time."""
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01)

@@ -74,6 +74,8 @@ class EventStore(Protocol):
         """The `accepted` events of a message intake stored, and its tags."""
     async def flush(self) -> None:
         """Wait until the events recorded so far are stored."""
+    def unwritten(self) -> int:
+        """Rows recorded but not stored yet (after a flush: those the store refused)."""
     async def by_queue_id(self, queue_id: QueueId) -> list[Event]: ...
     async def by_message_id(self, message_id: str) -> list[Event]: ...
     async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
@@ -108,6 +110,9 @@ class SqliteEventStore:
 
     async def flush(self) -> None:
         await self._db.flush()
+
+    def unwritten(self) -> int:
+        return self._db.unwritten
 
     async def by_queue_id(self, queue_id: QueueId) -> list[Event]:
         rows = await self._db.fetchall(_SELECT + " WHERE queue_id = ? ORDER BY seq", (queue_id,))

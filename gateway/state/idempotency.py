@@ -29,17 +29,25 @@ intake guard answers 451 4.3.0 then (gateway.intake.idempotency says why).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.model import QueueId
 from gateway.state.db import StateDb
+from gateway.state.idempotency_table import ClaimTable, SlotState, key_digest
 from gateway.state.postgres import PostgresPool
 
 __all__ = ["Claim", "IdempotencyStore", "PostgresIdempotencyStore", "SqliteIdempotencyStore"]
 
 PURGE_EVERY = 3600.0  # seconds between purges of expired keys
+SAVE_DELAY = 0.05  # seconds stored keys gather before they are written to idempotency.db
+SAVE_RETRY = 1.0  # seconds before a refused write is tried again
+STORE_ERRORS = (sqlite3.Error, OSError)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,12 @@ class IdempotencyStore(Protocol):
 
     async def purge(self, now: float) -> int: ...
 
+    async def flush(self) -> None:
+        """Write now what is written behind."""
+
+    async def close(self) -> None:
+        """Write what is pending; release files."""
+
 
 class PurgeSchedule:
     """When `claim()` purges expired keys: at the first claim, then once per PURGE_EVERY.
@@ -86,43 +100,100 @@ class PurgeSchedule:
 
 
 class SqliteIdempotencyStore:
-    def __init__(self, db: StateDb) -> None:
+    """One node's keys: recent claims in the shared memory-mapped table (claims and
+    marks are microseconds, atomic across the node's processes: idempotency_table.py
+    says why), every stored key for the whole window in idempotency.db, written
+    behind in batches; a key the table does not know is looked up there."""
+
+    def __init__(self, db: StateDb, table: ClaimTable) -> None:
         self._db = db
+        self._table = table
         self._purges = PurgeSchedule()
+        self._unsaved: list[tuple[str, str, QueueId, float, float]] = []
+        self._saver: asyncio.Task[None] | None = None
 
     async def claim(self, scope: str, key: str, queue_id: QueueId, now: float,
                     window: float, stale_after: float) -> Claim:
         if self._purges.due(now):
             await self.purge(now)
-
-        def run(c: sqlite3.Connection) -> Claim:
-            row = c.execute("SELECT queue_id, stored, created, expires FROM idempotency_keys"
-                            " WHERE scope = ? AND key = ?", (scope, key)).fetchone()
-            if row is not None and float(row[3]) > now:
-                abandoned = not row[1] and now - float(row[2]) > stale_after
-                if not abandoned:
-                    return Claim(False, str(row[0]), bool(row[1]))
-            c.execute("INSERT OR REPLACE INTO idempotency_keys"
-                      " (scope, key, queue_id, stored, created, expires)"
-                      " VALUES (?, ?, ?, 0, ?, ?)", (scope, key, queue_id, now, now + window))
+        digest = key_digest(scope, key)
+        held = self._table.claim(digest, queue_id, now, window, stale_after)
+        if held is not None:
+            return Claim(False, held.queue_id, held.stored)
+        # New to the table; idempotency.db may still know it (the table forgot it).
+        try:
+            row = await self._db.fetchone(
+                "SELECT queue_id, created, expires FROM idempotency_keys WHERE scope = ?"
+                " AND key = ? AND stored = 1 AND expires > ?", (scope, key, now), quick=True)
+        except BaseException:
+            self._table.mark(digest, queue_id, SlotState.FREE)  # the client retries
+            raise
+        if row is None:
             return Claim(True, queue_id, False)
-        return await self._db.call(run, write=True, quick=True)
+        original = str(row[0])
+        self._table.hold(digest, original, SlotState.PERSISTED, float(row[1]), float(row[2]),
+                         replacing=queue_id)
+        return Claim(False, original, True)
 
     async def stored(self, scope: str, key: str, queue_id: QueueId) -> None:
-        await self._db.call(lambda c: c.execute(
-            "UPDATE idempotency_keys SET stored = 1 WHERE scope = ? AND key = ? AND queue_id = ?",
-            (scope, key, queue_id)), write=True, quick=True)
+        digest = key_digest(scope, key)
+        held = self._table.lookup(digest, 0.0)
+        if held is None or held.queue_id != queue_id:
+            return  # taken over meanwhile (this claim was stale): the new holder saves it
+        self._table.mark(digest, queue_id, SlotState.STORED)
+        self._unsaved.append((scope, key, queue_id, held.created, held.expires))
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.get_running_loop().create_task(self._save_behind())
+
+    async def _save_behind(self) -> None:
+        """Write stored keys to idempotency.db in batches (on its thread, waiting for
+        the other processes' locks there, never on the event loop), then let the
+        table reuse their slots."""
+        await asyncio.sleep(SAVE_DELAY)  # gather a batch, as the event store does
+        while self._unsaved:
+            rows, self._unsaved = self._unsaved, []
+            try:
+                await self._write(rows)
+            except STORE_ERRORS as exc:
+                self._unsaved[:0] = rows  # kept in the table meanwhile: nothing forgotten
+                log.error("cannot write %d idempotency keys to %s (%s); retrying in %.0fs",
+                          len(rows), self.where, exc, SAVE_RETRY)
+                await asyncio.sleep(SAVE_RETRY)
+                continue
+            for scope, key, queue_id, _, _ in rows:
+                self._table.mark(key_digest(scope, key), queue_id, SlotState.PERSISTED)
 
     async def release(self, scope: str, key: str, queue_id: QueueId) -> None:
-        await self._db.call(lambda c: c.execute(
-            "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND queue_id = ?"
-            " AND stored = 0", (scope, key, queue_id)), write=True, quick=True)
+        # Only a claim in progress: a stored key is never let go.
+        self._table.mark(key_digest(scope, key), queue_id, SlotState.FREE,
+                         only_from=SlotState.PENDING)
+
+    async def flush(self) -> None:
+        if self._saver is not None and not self._saver.done():
+            self._saver.cancel()
+            await asyncio.wait([self._saver])
+        if self._unsaved:
+            self._saver = asyncio.get_running_loop().create_task(self._save_now())
+            await self._saver
+
+    async def _save_now(self) -> None:
+        rows, self._unsaved = self._unsaved, []
+        try:
+            await self._write(rows)
+        except BaseException:
+            self._unsaved[:0] = rows
+            raise
+        for scope, key, queue_id, _, _ in rows:
+            self._table.mark(key_digest(scope, key), queue_id, SlotState.PERSISTED)
 
     async def lookup(self, scope: str, key: str, now: float) -> Claim | None:
+        held = self._table.lookup(key_digest(scope, key), now)
+        if held is not None:
+            return Claim(False, held.queue_id, held.stored)
         row = await self._db.fetchone(
-            "SELECT queue_id, stored FROM idempotency_keys WHERE scope = ? AND key = ?"
-            " AND expires > ?", (scope, key, now), quick=True)
-        return None if row is None else Claim(False, str(row[0]), bool(row[1]))
+            "SELECT queue_id FROM idempotency_keys WHERE scope = ? AND key = ?"
+            " AND stored = 1 AND expires > ?", (scope, key, now), quick=True)
+        return None if row is None else Claim(False, str(row[0]), True)
 
     async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
         rows = await self._db.fetchall(
@@ -134,12 +205,25 @@ class SqliteIdempotencyStore:
         self._purges.done(now)
         return await self._db.execute("DELETE FROM idempotency_keys WHERE expires <= ?", (now,))
 
+    async def close(self) -> None:
+        """Write what is still unsaved (bounded by the database's own lock timeout)."""
+        try:
+            await self.flush()
+        except STORE_ERRORS as exc:  # still in the table file, which the next start reads
+            log.error("idempotency keys not written to %s at close: %s", self.where, exc)
+        self._table.close()
+
+    async def _write(self, rows: list[tuple[str, str, QueueId, float, float]]) -> None:
+        await self._db.call(lambda c: c.executemany(
+            "INSERT OR REPLACE INTO idempotency_keys (scope, key, queue_id, stored, created,"
+            " expires) VALUES (?, ?, ?, 1, ?, ?)", rows), write=True)
+
     @property
     def where(self) -> str:
         return str(self._db.path)
 
     def __repr__(self) -> str:
-        return f"<SqliteIdempotencyStore {self.where}>"
+        return f"<SqliteIdempotencyStore {self.where} {self._table!r} unsaved={len(self._unsaved)}>"
 
 
 # The row may be taken over when it has expired, or was never stored and is older than
@@ -202,6 +286,12 @@ class PostgresIdempotencyStore:
         status = await self._pool.run(lambda c: c.execute(
             "DELETE FROM idempotency_keys WHERE expires <= $1", now))
         return int(str(status).split()[-1])
+
+    async def flush(self) -> None:
+        pass  # nothing is written behind
+
+    async def close(self) -> None:
+        pass  # the pool is the StateStore's
 
     @property
     def where(self) -> str:

@@ -292,6 +292,9 @@ class PostgresEventStore:
                     self._pending[:0] = batch  # in order, before newer events
                     raise
 
+    def unwritten(self) -> int:
+        return len(self._pending) + len(self._pending_tags)
+
     async def by_queue_id(self, queue_id: QueueId) -> list[Event]:
         await self.flush()
         rows = await self._pool.run(lambda c: c.fetch(

@@ -26,6 +26,7 @@ from gateway.state.idempotency import (
     PostgresIdempotencyStore,
     SqliteIdempotencyStore,
 )
+from gateway.state.idempotency_table import ClaimTable
 from gateway.state.migrations import Migration, migrate_sqlite, sqlite_version
 from gateway.state.migrations import sqlite as sqlite_migrations
 from gateway.state.postgres import PostgresPool
@@ -63,7 +64,9 @@ class StateStore:
       recipient, written rarely (CLI, unsubscribes, bounces);
     - `ratelimits.table`: rate counters, updated for every recipient, in a
       memory-mapped table shared by the node's processes (gateway.state.ratelimits);
-    - `idempotency.db`: idempotency keys, written twice for every message;
+    - `idempotency.table` and `idempotency.db`: idempotency keys — recent claims in a
+      memory-mapped table shared by the node's processes, every stored key in the
+      database, written behind in batches (gateway.state.idempotency_table);
     - `bounces.db`: the bounce ledger and soft-bounce counts (gateway.state.bounces).
 
     Apart because of how they are written. Policy state is read in small
@@ -93,7 +96,8 @@ class StateStore:
         # Opens on first use, like policy.db: idempotency off, never created.
         self.idempotency_path = path.with_name("idempotency.db")
         self._idempotency_db = StateDb(self.idempotency_path, sqlite_migrations.IDEMPOTENCY)
-        self.idempotency: IdempotencyStore = SqliteIdempotencyStore(self._idempotency_db)
+        self.idempotency: IdempotencyStore = SqliteIdempotencyStore(
+            self._idempotency_db, ClaimTable(path.with_name("idempotency.table")))
         self.bounces: BounceStore = SqliteBounceStore(path.with_name("bounces.db"))
         # Circuit-breaker state shared by the nodes; None (SQLite): each breaker stays in
         # the one delivery process's memory (gateway.state.breakers says why).
@@ -197,6 +201,7 @@ class StateStore:
     async def close(self) -> None:
         log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)
         await self.rate_counters.close()
+        await self.idempotency.close()
         await self._idempotency_db.close()
         await self.bounces.close()
         await self._policy_db.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.clock import ManualClock
 from gateway.model import EventType, QueueState
+from gateway.scheduler.journal import decode_events
 from tests.fixtures.gateway import running_gateway, write_config
 from tests.fixtures.sink import Sink
 
@@ -99,7 +100,7 @@ async def test_each_recipient_gets_its_own_outcome_and_retry(tmp_path: Path) -> 
         sink.stop()
 
 
-async def test_final_events_are_stored_before_the_queue_file_goes(tmp_path: Path) -> None:
+async def test_final_events_are_on_disk_before_the_queue_file_goes(tmp_path: Path) -> None:
     # After the queue file is removed, the stored events are all that is left of a
     # message (traces, webhooks): a kill -9 right then must not lose "delivered".
     sink = Sink().start()
@@ -110,9 +111,15 @@ async def test_final_events_are_stored_before_the_queue_file_goes(tmp_path: Path
             real_remove = files.remove
 
             def remove_and_look(queue_id: str, state: QueueState) -> bool:
+                # Stored, or in the delivery journal (replayed into the store after a
+                # crash): either way on disk before the file goes.
                 with sqlite3.connect(gw.config.state_path) as db:  # another reader
                     seen[queue_id] = [t for (t,) in db.execute(
                         "SELECT type FROM events WHERE queue_id = ?", (queue_id,))]
+                journal = gw.spool.root / "journal"
+                seen[queue_id] += [e.type.value for p in journal.glob("*.jsonl")
+                                   for e in decode_events(p.read_bytes())
+                                   if e.queue_id == queue_id]
                 return real_remove(queue_id, state)
 
             files.remove = remove_and_look  # type: ignore[method-assign]

@@ -285,9 +285,11 @@ async def test_idempotency_purge_forgets_expired_keys(state: StateStore) -> None
     keys = state.idempotency
     for i in range(5):
         await keys.claim("u", f"k{i}", f"Q{i}", float(i), 10.0, 600)
+        await keys.stored("u", f"k{i}", f"Q{i}")
+    await keys.flush()
     assert await keys.purge(12.5) == 3  # expired at 10, 11, 12
-    assert await keys.lookup("u", "k0", 0.0) is None
-    assert await keys.lookup("u", "k4", 12.5) == Claim(False, "Q4", False)
+    assert await keys.lookup("u", "k0", 12.5) is None
+    assert await keys.lookup("u", "k4", 12.5) == Claim(False, "Q4", True)
 
 
 async def test_idempotency_keys_up_to_the_cap_in_any_script(state: StateStore) -> None:

@@ -1,0 +1,242 @@
+"""Recent idempotency claims: a hash table in a file that every intake process of the
+node maps into memory, like the rate counters (gateway.state.ratelimits; Postfix's
+anvil without the daemon).
+
+Why: a claim and its "stored" mark were two SQLite write transactions per
+message on a file both intake workers write, and a write that meets the other
+process's lock waits in SQLite's busy handler, which sleeps in steps of
+milliseconds: idempotency cost more throughput than an RSA signature (issue
+15). Here a claim, a lookup and a mark are each a flock/unlock pair
+(microseconds, and a waiter wakes the moment the lock is free) and a few
+struct reads on a shared mapping; the lock makes each step atomic across the
+node's processes, so two sessions racing with one message still store it once.
+
+The table holds what is recent; idempotency.db keeps every stored key for the
+whole window (gateway.state.idempotency writes it behind, in batches, and asks
+it when the table does not know a key). So the table can stay small: a slot
+whose key is in idempotency.db (`PERSISTED`) may be reused; a `PENDING` claim
+is never evicted until it is stale (its process died: `stale_after`), and a
+`STORED` one only when every slot a key may use holds a live one (counted in
+`evictions`; that needs tens of thousands of messages within the moments it
+takes to write them behind).
+
+One 64-byte slot per key: a 128-bit hash of (scope, key) — two keys sharing it
+would be taken for one (probability ~n²/2¹²⁹) —, the queue id, the state, when
+it was claimed and when it expires. An expired or released slot is free. The
+file survives a restart (a shared mapping, synced by the kernel and at close),
+as the SQLite file with synchronous=NORMAL survives a killed process but may
+lose its newest rows to a power loss.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+__all__ = ["SLOTS", "ClaimTable", "Held", "SlotState", "key_digest"]
+
+SLOTS = 1 << 16  # 4 MiB; the file is sparse until used
+PROBE = 32  # slots a key may live in (linear probing)
+_MAGIC = b"GWIDEM01"
+_HEADER = struct.Struct("<8sIIQ")  # magic, slots, probe, evictions
+_HEADER_SIZE = 64
+_SLOT = struct.Struct("<16s20sB3xdd")  # key digest, queue id, state, created, expires
+_SLOT_SIZE = 64
+_EMPTY = bytes(16)
+
+
+class SlotState(IntEnum):
+    FREE = 0  # released (or never used, when the digest is zero)
+    PENDING = 1  # claimed, the message not stored yet
+    STORED = 2  # stored; not yet in idempotency.db
+    PERSISTED = 3  # stored and in idempotency.db: the slot may be reused
+
+
+@dataclass(frozen=True)
+class Held:
+    """The current holder of a key."""
+
+    queue_id: str
+    stored: bool
+    created: float
+    expires: float
+
+
+def key_digest(scope: str, key: str) -> bytes:
+    return hashlib.blake2b(f"{scope}\0{key}".encode(), digest_size=16).digest()
+
+
+class ClaimTable:
+    """The table in `path`, opened on first use."""
+
+    def __init__(self, path: Path, slots: int = SLOTS) -> None:
+        if slots & (slots - 1):
+            raise ValueError("slots must be a power of two")
+        self.path = path
+        self._slots = slots
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+
+    def claim(self, digest: bytes, queue_id: str, now: float, window: float,
+              stale_after: float) -> Held | None:
+        """None: the key is ours now (pending under `queue_id`); else its live holder."""
+        with self._locked() as table:
+            slot, found = table.find(digest, now)
+            if found is not None:
+                _, _, state, created, _ = found
+                abandoned = state == SlotState.PENDING and now - created > stale_after
+                if not abandoned:
+                    return _held(found)
+            else:
+                slot = table.free_slot(digest, now)
+            table.store(slot, digest, queue_id, SlotState.PENDING, now, now + window)
+        return None
+
+    def lookup(self, digest: bytes, now: float) -> Held | None:
+        with self._locked() as table:
+            _, found = table.find(digest, now)
+        return None if found is None else _held(found)
+
+    def hold(self, digest: bytes, queue_id: str, state: SlotState, created: float,
+             expires: float, *, replacing: str) -> bool:
+        """Set the key's slot — only while `replacing` holds it — to this holder and
+        state (stored, persisted; or a holder found in idempotency.db). False if
+        someone else holds it now."""
+        with self._locked() as table:
+            slot, found = table.find(digest, 0.0)
+            if found is None or found[1].rstrip(b"\0").decode() != replacing:
+                return False
+            table.store(slot, digest, queue_id, state, created, expires)
+        return True
+
+    def mark(self, digest: bytes, queue_id: str, state: SlotState,
+             only_from: SlotState | None = None) -> bool:
+        """Move `queue_id`'s slot for this key to `state` (FREE releases it), if it is
+        in state `only_from` (when given)."""
+        with self._locked() as table:
+            slot, found = table.find(digest, 0.0)
+            if found is None or found[1].rstrip(b"\0").decode() != queue_id:
+                return False
+            if only_from is not None and found[2] != only_from:
+                return False
+            table.store(slot, digest, queue_id, state, found[3], found[4])
+        return True
+
+    @property
+    def evictions(self) -> int:
+        return int(_HEADER.unpack_from(self._open(), 0)[3])
+
+    def _locked(self) -> _Locked:
+        return _Locked(self._open(), self._fd, self._slots)
+
+    def _open(self) -> mmap.mmap:
+        if self._map is not None:
+            return self._map
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = _HEADER_SIZE + self._slots * _SLOT_SIZE
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the first process to get here lays it out
+            try:
+                header = os.pread(fd, _HEADER.size, 0)
+                if len(header) != _HEADER.size or _HEADER.unpack(header)[:3] != (
+                        _MAGIC, self._slots, PROBE):
+                    # New, or laid out otherwise: start empty. The keys of the whole
+                    # window are in idempotency.db; only claims in progress are lost.
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, size)
+                    os.pwrite(fd, _HEADER.pack(_MAGIC, self._slots, PROBE, 0), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._map = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self._map
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.flush()
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __repr__(self) -> str:
+        state = "open" if self._map is not None else "closed"
+        return f"<ClaimTable {self.path} {state} slots={self._slots}>"
+
+
+_Slot = tuple[bytes, bytes, int, float, float]
+
+
+def _held(slot: _Slot) -> Held:
+    _, holder, state, created, expires = slot
+    return Held(holder.rstrip(b"\0").decode(), state != SlotState.PENDING, created, expires)
+
+
+class _Locked:
+    """The table under the node-wide lock (flock on the file: held for microseconds)."""
+
+    def __init__(self, table: mmap.mmap, fd: int, slots: int) -> None:
+        self._table = table
+        self._fd = fd
+        self._mask = slots - 1
+
+    def __enter__(self) -> _Locked:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _slot(self, index: int) -> _Slot:
+        return _SLOT.unpack_from(self._table, _HEADER_SIZE + index * _SLOT_SIZE)
+
+    def find(self, digest: bytes, now: float) -> tuple[int, _Slot | None]:
+        """The key's live slot (not free, not expired at `now`), or (-1, None)."""
+        first = int.from_bytes(digest[:8], "little")
+        for i in range(PROBE):
+            index = (first + i) & self._mask
+            slot = self._slot(index)
+            if slot[0] == digest and slot[2] != SlotState.FREE and slot[4] > now:
+                return index, slot
+            if slot[0] == _EMPTY:
+                break  # never used: the key is nowhere further on either
+        return -1, None
+
+    def free_slot(self, digest: bytes, now: float) -> int:
+        """Where a new claim goes: a never-used, free or expired slot, else the oldest
+        persisted one, else (evicted, counted) the oldest stored one."""
+        first = int.from_bytes(digest[:8], "little")
+        persisted = stored = -1
+        persisted_at = stored_at = 0.0
+        for i in range(PROBE):
+            index = (first + i) & self._mask
+            key, _, state, created, expires = self._slot(index)
+            if key == _EMPTY or state == SlotState.FREE or expires <= now:
+                return index
+            if state == SlotState.PERSISTED and (persisted < 0 or created < persisted_at):
+                persisted, persisted_at = index, created
+            if state == SlotState.STORED and (stored < 0 or created < stored_at):
+                stored, stored_at = index, created
+        if persisted >= 0:
+            return persisted
+        if stored < 0:
+            raise OSError("idempotency table: every slot holds a claim in progress")
+        magic, slots, probe, evictions = _HEADER.unpack_from(self._table, 0)
+        _HEADER.pack_into(self._table, 0, magic, slots, probe, evictions + 1)
+        return stored
+
+    def store(self, index: int, digest: bytes, queue_id: str, state: SlotState,
+              created: float, expires: float) -> None:
+        _SLOT.pack_into(self._table, _HEADER_SIZE + index * _SLOT_SIZE, digest,
+                        queue_id.encode("ascii"), state, created, expires)

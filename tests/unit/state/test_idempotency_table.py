@@ -1,0 +1,88 @@
+"""The shared claim table in front of idempotency.db (gateway/state/idempotency_table.py):
+atomic across the processes that map it, small because idempotency.db keeps the whole
+window, and never forgetting a key that is not in idempotency.db yet."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from gateway.state.db import StateDb
+from gateway.state.idempotency import Claim, SqliteIdempotencyStore
+from gateway.state.idempotency_table import ClaimTable, SlotState, key_digest
+from gateway.state.migrations import sqlite as sqlite_migrations
+
+DAY = 86400.0
+
+
+def _claim_many(path: str, name: str, out: multiprocessing.Queue[tuple[str, int]]) -> None:
+    table = ClaimTable(Path(path), slots=1024)
+    won = sum(table.claim(key_digest("ip:1", f"k{i}"), f"{name}{i:04d}", 10.0, DAY, 600)
+              is None for i in range(300))
+    table.close()
+    out.put((name, won))
+
+
+def test_two_processes_claiming_the_same_keys_win_each_key_once(tmp_path: Path) -> None:
+    out: multiprocessing.Queue[tuple[str, int]] = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_claim_many, args=(str(tmp_path / "t"), n, out))
+             for n in ("A", "B")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    wins = dict(out.get(timeout=10) for _ in procs)
+    assert wins["A"] + wins["B"] == 300
+    table = ClaimTable(tmp_path / "t", slots=1024)
+    holders = {table.lookup(key_digest("ip:1", f"k{i}"), 11.0) for i in range(300)}
+    assert None not in holders and len(holders) == 300
+    table.close()
+
+
+def test_a_claim_survives_the_process_that_made_it(tmp_path: Path) -> None:
+    table = ClaimTable(tmp_path / "t")
+    digest = key_digest("user:app", "key:order-7")
+    assert table.claim(digest, "Q1", 10.0, DAY, 600) is None
+    table.mark(digest, "Q1", SlotState.STORED)
+    table.close()  # as if killed: the shared mapping is the file
+    again = ClaimTable(tmp_path / "t")
+    held = again.claim(digest, "Q2", 20.0, DAY, 600)
+    assert held is not None and (held.queue_id, held.stored) == ("Q1", True)
+    again.close()
+
+
+def test_only_persisted_slots_are_reused_while_there_are_any(tmp_path: Path) -> None:
+    table = ClaimTable(tmp_path / "t", slots=32)  # one neighbourhood: every key competes
+    digests = [key_digest("u", f"k{i}") for i in range(40)]
+    for i, digest in enumerate(digests[:32]):
+        assert table.claim(digest, f"Q{i:02d}", 1.0, DAY, 600) is None
+        table.mark(digest, f"Q{i:02d}", SlotState.PERSISTED if i % 2 else SlotState.STORED)
+    for i, digest in enumerate(digests[32:], 32):
+        assert table.claim(digest, f"Q{i:02d}", 2.0, DAY, 600) is None
+    # The 8 new claims took persisted slots; every stored one is still known.
+    for i, digest in enumerate(digests[:32]):
+        if i % 2 == 0:
+            held = table.lookup(digest, 3.0)
+            assert held is not None and held.queue_id == f"Q{i:02d}"
+    assert table.evictions == 0
+    table.close()
+
+
+async def test_a_key_the_table_forgot_is_answered_from_idempotency_db(tmp_path: Path) -> None:
+    db = StateDb(tmp_path / "idempotency.db", sqlite_migrations.IDEMPOTENCY)
+    table = ClaimTable(tmp_path / "idempotency.table", slots=32)
+    store = SqliteIdempotencyStore(db, table)
+    try:
+        assert await store.claim("ip:1", "first", "Q0", 1.0, DAY, 600) == Claim(True, "Q0", False)
+        await store.stored("ip:1", "first", "Q0")
+        await store.flush()  # written behind: now in idempotency.db, its slot reusable
+        for i in range(1, 40):  # enough new keys to push it out of the small table
+            await store.claim("ip:1", f"k{i}", f"Q{i}", 2.0, DAY, 600)
+            await store.stored("ip:1", f"k{i}", f"Q{i}")
+            await store.flush()
+        assert table.lookup(key_digest("ip:1", "first"), 3.0) is None  # forgotten here
+        assert await store.claim("ip:1", "first", "QX", 3.0, DAY, 600) == Claim(False, "Q0", True)
+        assert await store.lookup("ip:1", "first", 3.0) == Claim(False, "Q0", True)
+    finally:
+        await store.close()
+        await db.close()
