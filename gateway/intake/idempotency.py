@@ -173,14 +173,7 @@ async def settle_claims(store: IdempotencyStore, in_spool: set[QueueId], now: fl
     node's own SQLite file, so every claimer is dead) they are let go at once, so the
     client's retry is taken now instead of after STALE_AFTER. Returns (stored, released).
     """
-    stored = released = 0
-    for scope, key, queue_id in await store.pending(now):
-        if queue_id in in_spool:
-            await store.stored(scope, key, queue_id)
-            stored += 1
-        elif release_others:
-            await store.release(scope, key, queue_id)
-            released += 1
+    stored, released = await store.settle(in_spool, now, release_others=release_others)
     if stored or released:
         log.warning("idempotency claims left by a stopped process: %d stored (in the "
                     "spool), %d released", stored, released)

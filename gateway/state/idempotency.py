@@ -72,8 +72,10 @@ class IdempotencyStore(Protocol):
     async def lookup(self, scope: str, key: str, now: float) -> Claim | None:
         """The current holder of the key (won=False), or None."""
 
-    async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
-        """(scope, key, queue id) of every live claim not marked stored yet."""
+    async def settle(self, in_spool: set[QueueId], now: float, *, release_others: bool
+                     ) -> tuple[int, int]:
+        """Claims left pending by killed processes: stored if their message is in the
+        spool, released if not and `release_others`. Returns (stored, released)."""
 
     async def purge(self, now: float) -> int: ...
 
@@ -195,11 +197,10 @@ class SqliteIdempotencyStore:
             " AND stored = 1 AND expires > ?", (scope, key, now), quick=True)
         return None if row is None else Claim(False, str(row[0]), True)
 
-    async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
-        rows = await self._db.fetchall(
-            "SELECT scope, key, queue_id FROM idempotency_keys WHERE stored = 0"
-            " AND expires > ?", (now,))
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+    async def settle(self, in_spool: set[QueueId], now: float, *, release_others: bool
+                     ) -> tuple[int, int]:
+        # Claims are only ever pending in the table (idempotency.db holds stored keys).
+        return self._table.settle(in_spool, now, release_others=release_others)
 
     async def purge(self, now: float) -> int:
         self._purges.done(now)
@@ -275,11 +276,20 @@ class PostgresIdempotencyStore:
             " AND expires > $3", scope, key, now))
         return None if row is None else Claim(False, str(row[0]), bool(row[1]))
 
-    async def pending(self, now: float) -> list[tuple[str, str, QueueId]]:
+    async def settle(self, in_spool: set[QueueId], now: float, *, release_others: bool
+                     ) -> tuple[int, int]:
         rows = await self._pool.run(lambda c: c.fetch(
             "SELECT scope, key, queue_id FROM idempotency_keys WHERE NOT stored"
             " AND expires > $1", now))
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        stored = released = 0
+        for scope, key, queue_id in ((str(r[0]), str(r[1]), str(r[2])) for r in rows):
+            if queue_id in in_spool:
+                await self.stored(scope, key, queue_id)
+                stored += 1
+            elif release_others:
+                await self.release(scope, key, queue_id)
+                released += 1
+        return stored, released
 
     async def purge(self, now: float) -> int:
         self._purges.done(now)

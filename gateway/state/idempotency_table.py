@@ -128,6 +128,27 @@ class ClaimTable:
             table.store(slot, digest, queue_id, state, found[3], found[4])
         return True
 
+    def settle(self, in_spool: set[str], now: float, *, release_others: bool
+               ) -> tuple[int, int]:
+        """At start, the claims killed processes left pending: those whose message is in
+        the spool become stored (kept here for their window: the table knows a key only
+        by its digest, so it cannot be written to idempotency.db by name); the others are
+        freed when `release_others`. Returns (stored, released)."""
+        stored = released = 0
+        with self._locked() as table:
+            for index in range(self._slots):
+                digest, holder, state, created, expires = table.slot(index)
+                if state != SlotState.PENDING or expires <= now:
+                    continue
+                queue_id = holder.rstrip(b"\0").decode()
+                if queue_id in in_spool:
+                    table.store(index, digest, queue_id, SlotState.STORED, created, expires)
+                    stored += 1
+                elif release_others:
+                    table.store(index, digest, queue_id, SlotState.FREE, created, expires)
+                    released += 1
+        return stored, released
+
     @property
     def evictions(self) -> int:
         return int(_HEADER.unpack_from(self._open(), 0)[3])
@@ -198,7 +219,7 @@ class _Locked:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _slot(self, index: int) -> _Slot:
+    def slot(self, index: int) -> _Slot:
         return _SLOT.unpack_from(self._table, _HEADER_SIZE + index * _SLOT_SIZE)
 
     def find(self, digest: bytes, now: float) -> tuple[int, _Slot | None]:
@@ -206,7 +227,7 @@ class _Locked:
         first = int.from_bytes(digest[:8], "little")
         for i in range(PROBE):
             index = (first + i) & self._mask
-            slot = self._slot(index)
+            slot = self.slot(index)
             if slot[0] == digest and slot[2] != SlotState.FREE and slot[4] > now:
                 return index, slot
             if slot[0] == _EMPTY:
@@ -221,7 +242,7 @@ class _Locked:
         persisted_at = stored_at = 0.0
         for i in range(PROBE):
             index = (first + i) & self._mask
-            key, _, state, created, expires = self._slot(index)
+            key, _, state, created, expires = self.slot(index)
             if key == _EMPTY or state == SlotState.FREE or expires <= now:
                 return index
             if state == SlotState.PERSISTED and (persisted < 0 or created < persisted_at):
