@@ -38,7 +38,7 @@ from typing import Any, TextIO
 from gateway.config import Config, load_config
 from gateway.core.yamlnodes import parse_duration
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.model import ConsentRecord, Suppression, SuppressionReason
+from gateway.model import CONSENT_PURPOSES, ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address, normalize_target
 from gateway.policy.rules_file import ConsentSettings, PolicySet, load_policies
 from gateway.state.store import StateStore, open_state
@@ -86,6 +86,8 @@ def add_parsers(
         cp.add_argument("--category", required=True)
         cp.add_argument("--method", default="explicit", choices=_METHODS)
         cp.add_argument("--source", default="", help="where it was given, e.g. 'booking form'")
+        cp.add_argument("--purpose", action="append", default=[], choices=CONSENT_PURPOSES,
+                        help="also agreed to (repeatable): tracking = open/click tracking")
         cp.set_defaults(func=_sync(_consent_record), granted=action == "grant")
     cs = with_config(csub.add_parser("show", help="an address's consent history"))
     cs.add_argument("address")
@@ -274,7 +276,8 @@ async def _consent_record(args: argparse.Namespace, config: Config, state: State
     except ValueError as exc:
         raise _fail(str(exc)) from None
     now = time.time()
-    record = ConsentRecord(address, args.category, args.granted, now, args.method, args.source)
+    record = ConsentRecord(address, args.category, args.granted, now, args.method, args.source,
+                           tuple(dict.fromkeys(args.purpose)))
     await state.consent.record([record], _actor(args), now)
     print(f"{'granted' if args.granted else 'withdrawn'}: {address} {args.category}")
     return 0
@@ -289,7 +292,7 @@ async def _consent_show(args: argparse.Namespace, config: Config, state: StateSt
     for r in history:
         current[r.category] = r
         print(f"{_iso(r.time)}\t{r.category}\t{'granted' if r.granted else 'withdrawn'}"
-              f"\t{r.method}\t{r.source}")
+              f"\t{r.method}\t{r.source}" + (f"\t{' '.join(r.purposes)}" if r.purposes else ""))
     for category, r in sorted(current.items()):
         print(f"current: {category} {'granted' if r.granted else 'withdrawn'}")
     return 0

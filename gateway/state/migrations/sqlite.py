@@ -84,6 +84,11 @@ POLICY: tuple[Migration, ...] = (
             detail TEXT NOT NULL
         )""",
     )),
+    # Purposes granted with a consent record beyond the mail itself (gateway.tracking),
+    # space-separated: "tracking".
+    Migration(2, "consent purposes", (
+        "ALTER TABLE consent ADD COLUMN purposes TEXT NOT NULL DEFAULT ''",
+    )),
 )
 
 BOUNCES: tuple[Migration, ...] = (
