@@ -79,6 +79,7 @@ from gateway.policy.stage import MessageDecision, PolicyStage
 from gateway.scheduler.settings import PriorityConfig
 from gateway.signing.signer import DkimSigner, SignOutcome, SignResult, refusal_reply
 from gateway.state.store import STATE_ERRORS, StateStore
+from gateway.tracking.tracker import Tracker
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -161,6 +162,8 @@ class Acceptor:
         self.correlation_headers: tuple[str, ...] = ()
         # Mail for the bounce domain (gateway.bounces.inbox); None: no bounce domain.
         self.bounce_inbox: BounceInbox | None = None
+        # Open/click tracking with consent (config `tracking:`); None: off.
+        self.tracker: Tracker | None = None
 
     async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
         if sender == "":
@@ -304,6 +307,8 @@ class Acceptor:
         envelope = replace(envelope, message_id=message_id)
         added = self._added_headers(envelope, queue_id, header, esmtp)
         message = added + body
+        if self.tracker is not None:  # gateway.tracking; belongs to the cleanup stage
+            message = await self.tracker.apply(self.policies, envelope, queue_id, message)
         signer = self.signer
         if signer is not None:  # after every change to the content, before the spool
             signed = await _sign(signer, message)
@@ -358,6 +363,7 @@ def configure_intake(acceptor: Acceptor, config: Config, state: StateStore,
     settings (at start and on reload)."""
     acceptor.priorities = config.priorities
     acceptor.correlation_headers = correlation_headers(config)
+    acceptor.tracker = Tracker(config.tracking, state.consent) if config.tracking else None
     idem = config.idempotency
     acceptor.idempotency = (IdempotencyGuard(state.idempotency, state.events, idem, clock)
                             if idem.enabled else None)

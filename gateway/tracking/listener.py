@@ -1,0 +1,147 @@
+"""The public tracking listener: GET /o/<token> (the open pixel) and GET /c/<token>
+(a wrapped link) on an address and port of its own, over TLS unless on loopback
+(no Postfix counterpart; Postal's "track" server, KumoMTA leaves it to others).
+
+A valid open answers a 1x1 transparent GIF (never cached, so each open is seen); a
+valid click answers 302 to the link the token sealed — only ever a URL that was in
+the message, so this is no open redirector. Anything else, a forged or altered
+token included, is 404 with no Location. Each valid hit is an `opened` or `clicked`
+event (so webhooks send it, retention and erasure treat it like any other event)
+and a metric, with `machine=yes|no` and the reason (gateway.tracking.machine) and
+the client network truncated. Nothing is logged per request (no access log: the
+paths are tokens).
+
+Security: public, reads untrusted requests: only GET/HEAD on two paths; tokens are
+length-bounded and authenticated before any field is used (gateway.tracking.token).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import ssl
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.clock import Clock
+from gateway.model import Event, EventType
+from gateway.state.store import EventStore
+from gateway.tracking.machine import HUMAN, BurstDetector, Verdict, judge, truncate_ip
+from gateway.tracking.settings import TrackingConfig
+from gateway.tracking.token import Hit, HitKind, TokenKeys, open_token
+
+__all__ = ["PIXEL", "TrackingListener", "build_tracking_app", "hit_event"]
+
+log = logging.getLogger(__name__)
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private",
+             "Pragma": "no-cache", "Referrer-Policy": "no-referrer"}
+
+
+def hit_event(hit: Hit, verdict: Verdict, network: str, now: float) -> Event:
+    kind = EventType.OPENED if hit.kind is HitKind.OPEN else EventType.CLICKED
+    detail = (f"machine={'yes' if verdict.machine else 'no'}"
+              f"{f' why={verdict.reason}' if verdict.machine else ''} ip={network or '-'}"
+              f"{f' link={hit.url}' if hit.kind is HitKind.CLICK else ''}")
+    return Event(time=now, queue_id=hit.queue_id, type=kind, recipient=hit.recipient,
+                 detail=detail)
+
+
+class _Handlers:
+    def __init__(self, settings: TrackingConfig, events: EventStore, clock: Clock) -> None:
+        self.keys = TokenKeys(settings.key)
+        self.events = events
+        self.clock = clock
+        self.bursts = BurstDetector(settings.scanner_window)
+
+    def _hit(self, request: web.Request, kind: HitKind) -> tuple[Hit, Verdict] | None:
+        hit = open_token(self.keys, request.match_info["token"])
+        if hit is None or hit.kind is not kind:
+            metrics.record_tracking_hit(kind.name.lower(), None)
+            return None
+        now = self.clock.now()
+        network = truncate_ip(request.remote)
+        verdict = judge(request.method, request.headers.get("User-Agent"))
+        if (kind is HitKind.CLICK and verdict is HUMAN and self.bursts.click(
+                (hit.queue_id, hit.recipient, network), hit.url, now)):
+            verdict = Verdict(True, "burst")
+        self.events.record([hit_event(hit, verdict, network, now)])
+        metrics.record_tracking_hit(kind.name.lower(), verdict.machine)
+        return hit, verdict
+
+    async def open(self, request: web.Request) -> web.StreamResponse:
+        if self._hit(request, HitKind.OPEN) is None:
+            return _not_found()
+        return web.Response(body=PIXEL, content_type="image/gif", headers=_NO_CACHE)
+
+    async def click(self, request: web.Request) -> web.StreamResponse:
+        found = self._hit(request, HitKind.CLICK)
+        if found is None:
+            return _not_found()
+        return web.Response(status=302, headers={"Location": found[0].url, **_NO_CACHE})
+
+
+def _not_found() -> web.Response:
+    return web.Response(status=404, text="not found\n", headers=_NO_CACHE)
+
+
+def build_tracking_app(settings: TrackingConfig, events: EventStore, clock: Clock
+                       ) -> web.Application:
+    handlers = _Handlers(settings, events, clock)
+    app = web.Application(client_max_size=1024)  # no request has a body
+    app.router.add_get("/o/{token}", handlers.open)  # GET also answers HEAD
+    app.router.add_get("/c/{token}", handlers.click)
+    return app
+
+
+class TrackingListener:
+    def __init__(self, settings: TrackingConfig, events: EventStore, clock: Clock) -> None:
+        self.settings = settings
+        self.port = settings.port
+        self._app = build_tracking_app(settings, events, clock)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        sock = _bind(self.settings.address, self.settings.port)
+        self.port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock, ssl_context=self._tls()).start()
+        log.info("tracking listener on %s:%d (%s)", self.settings.address, self.port,
+                 "TLS" if self.settings.cert_file else "plain HTTP, loopback")
+
+    def _tls(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.cert_file is None or s.key_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(s.cert_file, s.key_file)
+        return context
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def __repr__(self) -> str:
+        return f"<TrackingListener {self.settings.address}:{self.port}>"
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    host = "127.0.0.1" if address == "localhost" else address
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"tracking listener on {address}:{port}: {exc.strerror}"
+                      ) from exc
+    sock.setblocking(False)
+    return sock
