@@ -9,6 +9,8 @@ Routes (documented in openapi.yaml beside this file, served at /openapi.json):
     /v1/trace /v1/summary                        message trace, figures
     /v1/queue[/{id}[/retry|hold|release]]        the queue (gateway.scheduler.queue_admin)
     /v1/suppressions[/{target}] /v1/consent[/{address}] /v1/audit
+    /console/...                                 the operator console (gateway.console):
+                                                 its own session login, not the token
 
 Everything else needs a bearer token (gateway.admin.auth); every answer that
 is not a success is a JSON error (gateway.admin.errors).
@@ -39,6 +41,7 @@ from gateway.admin.routes_queue import add_queue_routes
 from gateway.admin.routes_trace import add_trace_routes
 from gateway.admin.settings import AdminConfig, AdminToken
 from gateway.admin.unsubscribe import add_unsubscribe_routes
+from gateway.console import add_console_routes
 
 __all__ = ["OPENAPI_PATH", "AdminServer", "build_app", "openapi_document"]
 
@@ -91,6 +94,7 @@ def build_app(ctx: AdminContext, settings: AdminConfig) -> web.Application:
     add_trace_routes(app)
     add_queue_routes(app)
     add_policy_routes(app)
+    add_console_routes(app)  # the operator console (gateway.console), for browsers
     return app
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.core.yamlnodes import parse_duration
@@ -42,11 +42,11 @@ from gateway.model import CONSENT_PURPOSES, ConsentRecord, Suppression, Suppress
 from gateway.policy.addresses import normalize_address, normalize_target
 from gateway.policy.rules_file import ConsentSettings, PolicySet, load_policies
 from gateway.state.store import StateStore, open_state
+from gateway.state.suppressions import SUPPRESSION_FIELDS, write_suppression_csv
 
 __all__ = ["SUPPRESSION_FIELDS", "add_parsers", "read_consent_csv",
            "read_suppression_csv", "write_suppression_csv"]
 
-SUPPRESSION_FIELDS = ("target", "scope", "reason", "created", "added_by", "expires", "note")
 CONSENT_FIELDS = ("address", "category", "status", "time", "method", "source")
 _METHODS = ("explicit", "implicit", "imported")
 
@@ -198,14 +198,6 @@ async def _suppress_list(args: argparse.Namespace, config: Config, state: StateS
         print(f"{e.target}\t{e.scope}\t{e.reason.value}\tby={e.added_by}"
               f"\tcreated={_iso(e.created)}{expires}")
     return 0
-
-
-def write_suppression_csv(entries: Iterable[Suppression], out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SUPPRESSION_FIELDS)
-    for e in entries:
-        writer.writerow([e.target, e.scope, e.reason.value, _iso(e.created), e.added_by,
-                         _iso(e.expires), e.note])
 
 
 def read_suppression_csv(text: str, strip: bool, categories: Iterable[str], actor: str,
