@@ -129,7 +129,7 @@ async def remove_suppression(view: View) -> web.StreamResponse:
     removed = await view.ctx.gateway.state.suppressions.remove(target, scope, view.actor,
                                                                view.ctx.now())
     # The store audits the removal; the operator's reason goes beside it.
-    await view.audit("suppression.remove.reason", {"target": target, "scope": scope or "*",
+    await view.audit("suppress.remove.reason", {"target": target, "scope": scope or "*",
                                                    "reason": why, "removed": removed})
     return _back(target, f"removed {removed} suppression(s) of {target}")
 
@@ -138,7 +138,7 @@ async def remove_suppression(view: View) -> web.StreamResponse:
 async def export_csv(view: View) -> web.StreamResponse:
     out = io.StringIO()
     write_suppression_csv(await view.ctx.gateway.state.suppressions.all(), out)
-    await view.audit("suppression.export", {})
+    await view.audit("suppress.export", {})
     return web.Response(text=out.getvalue(), content_type="text/csv", headers={
         "Content-Disposition": 'attachment; filename="suppressions.csv"',
         "Cache-Control": "no-store"})
