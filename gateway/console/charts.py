@@ -47,8 +47,7 @@ def stacked_bars(starts: Sequence[int], series: Mapping[str, Sequence[int]], *,
                      f'fill="#5b6675">{_label(starts[i], step)}</text>')
     legend = " ".join(f'<tspan fill="{COLORS.get(k, "#888")}">■</tspan> {esc(k)}'
                       for k in series)
-    parts.append(f'<text x="{width - 4}" y="14" font-size="11" text-anchor="end">{legend}'
-                 "</text></svg>")
+    parts.append(f'<text x="{left + 6}" y="16" font-size="11">{legend}</text></svg>')
     return "".join(parts)
 
 

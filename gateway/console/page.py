@@ -105,6 +105,8 @@ _SECURITY_HEADERS = {
                                " base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our
+    # own form posts, and the Origin check (gateway.console.session) would refuse them.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }

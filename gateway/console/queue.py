@@ -92,7 +92,7 @@ async def queue_page(view: View) -> web.StreamResponse:
             table(["", "queue id", "state", "priority", "age", "sender", "recipients",
                    "last reply"], [_row(r, view.ctx.now()) for r in rows]),
             '<div class="row"><label>With the selected<select name="action">'
-            + "".join(f"<option>{a}</option>" for a in ACTIONS)
+            + "".join(f'<option value="{a}">{a}</option>' for a in ACTIONS)
             + '</select></label><button type="submit">Continue…</button></div></form>',
             f'<p class="muted">{len(rows)} shown (at most {SHOWN}), '
             f"{time.monotonic() - started:.2f} s.</p>"]
