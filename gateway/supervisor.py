@@ -67,7 +67,8 @@ class Gateway:
         self.listeners = [IntakeServer(lst, config, self.acceptor, self.clock)
                           for lst in config.listeners]
         self.admin = AdminServer(self, config.admin) if config.admin is not None else None
-        self.tracking = (TrackingListener(config.tracking, self.state.events, self.clock)
+        self.tracking = (TrackingListener(config.tracking, self.state.events,
+                                          self.state.consent, self.clock)
                          if config.tracking is not None else None)
         self.workers: IntakeWorkers | None = None
         self.queue_metrics = QueueSampler(self.spool, self.clock,

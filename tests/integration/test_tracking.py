@@ -190,3 +190,16 @@ async def hits(gw: Gateway, base: str, pixel: str, links: list[str], hooks: Rece
     await hooks.await_events(lambda evs: len(evs) >= 3)
     assert sorted(e["type"] for e in hooks.events()) == ["clicked", "opened", "opened"]
     assert {e["recipient"] for e in hooks.events()} == {"fan@example.net"}
+
+    # Tracking consent withdrawn (a newer record without the purpose): the pixel still
+    # answers, the link still redirects, but nothing more is recorded about the guest.
+    await gw.state.consent.record([ConsentRecord("fan@example.net", "marketing", True, 2.0)],
+                                  "test", 2.0)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(pixel, headers={"User-Agent": BROWSER}) as resp:
+            assert resp.status == 200
+        async with http.get(links[0], allow_redirects=False) as resp:
+            assert resp.status == 302
+    await gw.state.events.flush()
+    kinds = [e.type for e in await gw.state.events.by_queue_id(queue_id)]
+    assert (kinds.count(EventType.OPENED), kinds.count(EventType.CLICKED)) == (2, 1)
