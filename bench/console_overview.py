@@ -26,7 +26,6 @@ import asyncio
 import os
 import platform
 import re
-import statistics
 import sys
 import tempfile
 import textwrap
@@ -38,6 +37,9 @@ from aiohttp.test_utils import TestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from admin_queries import timed  # noqa: E402
 
 from gateway.admin.context import AdminContext  # noqa: E402
 from gateway.admin.ratelimit import IpRateLimiter  # noqa: E402
@@ -112,15 +114,6 @@ def config_for(directory: Path) -> Path:
     return path
 
 
-async def median_ms(runs: int, fn: object) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        await fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 async def measure(directory: Path, runs: int) -> None:
     gw = Gateway(load_config(config_for(directory)))
     await gw.state.open()
@@ -144,7 +137,7 @@ async def measure(directory: Path, runs: int) -> None:
                     sent[window] = m.group(1) if m else "?"
 
             for window in ("hour", "day", "week"):
-                ms = await median_ms(runs, lambda w=window: page(w))
+                ms = await timed(runs, lambda w=window: page(w))
                 print(f"GET /console/overview?window={window}: {ms:.0f} ms "
                       f"(sent={sent[window]})")
 
@@ -153,7 +146,7 @@ async def measure(directory: Path, runs: int) -> None:
                                     headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                     assert r.status == 200
             print(f"GET /v1/summary (scans the events; for comparison): "
-                  f"{await median_ms(min(runs, 3), summary):.0f} ms")
+                  f"{await timed(min(runs, 3), summary):.0f} ms")
     finally:
         await server.close()
         await gw.state.close()

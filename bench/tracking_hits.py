@@ -13,7 +13,7 @@ tokens at `--rate` per second.
 Rounds, interleaved `--rounds` times: SMTP alone, then SMTP with hits at `--rate`
 (the intake rate of the two is compared within each round); then once: hits alone
 for `--seconds`, and the same time idle. CPU per hit = (master's CPU time during
-hits − during idle) / hits, from /proc/<pid>/stat.
+hits - during idle) / hits, from /proc/<pid>/stat.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from functools import cache
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from gateway.admin.routes_trace import add_trace_routes
 from gateway.admin.settings import AdminConfig, AdminToken
 from gateway.admin.unsubscribe import add_unsubscribe_routes
 from gateway.console import add_console_routes
+from gateway.core.listen import bind_tcp
 
 __all__ = ["OPENAPI_PATH", "AdminServer", "build_app", "openapi_document"]
 
@@ -113,7 +113,7 @@ class AdminServer:
         # No access log: request lines would put unsubscribe tokens in the log.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        sock = _bind(self.settings.address, self.settings.port)
+        sock = bind_tcp(self.settings.address, self.settings.port, "admin listener")
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock).start()
         log.info("admin API on %s:%d (%d token%s)", self.settings.address, self.port,
@@ -126,19 +126,3 @@ class AdminServer:
 
     def __repr__(self) -> str:
         return f"<AdminServer {self.settings.address}:{self.port}>"
-
-
-def _bind(address: str, port: int) -> socket.socket:
-    host = "127.0.0.1" if address == "localhost" else address
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"admin listener on {address}:{port}: {exc.strerror}") from exc
-    sock.setblocking(False)
-    return sock
-

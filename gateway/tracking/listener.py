@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import ssl
 
 from aiohttp import web
 
 from gateway import metrics
 from gateway.clock import Clock
+from gateway.core.listen import bind_tcp
 from gateway.model import Event, EventType
 from gateway.state.store import STATE_ERRORS, ConsentStore, EventStore
 from gateway.tracking.machine import HUMAN, BurstDetector, Verdict, judge, truncate_ip
@@ -125,7 +125,7 @@ class TrackingListener:
         # No access log: the paths are tokens. Bodies are never read (max_field_size
         # bounds the request line and headers; tokens are at most MAX_TOKEN long).
         self._server = web.Server(self._handler, access_log=None, max_field_size=8190)
-        sock = _bind(self.settings.address, self.settings.port)
+        sock = bind_tcp(self.settings.address, self.settings.port, "tracking listener", 512)
         self.port = int(sock.getsockname()[1])
         self._listening = await asyncio.get_running_loop().create_server(
             self._server, sock=sock, ssl=self._tls())
@@ -154,19 +154,3 @@ class TrackingListener:
 
     def __repr__(self) -> str:
         return f"<TrackingListener {self.settings.address}:{self.port}>"
-
-
-def _bind(address: str, port: int) -> socket.socket:
-    host = "127.0.0.1" if address == "localhost" else address
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                         socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(512)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"tracking listener on {address}:{port}: {exc.strerror}"
-                      ) from exc
-    sock.setblocking(False)
-    return sock
