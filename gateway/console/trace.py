@@ -29,7 +29,7 @@ from gateway.state.events import CATEGORY_TAG
 __all__ = ["trace_action", "trace_page"]
 
 LIMIT = 50  # messages per search
-QUEUE_SCAN = 10_000  # queued messages looked through for a recipient
+QUEUE_SCAN = 2_000  # queued messages looked through for a recipient (oldest first)
 
 
 def _headers(view: View) -> tuple[str, ...]:
