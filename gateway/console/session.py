@@ -84,11 +84,14 @@ def csrf_ok(session: Session, given: object) -> bool:
 
 
 def origin_ok(request: web.Request) -> bool:
-    """No Origin (older browsers, same-origin GET) or this very origin."""
+    """No Origin (older browsers, same-origin GET) or one naming this host. The host only,
+    not the scheme: behind a TLS reverse proxy the browser's origin is https:// while
+    this listener is spoken to over plain HTTP, with the same Host."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return origin == f"{request.scheme}://{request.host}"
+    scheme, _, host = origin.partition("://")
+    return scheme in ("http", "https") and host == request.host
 
 
 def set_cookie(response: web.StreamResponse, sid: str, secure: bool) -> None:
