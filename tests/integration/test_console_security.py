@@ -78,6 +78,7 @@ async def test_pages_need_a_session_and_changes_need_csrf_from_this_origin(
             (form, {}),  # no CSRF token
             ({**form, "csrf": csrf[:-1] + ("A" if csrf[-1] != "A" else "B")}, {}),
             ({**form, "csrf": csrf}, {"Origin": "https://evil.example"}),
+            ({**form, "csrf": csrf}, {"Origin": "null"}),  # a sandboxed or opaque origin
         ]
         for data, headers in forged:
             async with http.post(add, data=data, headers=headers,
