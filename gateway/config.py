@@ -42,6 +42,7 @@ from gateway.model import RetrySchedule, Route
 from gateway.scheduler.settings import PriorityConfig, parse_priorities
 from gateway.signing.settings import DkimConfig, parse_dkim
 from gateway.state.settings import RetentionConfig, StateConfig, parse_retention, parse_state
+from gateway.tracking.settings import TrackingConfig, parse_tracking
 from gateway.webhooks.settings import WebhookConfig, parse_webhooks
 
 __all__ = ["Config", "load_config"]
@@ -72,6 +73,7 @@ class Config:
     admin: AdminConfig | None = None  # None: no admin listener (gateway.admin.settings)
     api: ApiConfig | None = None  # None: no HTTP submission listener (gateway.api.settings)
     webhooks: tuple[WebhookConfig, ...] = ()  # gateway.webhooks.settings
+    tracking: TrackingConfig | None = None  # None: no tracking (gateway.tracking.settings)
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # gateway.state.retention
     # Category → priority and each priority's share of delivery (gateway.scheduler.settings).
     priorities: PriorityConfig = field(default_factory=PriorityConfig)
@@ -137,6 +139,7 @@ def load_config(path: str | os.PathLike[str], *, read_keys: bool = True) -> Conf
         admin=parse_admin(root, base),
         api=parse_api(root, base),
         webhooks=parse_webhooks(root, base),
+        tracking=parse_tracking(root, base),
         retention=parse_retention(root.section("retention"), base),
         priorities=priorities,
         idempotency=parse_idempotency(root.section("idempotency")),

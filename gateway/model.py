@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 __all__ = [
+    "CONSENT_PURPOSES",
     "Attempt",
     "BreakerSettings",
     "Client",
@@ -91,6 +92,10 @@ class EventType(StrEnum):
     # A resubmission (same Message-ID or Idempotency-Key from the same client) answered
     # with the original queue id and not queued again (gateway.intake.idempotency).
     DUPLICATE = "duplicate"
+    # Engagement (gateway.tracking), only with the recipient's consent: the open pixel was
+    # fetched, a wrapped link followed. detail: "machine=yes|no why=… ip=…/24 [link=…]".
+    OPENED = "opened"
+    CLICKED = "clicked"
 
 
 class Priority(IntEnum):
@@ -139,6 +144,10 @@ class Suppression:
     note: str = ""
 
 
+# Purposes a consent record may carry beyond receiving the category's mail.
+CONSENT_PURPOSES = ("tracking",)
+
+
 @dataclass(frozen=True)
 class ConsentRecord:
     """One grant or withdrawal; for an (address, category) the latest record wins."""
@@ -149,6 +158,9 @@ class ConsentRecord:
     time: float
     method: str = "explicit"  # explicit | implicit | imported
     source: str = ""  # free text: where it was given (e.g. the booking site's form)
+    # What else the recipient agreed to with this grant, beyond receiving the mail:
+    # "tracking" lets gateway.tracking add an open pixel and click redirects.
+    purposes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from gateway.state.erasure_postgres import check_erasure_key
 from gateway.state.migrations.sqlite import EVENTS
 from gateway.state.retention import RetentionJob, purger_for
 from gateway.state.store import STATE_ERRORS, StateStore, open_state
+from gateway.tracking.listener import TrackingListener
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox, SqliteOutbox
 from gateway.webhooks.outbox_postgres import PostgresOutbox
@@ -69,6 +70,9 @@ class Gateway:
                           for lst in config.listeners]
         self.admin = AdminServer(self, config.admin) if config.admin is not None else None
         self.api = ApiServer(self, config.api) if config.api is not None else None
+        self.tracking = (TrackingListener(config.tracking, self.state.events,
+                                          self.state.consent, self.clock)
+                         if config.tracking is not None else None)
         self.workers: IntakeWorkers | None = None
         self.queue_metrics = QueueSampler(self.spool, self.clock,
                                           config.metrics_sample_interval)
@@ -123,6 +127,8 @@ class Gateway:
         metrics.RUNNING.attach(self._collectors)
         if self.admin is not None:
             await self.admin.start()  # before the listeners: /readyz says when they are up
+        if self.tracking is not None:
+            await self.tracking.start()
         await self.webhooks.start()
         self.retention.start()
         await self.bounces.start()
@@ -198,6 +204,8 @@ class Gateway:
         await self.scheduler.stop(self.config.shutdown_timeout)
         if self.admin is not None:
             await self.admin.stop()
+        if self.tracking is not None:
+            await self.tracking.stop()
         await self.queue_metrics.stop()
         metrics.RUNNING.detach(self._collectors)
         await self.bounces.stop()

@@ -19,7 +19,7 @@ from gateway.admin.context import actor, context, int_param, limit_param, query_
 from gateway.admin.errors import ApiError, json_body, json_response
 from gateway.core.yamlnodes import parse_duration
 from gateway.errors import ConfigError
-from gateway.model import ConsentRecord, Suppression, SuppressionReason
+from gateway.model import CONSENT_PURPOSES, ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address, normalize_target
 from gateway.state.retention import erase_address
 
@@ -204,7 +204,7 @@ async def get_consent(request: web.Request) -> web.Response:
 async def record_consent(request: web.Request) -> web.Response:
     ctx = context(request)
     data = await json_body(request)
-    _unknown_keys(data, {"address", "category", "status", "method", "source"})
+    _unknown_keys(data, {"address", "category", "status", "method", "source", "purposes"})
     if not isinstance(data.get("address"), str):
         raise ApiError(422, "invalid", "'address' is required")
     categories = ctx.policy_settings()[1].categories
@@ -226,9 +226,18 @@ async def record_consent(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "consent is recorded for an address, not a domain")
     now = ctx.now()
     record = ConsentRecord(address, category, status == "granted", now, method,
-                           _opt_str(data, "source", ""))
+                           _opt_str(data, "source", ""), _purposes(data))
     await ctx.gateway.state.consent.record([record], actor(request), now)
     return json_response(_consent(record), 201)
+
+
+def _purposes(data: dict[str, Any]) -> tuple[str, ...]:
+    """`purposes`: a list of CONSENT_PURPOSES (e.g. ["tracking"]), absent: none."""
+    value = data.get("purposes", [])
+    if not isinstance(value, list) or any(p not in CONSENT_PURPOSES for p in value):
+        raise ApiError(422, "invalid", "'purposes' must be a list of: "
+                       f"{', '.join(CONSENT_PURPOSES)}")
+    return tuple(dict.fromkeys(value))
 
 
 async def list_audit(request: web.Request) -> web.Response:

@@ -9,6 +9,8 @@ Routes (documented in openapi.yaml beside this file, served at /openapi.json):
     /v1/trace /v1/summary                        message trace, figures
     /v1/queue[/{id}[/retry|hold|release]]        the queue (gateway.scheduler.queue_admin)
     /v1/suppressions[/{target}] /v1/consent[/{address}] /v1/audit
+    /console/...                                 the operator console (gateway.console):
+                                                 its own session login, not the token
 
 Everything else needs a bearer token (gateway.admin.auth); every answer that
 is not a success is a JSON error (gateway.admin.errors).
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from functools import cache
 from pathlib import Path
 
@@ -39,8 +40,10 @@ from gateway.admin.routes_queue import add_queue_routes
 from gateway.admin.routes_trace import add_trace_routes
 from gateway.admin.settings import AdminConfig, AdminToken
 from gateway.admin.unsubscribe import add_unsubscribe_routes
+from gateway.console import add_console_routes
+from gateway.core.listen import bind_tcp
 
-__all__ = ["OPENAPI_PATH", "AdminServer", "bind_socket", "build_app", "openapi_document"]
+__all__ = ["OPENAPI_PATH", "AdminServer", "build_app", "openapi_document"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,7 @@ def build_app(ctx: AdminContext, settings: AdminConfig) -> web.Application:
     add_trace_routes(app)
     add_queue_routes(app)
     add_policy_routes(app)
+    add_console_routes(app)  # the operator console (gateway.console), for browsers
     return app
 
 
@@ -109,7 +113,7 @@ class AdminServer:
         # No access log: request lines would put unsubscribe tokens in the log.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        sock = bind_socket(self.settings.address, self.settings.port)
+        sock = bind_tcp(self.settings.address, self.settings.port, "admin listener")
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock).start()
         log.info("admin API on %s:%d (%d token%s)", self.settings.address, self.port,
@@ -122,21 +126,3 @@ class AdminServer:
 
     def __repr__(self) -> str:
         return f"<AdminServer {self.settings.address}:{self.port}>"
-
-
-def bind_socket(address: str, port: int, what: str = "admin") -> socket.socket:
-    """A listening TCP socket for an HTTP listener (admin, API); OSError names `what`."""
-    host = "127.0.0.1" if address == "localhost" else address
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"{what} listener on {address}:{port}: {exc.strerror}"
-                      ) from exc
-    sock.setblocking(False)
-    return sock
-

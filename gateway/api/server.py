@@ -36,13 +36,13 @@ from aiohttp import web
 from gateway.admin.errors import ApiError, error_middleware, json_response
 from gateway.admin.ratelimit import IpRateLimiter
 from gateway.admin.routes_trace import group_events
-from gateway.admin.server import bind_socket
 from gateway.api.keys import ApiKey, KeyRing
 from gateway.api.request import Limits, MessageRequest, RequestError, parse_message
 from gateway.api.settings import ApiConfig
 from gateway.api.submit import API_KEY_TAG, META_TAG, RETRY_AFTER, Fields, Outcome, Submitter
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.core.listen import bind_tcp
 from gateway.errors import ConfigError
 from gateway.intake.accept import Acceptor
 from gateway.intake.auth import AuthThrottle
@@ -321,7 +321,7 @@ class ApiServer:
         self._runner = web.AppRunner(build_app(ctx, self.settings), access_log=None,
                                      handle_signals=False)
         await self._runner.setup()
-        sock = bind_socket(self.settings.address, self.settings.port, "API")
+        sock = bind_tcp(self.settings.address, self.settings.port, "API listener")
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock, ssl_context=self._tls()).start()
         log.info("HTTP API on %s://%s:%d (%d key%s)", "https" if self.settings.tls else "http",

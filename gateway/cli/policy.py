@@ -33,20 +33,20 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.core.yamlnodes import parse_duration
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.model import ConsentRecord, Suppression, SuppressionReason
+from gateway.model import CONSENT_PURPOSES, ConsentRecord, Suppression, SuppressionReason
 from gateway.policy.addresses import normalize_address, normalize_target
 from gateway.policy.rules_file import ConsentSettings, PolicySet, load_policies
 from gateway.state.store import StateStore, open_state
+from gateway.state.suppressions import SUPPRESSION_FIELDS, write_suppression_csv
 
 __all__ = ["SUPPRESSION_FIELDS", "add_parsers", "read_consent_csv",
            "read_suppression_csv", "write_suppression_csv"]
 
-SUPPRESSION_FIELDS = ("target", "scope", "reason", "created", "added_by", "expires", "note")
 CONSENT_FIELDS = ("address", "category", "status", "time", "method", "source")
 _METHODS = ("explicit", "implicit", "imported")
 
@@ -86,6 +86,8 @@ def add_parsers(
         cp.add_argument("--category", required=True)
         cp.add_argument("--method", default="explicit", choices=_METHODS)
         cp.add_argument("--source", default="", help="where it was given, e.g. 'booking form'")
+        cp.add_argument("--purpose", action="append", default=[], choices=CONSENT_PURPOSES,
+                        help="also agreed to (repeatable): tracking = open/click tracking")
         cp.set_defaults(func=_sync(_consent_record), granted=action == "grant")
     cs = with_config(csub.add_parser("show", help="an address's consent history"))
     cs.add_argument("address")
@@ -198,14 +200,6 @@ async def _suppress_list(args: argparse.Namespace, config: Config, state: StateS
     return 0
 
 
-def write_suppression_csv(entries: Iterable[Suppression], out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SUPPRESSION_FIELDS)
-    for e in entries:
-        writer.writerow([e.target, e.scope, e.reason.value, _iso(e.created), e.added_by,
-                         _iso(e.expires), e.note])
-
-
 def read_suppression_csv(text: str, strip: bool, categories: Iterable[str], actor: str,
                          now: float) -> list[Suppression]:
     """Parse and validate every row; raise ValueError('line N: …') on the first bad one."""
@@ -274,7 +268,8 @@ async def _consent_record(args: argparse.Namespace, config: Config, state: State
     except ValueError as exc:
         raise _fail(str(exc)) from None
     now = time.time()
-    record = ConsentRecord(address, args.category, args.granted, now, args.method, args.source)
+    record = ConsentRecord(address, args.category, args.granted, now, args.method, args.source,
+                           tuple(dict.fromkeys(args.purpose)))
     await state.consent.record([record], _actor(args), now)
     print(f"{'granted' if args.granted else 'withdrawn'}: {address} {args.category}")
     return 0
@@ -289,7 +284,7 @@ async def _consent_show(args: argparse.Namespace, config: Config, state: StateSt
     for r in history:
         current[r.category] = r
         print(f"{_iso(r.time)}\t{r.category}\t{'granted' if r.granted else 'withdrawn'}"
-              f"\t{r.method}\t{r.source}")
+              f"\t{r.method}\t{r.source}" + (f"\t{' '.join(r.purposes)}" if r.purposes else ""))
     for category, r in sorted(current.items()):
         print(f"current: {category} {'granted' if r.granted else 'withdrawn'}")
     return 0

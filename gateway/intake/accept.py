@@ -87,6 +87,7 @@ from gateway.scheduler.settings import PriorityConfig
 from gateway.signing.signer import DkimSigner, SignOutcome, SignResult, refusal_reply
 from gateway.state.events import EventStore
 from gateway.state.store import STATE_ERRORS, StateStore
+from gateway.tracking.tracker import Tracker
 
 __all__ = [
     "Acceptor",
@@ -196,6 +197,8 @@ class Acceptor:
         self.cleanup = Cleanup(hostname)
         # Refusals after the policy stage (cleanup, DKIM) become `rejected` events here.
         self.events: EventStore | None = None
+        # Open/click tracking with consent (config `tracking:`); None: off.
+        self.tracker: Tracker | None = None
 
     async def mail(self, session: SessionInfo, sender: str, *, smtputf8: bool) -> Reply:
         if sender == "":
@@ -338,15 +341,18 @@ class Acceptor:
             return self._refused(envelope, cleaned, "cleanup")
         # The client's Message-ID is kept as it is (None if the field is empty).
         envelope = replace(envelope, message_id=cleaned.message_id)
+        content = cleaned.content
+        if self.tracker is not None:  # open/click tracking, with consent (gateway.tracking)
+            content = await self.tracker.apply(self.policies, envelope, queue_id, content)
         received = received_header(envelope, self._hostname, queue_id,
                                    esmtp=esmtp).encode("utf-8")
-        message = received + cleaned.content
+        message = received + content
         signer = self.signer
         if signer is not None:  # after every change to the content, before the spool
             # The header block parsed at DATA still holds if cleanup left the content as
             # it was (the common path); our Received: field is parsed on its own.
-            parsed = section.prefixed(received) if cleaned.content is body and section \
-                is not None else None
+            parsed = section.prefixed(received) if content is body and section is not None \
+                else None
             signed = await _sign(signer, message, parsed)
             if signed.outcome in (SignOutcome.REFUSED, SignOutcome.TEMPFAIL):
                 return self._refused(envelope, refusal_reply(signed), "dkim")
@@ -425,6 +431,7 @@ def configure_intake(acceptor: Acceptor, config: Config, state: StateStore,
     acceptor.priorities = config.priorities
     acceptor.events = state.events
     acceptor.correlation_headers = correlation_headers(config)
+    acceptor.tracker = Tracker(config.tracking, state.consent) if config.tracking else None
     idem = config.idempotency
     acceptor.idempotency = (IdempotencyGuard(state.idempotency, state.events, idem, clock)
                             if idem.enabled else None)

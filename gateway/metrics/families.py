@@ -33,6 +33,7 @@ __all__ = [
     "record_recipient",
     "record_reload",
     "record_signing",
+    "record_tracking_hit",
     "record_verdict",
     "record_verp_forged",
     "record_webhook_delivery",
@@ -109,6 +110,10 @@ VERP_FORGED = Counter(
     ["source"], registry=REGISTRY)
 WEBHOOKS = Counter(
     _P + "webhook_deliveries_total", "Webhook POSTs by result.", ["result"], registry=REGISTRY)
+TRACKING_HITS = Counter(
+    _P + "tracking_hits_total", "Tracking listener hits by kind (open, click), whether a "
+    "machine made it (yes, no), and invalid tokens (kind=invalid).", ["kind", "machine"],
+    registry=REGISTRY)
 RELOADS = Counter(
     _P + "reloads_total", "Configuration and policy reloads by kind and result.",
     ["kind", "result"], registry=REGISTRY)
@@ -217,6 +222,14 @@ def verdict_domain(recipient: str) -> str:
 
 def record_verp_forged(source: str) -> None:
     VERP_FORGED.labels(source).inc()
+
+
+def record_tracking_hit(kind: str, machine: bool | None) -> None:
+    """kind "open" | "click"; machine None: the token was invalid (counted as such)."""
+    if machine is None:
+        TRACKING_HITS.labels("invalid", "").inc()
+    else:
+        TRACKING_HITS.labels(kind, "yes" if machine else "no").inc()
 
 
 def record_webhook_delivery(result: str) -> None:

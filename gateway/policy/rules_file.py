@@ -59,6 +59,9 @@ _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 class Category:
     name: str
     basis: str
+    # Open/click tracking (gateway.tracking) for this category's mail, and then only to
+    # recipients whose consent record includes the purpose "tracking". Off by default.
+    tracking: bool = False
 
     @property
     def requires_consent(self) -> bool:
@@ -201,7 +204,8 @@ def _categories(root: Section) -> dict[str, Category]:
     out: dict[str, Category] = {}
     for name in sec.keys():  # noqa: SIM118 (Section is not a dict)
         item = sec.section(name)
-        out[name] = Category(name, item.get_str("basis", "contract", BASES))
+        out[name] = Category(name, item.get_str("basis", "contract", BASES),
+                             item.get_bool("tracking", False))
         if not item.has("basis"):
             sec.error(name, f"category '{name}' needs a 'basis' ({', '.join(BASES)})")
         item.done()

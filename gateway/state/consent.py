@@ -17,8 +17,8 @@ from gateway.state.db import StateDb
 
 __all__ = ["ConsentStore", "SqliteConsentStore"]
 
-_COLUMNS = "address, category, granted, time, method, source"
-_INSERT = f"INSERT INTO consent ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_COLUMNS = "address, category, granted, time, method, source, purposes"
+_INSERT = f"INSERT INTO consent ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class ConsentStore(Protocol):
@@ -47,8 +47,8 @@ class SqliteConsentStore:
         return out
 
     async def record(self, records: Iterable[ConsentRecord], actor: str, now: float) -> int:
-        rows = [(r.address, r.category, int(r.granted), r.time, r.method, r.source)
-                for r in records]
+        rows = [(r.address, r.category, int(r.granted), r.time, r.method, r.source,
+                 " ".join(r.purposes)) for r in records]
         audits = [audit_row(now, actor, "consent.grant" if r[2] else "consent.withdraw",
                             {"address": r[0], "category": r[1], "method": r[4]}) for r in rows]
         if len(rows) > 100:
@@ -70,4 +70,5 @@ class SqliteConsentStore:
 
 def _record(r: Row) -> ConsentRecord:
     return ConsentRecord(address=str(r[0]), category=str(r[1]), granted=bool(r[2]),
-                         time=float(r[3]), method=str(r[4]), source=str(r[5] or ""))
+                         time=float(r[3]), method=str(r[4]), source=str(r[5] or ""),
+                         purposes=tuple(str(r[6] or "").split()))

@@ -147,7 +147,7 @@ def _suppression(r: Any) -> Suppression:
 
 # -- consent ----------------------------------------------------------------------------------
 
-_CONSENT_COLUMNS = "address, category, granted, time, method, source"
+_CONSENT_COLUMNS = "address, category, granted, time, method, source, purposes"
 
 
 class PostgresConsentStore:
@@ -163,7 +163,8 @@ class PostgresConsentStore:
         return {r[0]: _consent(r) for r in rows}
 
     async def record(self, records: Iterable[ConsentRecord], actor: str, now: float) -> int:
-        rows = [(r.address, r.category, r.granted, r.time, r.method, r.source) for r in records]
+        rows = [(r.address, r.category, r.granted, r.time, r.method, r.source,
+                 " ".join(r.purposes)) for r in records]
         audits = [_audit(now, actor, "consent.grant" if r[2] else "consent.withdraw",
                          {"address": r[0], "category": r[1], "method": r[4]}) for r in rows]
         if len(rows) > 100:
@@ -171,7 +172,7 @@ class PostgresConsentStore:
 
         async def run(c: Conn) -> None:
             await c.executemany(f"INSERT INTO consent ({_CONSENT_COLUMNS})"
-                                " VALUES ($1, $2, $3, $4, $5, $6)", rows)
+                                " VALUES ($1, $2, $3, $4, $5, $6, $7)", rows)
             await c.executemany(_AUDIT, audits)
         await self._pool.run(run, transaction=True)
         return len(rows)
@@ -191,7 +192,7 @@ class PostgresConsentStore:
 
 def _consent(r: Any) -> ConsentRecord:
     return ConsentRecord(address=r[0], category=r[1], granted=bool(r[2]), time=float(r[3]),
-                         method=r[4], source=r[5] or "")
+                         method=r[4], source=r[5] or "", purposes=tuple((r[6] or "").split()))
 
 
 # -- audit ------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ in the same query.
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 from collections.abc import Iterable
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
 
 from gateway.core.sqlite import Row
 from gateway.model import Suppression, SuppressionReason
@@ -21,7 +23,11 @@ from gateway.state.address_hash import AddressHasher
 from gateway.state.audit import AUDIT_INSERT, audit_row
 from gateway.state.db import StateDb
 
-__all__ = ["SqliteSuppressionStore", "SuppressionStore", "with_tokens"]
+__all__ = ["SUPPRESSION_FIELDS", "SqliteSuppressionStore", "SuppressionStore", "with_tokens",
+           "write_suppression_csv"]
+
+# The CSV of `smtp-gateway suppress export|import` and the console's export.
+SUPPRESSION_FIELDS = ("target", "scope", "reason", "created", "added_by", "expires", "note")
 
 _COLUMNS = "target, scope, reason, created, added_by, expires, note"
 _UPSERT = (f"INSERT OR REPLACE INTO suppressions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -109,3 +115,15 @@ def _suppression(r: Row) -> Suppression:
     return Suppression(target=str(r[0]), scope=str(r[1]), reason=SuppressionReason(str(r[2])),
                        created=float(r[3]), added_by=str(r[4]),
                        expires=None if r[5] is None else float(r[5]), note=str(r[6] or ""))
+
+
+def write_suppression_csv(entries: Iterable[Suppression], out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SUPPRESSION_FIELDS)
+    for e in entries:
+        writer.writerow([e.target, e.scope, e.reason.value, _iso(e.created), e.added_by,
+                         _iso(e.expires), e.note])
+
+
+def _iso(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()

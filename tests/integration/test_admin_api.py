@@ -249,14 +249,21 @@ async def test_suppressions_and_consent_like_the_cli(tmp_path: Path) -> None:
             for status in ("granted", "withdrawn"):
                 recorded = await api.post("/v1/consent", json_body={
                     "address": "Guest@example.net", "category": "marketing", "status": status,
-                    "source": "booking form"})
+                    "source": "booking form",
+                    "purposes": ["tracking"] if status == "granted" else []})
                 assert recorded.status == 201, recorded
+                assert recorded.json["purposes"] == (["tracking"] if status == "granted"
+                                                     else [])
             for body in ({"address": "g@example.net", "category": "spam", "status": "granted"},
                          {"address": "g@example.net", "category": "marketing", "status": "yes"},
                          {"address": "@example.net", "category": "marketing",
                           "status": "granted"},
                          {"address": "g@example.net", "category": "marketing",
                           "status": "granted", "method": "telepathy"},
+                         {"address": "g@example.net", "category": "marketing",
+                          "status": "granted", "purposes": ["profiling"]},
+                         {"address": "g@example.net", "category": "marketing",
+                          "status": "granted", "purposes": "tracking"},
                          {"category": "marketing", "status": "granted"}):
                 assert_error(await api.post("/v1/consent", json_body=body), 422, "invalid")
             shown = (await api.get("/v1/consent/guest@EXAMPLE.net")).json

@@ -99,12 +99,13 @@ def test_consent_grant_withdraw_show_import(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path, 1))
     assert run(capsys, "consent", "grant", "g@example.net", "--category", "marketing",
-               "--source", "booking form", "-c", config)[0] == 0
+               "--source", "booking form", "--purpose", "tracking", "-c", config)[0] == 0
     assert run(capsys, "consent", "withdraw", "G@example.net", "--category", "marketing",
                "-c", config)[0] == 0
     code, out, _ = run(capsys, "consent", "show", "g@example.net", "-c", config)
     assert code == 0
-    assert "\tmarketing\tgranted\texplicit\tbooking form" in out
+    assert "\tmarketing\tgranted\texplicit\tbooking form\ttracking\n" in out
+    assert "\tmarketing\twithdrawn\texplicit\t\n" in out
     assert out.strip().endswith("current: marketing withdrawn")
     source = tmp_path / "consent.csv"
     source.write_text("address,category,status,time,method,source\n"

@@ -24,15 +24,16 @@ def test_migrate_status_and_refusing_a_newer_schema(tmp_path: Path) -> None:
     assert status.returncode == 1 and "needs `db migrate`" in status.stdout
     done = gateway("db", "migrate", "-c", config)
     assert done.returncode == 0, done.stderr
-    assert (f"{var / 'state.db'}: version 0 -> 3 (1 events, 2 webhook cursors, "
-            "3 message_tags)" in done.stdout)
-    assert f"{var / 'policy.db'}: version 0 -> 1 (1 suppressions, consent, audit)" in done.stdout
+    assert (f"{var / 'state.db'}: version 0 -> 4 (1 events, 2 webhook cursors, "
+            "3 message_tags, 4 event counts)" in done.stdout)
+    assert (f"{var / 'policy.db'}: version 0 -> 2 (1 suppressions, consent, audit, "
+            "2 consent purposes)" in done.stdout)
     assert "up to date" in gateway("db", "migrate", "-c", config).stdout
     assert gateway("db", "status", "-c", config).returncode == 0
     with sqlite3.connect(var / "policy.db") as conn:
-        conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (2, 'from the future', 0)")
+        conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (3, 'from the future', 0)")
     served = gateway("serve", "-c", config)
     assert served.returncode == 1
-    assert (f"{var / 'policy.db'}: schema version 2 is newer than this gateway knows (1)"
+    assert (f"{var / 'policy.db'}: schema version 3 is newer than this gateway knows (2)"
             in served.stderr)
     assert "newer than this gateway" in gateway("db", "status", "-c", config).stdout

@@ -18,9 +18,9 @@ ROOT = Path(gateway.__file__).parent
 
 # Only what every stage shares stays at the top; everything else is a stage's package.
 TOP_MODULES = {"__init__", "__main__", "clock", "config", "errors", "model", "supervisor"}
-STAGE_PACKAGES = {"admin", "api", "bounces", "cleanup", "cli", "core", "delivery", "intake", "logs",
-                  "metrics",
-                  "policy", "scheduler", "signing", "spool", "state", "webhooks"}
+STAGE_PACKAGES = {"admin", "api", "bounces", "cleanup", "cli", "console", "core", "delivery",
+                  "intake", "logs", "metrics", "policy", "scheduler", "signing", "spool", "state",
+                  "tracking", "webhooks"}
 
 
 def module_name(path: Path) -> str:

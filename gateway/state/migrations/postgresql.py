@@ -136,4 +136,8 @@ POSTGRESQL: tuple[Migration, ...] = (
             PRIMARY KEY (route, smarthost)
         )""",
     )),
+    # Purposes granted with a consent record beyond the mail itself (gateway.tracking).
+    Migration(6, "consent purposes", (
+        "ALTER TABLE consent ADD COLUMN purposes text NOT NULL DEFAULT ''",
+    )),
 )

@@ -52,6 +52,35 @@ EVENTS: tuple[Migration, ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS message_tags_value ON message_tags(name, value)",
     )),
+    # Counts rolled up from the events for the console's overview (gateway.state.counts).
+    Migration(4, "event counts", (
+        """CREATE TABLE IF NOT EXISTS event_counts (
+            bucket INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            category TEXT NOT NULL,
+            route TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (bucket, type, category, route, reason)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS domain_counts (
+            bucket INTEGER NOT NULL,
+            domain TEXT NOT NULL,
+            type TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (bucket, domain, type)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS latency_counts (
+            bucket INTEGER NOT NULL,
+            le REAL NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (bucket, le)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS rollup_cursor (
+            name TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    )),
 )
 
 POLICY: tuple[Migration, ...] = (
@@ -83,6 +112,11 @@ POLICY: tuple[Migration, ...] = (
             action TEXT NOT NULL,
             detail TEXT NOT NULL
         )""",
+    )),
+    # Purposes granted with a consent record beyond the mail itself (gateway.tracking),
+    # space-separated: "tracking".
+    Migration(2, "consent purposes", (
+        "ALTER TABLE consent ADD COLUMN purposes TEXT NOT NULL DEFAULT ''",
     )),
 )
 

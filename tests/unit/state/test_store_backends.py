@@ -135,6 +135,14 @@ async def test_consent_latest_record_wins(state: StateStore) -> None:
     assert actions.count("consent.grant") == 3 and actions.count("consent.withdraw") == 1
 
 
+async def test_consent_purposes_are_kept(state: StateStore) -> None:
+    record = ConsentRecord("t@example.net", "marketing", True, 10.0, purposes=("tracking",))
+    await state.consent.record([record], "cli:test", 10.0)
+    assert (await state.consent.current(("t@example.net",), "marketing"))["t@example.net"] \
+        == record
+    assert (await state.consent.history("t@example.net"))[0].purposes == ("tracking",)
+
+
 async def test_events_by_queue_id_and_message_id(state: StateStore) -> None:
     reply = Reply(550, "5.1.1", "no such user")
     state.events.record([
