@@ -136,9 +136,14 @@ class ClaimTable:
         freed when `release_others`. Returns (stored, released)."""
         stored = released = 0
         with self._locked() as table:
+            # Read through the file, not the map: a page never used is a hole that reads
+            # as zeros, where touching it through the map would allocate it (and on a
+            # full disk, kill the process with SIGBUS).
+            slots = os.pread(self._fd, self._slots * _SLOT_SIZE, _HEADER_SIZE)
             for index in range(self._slots):
-                digest, holder, state, created, expires = table.slot(index)
-                if state != SlotState.PENDING or expires <= now:
+                digest, holder, state, created, expires = _SLOT.unpack_from(
+                    slots, index * _SLOT_SIZE)
+                if state != SlotState.PENDING or expires <= now or digest == _EMPTY:
                     continue
                 queue_id = holder.rstrip(b"\0").decode()
                 if queue_id in in_spool:
