@@ -50,6 +50,11 @@ _MAGIC = b"GWIDEM01"
 _HEADER_SIZE = HEADER_SIZE
 _SLOT = struct.Struct("<16s20sB3xdd")  # key digest, queue id, state, created, expires
 _SLOT_SIZE = 64
+# After the shared header (core/shared_table.py): whether the table knows what
+# idempotency.db may hold beyond it (0 on a new layout), and until when a key it
+# pushed out may still be live there (a miss before that asks idempotency.db).
+_KNOWN = struct.Struct("<Q d")
+_KNOWN_AT = 24
 _EMPTY = bytes(16)
 
 
@@ -116,17 +121,37 @@ class ClaimTable:
         return True
 
     def mark(self, digest: bytes, queue_id: str, state: SlotState,
-             only_from: SlotState | None = None) -> bool:
+             only_from: SlotState | None = None) -> Held | None:
         """Move `queue_id`'s slot for this key to `state` (FREE releases it), if it is
-        in state `only_from` (when given)."""
+        in state `only_from` (when given). Returns the holder as it was, or None when
+        `queue_id` does not hold the key (or not in `only_from`): nothing changed."""
         with self._locked() as table:
             slot, found = table.find(digest, 0.0)
             if found is None or found[1].rstrip(b"\0").decode() != queue_id:
-                return False
+                return None
             if only_from is not None and found[2] != only_from:
-                return False
+                return None
             table.store(slot, digest, queue_id, state, found[3], found[4])
-        return True
+        return _held(found)
+
+    def may_have_forgotten(self, now: float) -> bool:
+        """Whether a key this table does not hold may still be live in idempotency.db:
+        true while a live key pushed out of the table could still be asked for
+        (until its expiry), and on a table laid out anew until learn_forgotten() said
+        what idempotency.db holds. Read without the lock: the value only grows while
+        the table lives, so a read older than a claim is still a bound for it."""
+        known, until = _KNOWN.unpack_from(self._file.open(), _KNOWN_AT)
+        return not known or now < until
+
+    def learn_forgotten(self, until: float) -> None:
+        """After a new layout: the keys in idempotency.db are live until `until`."""
+        with self._file.locked() as table:
+            _, current = _KNOWN.unpack_from(table, _KNOWN_AT)
+            _KNOWN.pack_into(table, _KNOWN_AT, 1, max(current, until))
+
+    @property
+    def layout_known(self) -> bool:
+        return bool(_KNOWN.unpack_from(self._file.open(), _KNOWN_AT)[0])
 
     def settle(self, in_spool: set[str], now: float, *, release_others: bool
                ) -> tuple[int, int]:
@@ -215,11 +240,21 @@ class _Locked:
             if state == SlotState.STORED and (stored < 0 or created < stored_at):
                 stored, stored_at = index, created
         if persisted >= 0:
+            self._forget(persisted)
             return persisted
         if stored < 0:
             raise OSError("idempotency table: every slot holds a claim in progress")
         SharedTable.count_eviction(self._table)
+        self._forget(stored)
         return stored
+
+    def _forget(self, index: int) -> None:
+        """The live key in this slot leaves the table: until it expires, a miss must
+        ask idempotency.db (a stored key not written there yet will be, behind)."""
+        expires = self.slot(index)[4]
+        known, until = _KNOWN.unpack_from(self._table, _KNOWN_AT)
+        if expires > until:
+            _KNOWN.pack_into(self._table, _KNOWN_AT, known, expires)
 
     def store(self, index: int, digest: bytes, queue_id: str, state: SlotState,
               created: float, expires: float) -> None:
