@@ -13,8 +13,6 @@ behaviour to exceed the bound.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -29,37 +27,6 @@ CLIENTS = 8
 CRASHES = 3
 MAX_CONCURRENCY = 10
 ACKED_BEFORE_KILL = 120  # acknowledged messages between two kills
-
-
-def kill_whole_gateway(gw: GatewayProcess) -> int:
-    """SIGKILL the master and every intake worker at once; returns how many died."""
-    assert gw.proc is not None
-    pids = [gw.proc.pid, *_children(gw.proc.pid)]
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    gw.proc.wait(timeout=30)
-    for pid in pids[1:]:
-        _wait_gone(pid)
-    return len(pids)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out.extend(int(p) for p in text)
-    return out
-
-
-def _wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} survived SIGKILL")
 
 
 @contextmanager
@@ -101,7 +68,7 @@ def test_kill9_repeats_only_deliveries_in_flight(tmp_path: Path) -> None:
                 # Delivered while the events could not be stored: all would be re-sent
                 # if a delivery waited for its events before its queue file went.
                 assert sink.count() >= before + 3 * MAX_CONCURRENCY, gw.output()[-3000:]
-                assert kill_whole_gateway(gw) == 3
+                assert gw.kill9(whole=True) == 3
             if crash == CRASHES - 1:
                 clients.stop()
             promised = clients.promised()
