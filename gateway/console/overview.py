@@ -22,7 +22,7 @@ from gateway.console.page import esc, link, table, when
 from gateway.delivery.deliver import Delivery
 from gateway.delivery.smarthosts import CircuitBreaker
 from gateway.metrics.queue import QueueSample, QueueSampler
-from gateway.state.counts import CountRow, Overview
+from gateway.state.counts import Overview
 
 __all__ = ["WINDOWS", "overview"]
 
@@ -40,15 +40,10 @@ TOP_DOMAINS = 15
 
 async def load(view: View, since: float) -> Overview:
     counts = view.console.counts
-    if counts is not None:
-        await counts.rollup()
-        return await counts.overview(since)
-    # PostgreSQL state: no rolled-up counts yet; the events summary (a grouped query).
-    summary = await view.ctx.gateway.state.events.summary(since)
-    out = Overview(since)
-    for category, kinds in summary.by_category.items():
-        out.rows.extend(CountRow(k, category, "", "", n) for k, n in kinds.items())
-    return out
+    if counts is None:  # only before the app's start-up ran
+        return Overview(since)
+    await counts.rollup()
+    return await counts.overview(since)
 
 
 @guarded

@@ -16,7 +16,9 @@ on) and adds them, in the same transaction that moves the cursor, to:
 The console rolls up before it renders and every ROLLUP_INTERVAL meanwhile, so
 counts lag the events by seconds. Counts hold no addresses (domains only), so
 erasure has nothing to do here; retention purges events, not these totals.
-SQLite only: with PostgreSQL the console falls back to the events summary.
+This module is the SQLite backend; gateway.state.counts_postgres is PostgreSQL's (the
+same tables and figures, a cursor that survives out-of-order commits); both are
+`Counts`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.state.db import StateDb
 
-__all__ = ["BUCKET", "LATENCY_BOUNDS", "ROLLUP_BATCH", "CountRow", "EventCounts", "Overview",
-           "reason_of"]
+__all__ = ["BUCKET", "LATENCY_BOUNDS", "ROLLUP_BATCH", "CountRow", "Counts", "EventCounts",
+           "Overview", "reason_of", "rollup_rows"]
 
 BUCKET = 300  # seconds: the overview's resolution
 DOMAIN_BUCKET = 3600
@@ -184,6 +187,16 @@ def _overview(conn: sqlite3.Connection, since: float) -> Overview:
     return out
 
 
+class Counts(Protocol):
+    """What the console needs of either backend's counts."""
+
+    async def rollup(self, limit: int = ROLLUP_BATCH) -> int: ...
+
+    async def overview(self, since: float) -> Overview: ...
+
+    async def close(self) -> None: ...
+
+
 class EventCounts:
     """The roll-up and the overview query, on a StateDb of state.db."""
 
@@ -203,3 +216,6 @@ class EventCounts:
 
     async def overview(self, since: float) -> Overview:
         return await self.db.call(lambda c: _overview(c, since))
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -316,6 +316,14 @@ class PostgresEventStore:
             " WHERE name = $1 AND value = $2 LIMIT $3) ORDER BY seq", name, value, limit))
         return [_event(r) for r in rows]
 
+    async def by_recipient(self, address: str, limit: int = 50) -> list[Event]:
+        await self.flush()
+        rows = await self._pool.run(lambda c: c.fetch(
+            _EVENT_SELECT + " WHERE queue_id IN (SELECT queue_id FROM events"
+            " WHERE lower(recipient) = lower($1) GROUP BY queue_id ORDER BY MAX(seq) DESC"
+            " LIMIT $2) ORDER BY time, seq", address.strip(), limit))
+        return [_event(r) for r in rows]
+
     async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]:
         await self.flush()
         ids = sorted(set(queue_ids))
