@@ -153,6 +153,7 @@ _CONSENT_COLUMNS = "address, category, granted, time, method, source, purposes"
 class PostgresConsentStore:
     def __init__(self, pool: PostgresPool) -> None:
         self._pool = pool
+        self.generation = 0  # gateway.state.consent
 
     async def current(self, addresses: tuple[str, ...], category: str
                       ) -> dict[str, ConsentRecord]:
@@ -174,7 +175,9 @@ class PostgresConsentStore:
             await c.executemany(f"INSERT INTO consent ({_CONSENT_COLUMNS})"
                                 " VALUES ($1, $2, $3, $4, $5, $6, $7)", rows)
             await c.executemany(_AUDIT, audits)
+        self.generation += 1
         await self._pool.run(run, transaction=True)
+        self.generation += 1
         return len(rows)
 
     async def history(self, address: str) -> list[ConsentRecord]:
