@@ -76,13 +76,13 @@ REASONS = ("user_unknown", "mailbox_full", "policy_block", "spam_content")
 def outcome(i: int, qid: str, rcpt: str, t: float) -> Event:
     route = f"route{i % 3}"
     if i % 40 == 0:
-        return Event(t, qid, EventType.BOUNCED, rcpt, route=route, host="mx.test",
+        return Event(t, qid, EventType.BOUNCED, rcpt, route=route, host=f"mx{i % 50}.test",
                      reply=Reply(550, "5.1.1", "no"),
                      detail=f"source=smtp-reply kind=hard reason={REASONS[i % 4]}")
     if i % 13 == 0:
-        return Event(t, qid, EventType.DEFERRED, rcpt, route=route, host="mx.test",
+        return Event(t, qid, EventType.DEFERRED, rcpt, route=route, host=f"mx{i % 50}.test",
                      reply=Reply(451, "4.2.0", "later"), detail="attempt 1")
-    return Event(t, qid, EventType.DELIVERED, rcpt, route=route, host="mx.test",
+    return Event(t, qid, EventType.DELIVERED, rcpt, route=route, host=f"mx{i % 50}.test",
                  reply=Reply(250, "2.0.0", "ok"))
 
 

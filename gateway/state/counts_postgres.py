@@ -48,7 +48,8 @@ _SELECT_NEW = (
     "  SELECT v.seq, v.time, v.type, v.recipient, COALESCE(v.route, ''), v.reply_code,"
     "  v.reply_enhanced, v.detail, COALESCE(t.value, ''),"
     "  CASE WHEN v.type = 'delivered' THEN (SELECT MIN(a.time) FROM events a"
-    "   WHERE a.queue_id = v.queue_id AND a.type = 'accepted') END, v.xid"
+    "   WHERE a.queue_id = v.queue_id AND a.type = 'accepted') END, COALESCE(v.host, ''),"
+    "  v.xid"
     "  FROM events v LEFT JOIN message_tags t ON t.queue_id = v.queue_id AND t.name = $4"
     "  WHERE (v.xid, v.seq) > ($1::xid8, $2::bigint) AND v.xid < h.horizon"
     "  ORDER BY v.xid, v.seq LIMIT $3) e ON true")
@@ -65,6 +66,10 @@ _UPSERT_LATENCY = (
     "INSERT INTO latency_counts (bucket, le, n)"
     " SELECT * FROM unnest($1::bigint[], $2::float8[], $3::bigint[])"
     " ON CONFLICT (bucket, le) DO UPDATE SET n = latency_counts.n + excluded.n")
+_UPSERT_HOSTS = (
+    "INSERT INTO host_counts (bucket, route, host, type, n)"
+    " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+    " ON CONFLICT (bucket, route, host, type) DO UPDATE SET n = host_counts.n + excluded.n")
 _ADVANCE = (
     "INSERT INTO rollup_cursor (name, xid, seq) VALUES ($1, $2::xid8, $3)"
     " ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, seq = excluded.seq"
@@ -91,10 +96,12 @@ async def _rollup_batch(c: Conn, limit: int) -> int:
     elif horizon > xid:
         xid, seq = horizon, 0
     if taken:
-        _, events, domains, latency = rollup_rows(t[:-1] for t in taken)
-        await c.execute(_UPSERT_EVENTS, *_columns([(*k, n) for k, n in events.items()], 6))
-        await c.execute(_UPSERT_DOMAINS, *_columns([(*k, n) for k, n in domains.items()], 4))
-        await c.execute(_UPSERT_LATENCY, *_columns([(*k, n) for k, n in latency.items()], 3))
+        batch = rollup_rows(t[:-1] for t in taken)
+        for sql, counts, width in ((_UPSERT_EVENTS, batch.events, 6),
+                                   (_UPSERT_DOMAINS, batch.domains, 4),
+                                   (_UPSERT_LATENCY, batch.latency, 3),
+                                   (_UPSERT_HOSTS, batch.hosts, 5)):
+            await c.execute(sql, *_columns([(*k, n) for k, n in counts.items()], width))
     await c.execute(_ADVANCE, _CURSOR, xid, seq)
     return len(taken)
 
@@ -117,6 +124,10 @@ async def _overview(c: Conn, since: float) -> Overview:
     for le, n in await c.fetch(
             "SELECT le, SUM(n) FROM latency_counts WHERE bucket >= $1 GROUP BY 1", first):
         out.latency[float(le)] = int(n)
+    for route, host, kind, n in await c.fetch(
+            "SELECT route, host, type, SUM(n) FROM host_counts WHERE bucket >= $1"
+            " GROUP BY 1, 2, 3", int(since // DOMAIN_BUCKET * DOMAIN_BUCKET)):
+        out.hosts.setdefault((route, host), {})[kind] = int(n)
     return out
 
 

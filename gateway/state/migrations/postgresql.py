@@ -169,6 +169,14 @@ POSTGRESQL: tuple[Migration, ...] = (
             n bigint NOT NULL,
             PRIMARY KEY (bucket, le)
         )""",
+        """CREATE TABLE host_counts (
+            bucket bigint NOT NULL,
+            route text NOT NULL,
+            host text NOT NULL,
+            type text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (bucket, route, host, type)
+        )""",
         """CREATE TABLE rollup_cursor (
             name text PRIMARY KEY,
             xid xid8 NOT NULL,

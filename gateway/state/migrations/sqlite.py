@@ -86,6 +86,18 @@ EVENTS: tuple[Migration, ...] = (
     Migration(5, "events by recipient", (
         "CREATE INDEX IF NOT EXISTS events_recipient ON events(lower(recipient))",
     )),
+    # Which host of a route carried the mail, per hour (gateway.state.counts): the
+    # console's smarthost failovers. Counted from the events rolled up after this.
+    Migration(6, "host counts", (
+        """CREATE TABLE IF NOT EXISTS host_counts (
+            bucket INTEGER NOT NULL,
+            route TEXT NOT NULL,
+            host TEXT NOT NULL,
+            type TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (bucket, route, host, type)
+        ) WITHOUT ROWID""",
+    )),
 )
 
 POLICY: tuple[Migration, ...] = (

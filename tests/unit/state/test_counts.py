@@ -66,10 +66,12 @@ def write_day(state: StateStore) -> None:
     for i in range(5):
         events.record_accepted(accepted(f"Q{i}", f"u{i}@Gmail.com", "marketing", T0 + i),
                                T0 + i)
-    events.record([Event(T0 + 40, "Q0", EventType.DELIVERED, "u0@Gmail.com", route="mx"),
-                   Event(T0 + 400, "Q1", EventType.DELIVERED, "u1@Gmail.com", route="mx"),
+    events.record([Event(T0 + 40, "Q0", EventType.DELIVERED, "u0@Gmail.com", route="mx",
+                         host="relay-a"),
+                   Event(T0 + 400, "Q1", EventType.DELIVERED, "u1@Gmail.com", route="mx",
+                         host="relay-b"),
                    Event(T0 + 50, "Q2", EventType.BOUNCED, "u2@Gmail.com", route="mx",
-                         reply=Reply(550, "5.1.1", "no such user"))])
+                         host="relay-a", reply=Reply(550, "5.1.1", "no such user"))])
 
 
 async def test_rollup_counts_each_event_once_by_category_route_domain_reason(
@@ -95,12 +97,14 @@ async def test_rollup_counts_each_event_once_by_category_route_domain_reason(
     assert day.latency == {60.0: 1, 900.0: 1}  # 40 s and 399 s
     assert day.percentile(0.5) == 60.0 and day.percentile(0.99) == 900.0
     assert sum(day.series["accepted"].values()) == 5
+    assert day.hosts == {("mx", "relay-a"): {"delivered": 1, "bounced": 1},
+                         ("mx", "relay-b"): {"delivered": 1}}
     later = await counts.overview(T0 + BUCKET)  # the first bucket is left out
     assert later.total("accepted") == 0 and later.total("delivered") == 1
 
 
 def figures(o: Overview) -> tuple[object, ...]:
-    return (sorted(o.rows, key=repr), o.domains, o.latency, o.series)
+    return (sorted(o.rows, key=repr), o.domains, o.latency, o.series, o.hosts)
 
 
 async def test_both_backends_give_the_same_overview_for_the_same_events(
