@@ -145,7 +145,7 @@ POSTGRESQL: tuple[Migration, ...] = (
     # webhook outbox's, so an event committed late is still counted, once. And the
     # console's Trace finds delivered and bounced mail by recipient (lower(): the
     # comparison form, as the query's; one more index entry per event written).
-    Migration(7, "console: event counts, events by recipient", (
+    Migration(7, "console: event and host counts, events by recipient", (
         "CREATE INDEX events_recipient ON events (lower(recipient))",
         """CREATE TABLE event_counts (
             bucket bigint NOT NULL,

@@ -82,13 +82,11 @@ EVENTS: tuple[Migration, ...] = (
         ) WITHOUT ROWID""",
     )),
     # The console's Trace finds delivered and bounced mail by recipient (lower(): the
-    # comparison form, as the query's; one more index entry per event written).
-    Migration(5, "events by recipient", (
+    # comparison form, as the query's; one more index entry per event written), and
+    # which host of a route carried the mail, per hour (gateway.state.counts: the
+    # smarthost failovers; counted from the events rolled up after this).
+    Migration(5, "events by recipient, host counts", (
         "CREATE INDEX IF NOT EXISTS events_recipient ON events(lower(recipient))",
-    )),
-    # Which host of a route carried the mail, per hour (gateway.state.counts): the
-    # console's smarthost failovers. Counted from the events rolled up after this.
-    Migration(6, "host counts", (
         """CREATE TABLE IF NOT EXISTS host_counts (
             bucket INTEGER NOT NULL,
             route TEXT NOT NULL,
