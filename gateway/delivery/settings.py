@@ -31,6 +31,8 @@ from gateway.scheduler.settings import DEFAULT_LANES, Lane
 __all__ = [
     "DeliveryConfig",
     "DnsConfig",
+    "MtaStsConfig",
+    "TlsReportsConfig",
     "parse_delivery",
     "parse_retry",
     "parse_routes",
@@ -42,6 +44,33 @@ class DnsConfig:
     nameservers: tuple[str, ...] = ()  # empty: the system's /etc/resolv.conf
     port: int = 53
     timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MtaStsConfig:
+    """`delivery.mta_sts`: fetching and caching recipient domains' MTA-STS policies."""
+
+    enabled: bool = True
+    fetch_timeout: float = 20.0  # the whole HTTPS fetch: connect, TLS, request, body
+    # How long a domain's TXT record (and so the policy id) is trusted before it is
+    # asked again, in the background; a policy is refetched when its id changes.
+    recheck: float = 3600.0
+    port: int = 443  # the policy host's HTTPS port (tests use another)
+    cache_size: int = 100_000  # domains kept in memory (policies and "has none")
+
+
+@dataclass(frozen=True)
+class TlsReportsConfig:
+    """`delivery.tls_reports`: daily SMTP TLS reports (RFC 8460) to recipient domains."""
+
+    enabled: bool = False
+    organization: str = ""  # organization-name; default: the hostname
+    contact: str = ""  # contact-info; default: the sender address
+    sender: str = ""  # From: and MAIL FROM of mailto: reports; default tls-reports@hostname
+    send_after: float = 3600.0  # after 00:00 UTC: when yesterday's reports go out
+    http_timeout: float = 60.0  # an https: report upload
+    flush_interval: float = 60.0  # counts kept in memory this long before they are stored
+    keep_days: int = 14  # stored counts older than this are dropped, sent or not
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,8 @@ class DeliveryConfig:
     connection_idle_timeout: float = 5.0
     # Each priority's share of the limits above (from the `priorities:` section).
     priority_lanes: dict[Priority, Lane] = field(default_factory=lambda: dict(DEFAULT_LANES))
+    mta_sts: MtaStsConfig = MtaStsConfig()
+    tls_reports: TlsReportsConfig = TlsReportsConfig()
 
 
 def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
@@ -86,7 +117,42 @@ def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
         ca_file=existing_path(sec, "ca_file", base),
         connection_idle_timeout=sec.duration("connection_idle_timeout",
                                              d.connection_idle_timeout),
+        mta_sts=_mta_sts(sec.section("mta_sts")),
+        tls_reports=_tls_reports(sec.section("tls_reports")),
     )
+    sec.done()
+    return out
+
+
+def _mta_sts(sec: Section) -> MtaStsConfig:
+    d = MtaStsConfig()
+    out = MtaStsConfig(
+        enabled=sec.get_bool("enabled", d.enabled),
+        fetch_timeout=sec.duration("fetch_timeout", d.fetch_timeout),
+        recheck=sec.duration("recheck", d.recheck),
+        port=sec.get_int("port", d.port, 1, 65535),
+        cache_size=sec.get_int("cache_size", d.cache_size, 100),
+    )
+    sec.done()
+    return out
+
+
+def _tls_reports(sec: Section) -> TlsReportsConfig:
+    d = TlsReportsConfig()
+    out = TlsReportsConfig(
+        enabled=sec.get_bool("enabled", d.enabled),
+        organization=sec.get_str("organization", d.organization),
+        contact=sec.get_str("contact", d.contact),
+        sender=sec.get_str("sender", d.sender),
+        send_after=sec.duration("send_after", d.send_after),
+        http_timeout=sec.duration("http_timeout", d.http_timeout),
+        flush_interval=sec.duration("flush_interval", d.flush_interval),
+        keep_days=sec.get_int("keep_days", d.keep_days, 2),
+    )
+    if out.sender and "@" not in out.sender:
+        sec.error("sender", f"'{sec.where}.sender' must be an address (user@domain)")
+    if out.send_after >= 86400:
+        sec.error("send_after", f"'{sec.where}.send_after' must be less than a day")
     sec.done()
     return out
 
