@@ -44,6 +44,10 @@ class DnsConfig:
     nameservers: tuple[str, ...] = ()  # empty: the system's /etc/resolv.conf
     port: int = 53
     timeout: float = 10.0
+    # "validating-resolver": the nameservers validate DNSSEC and are trusted to say so
+    # with the AD bit (a resolver on this host, or reached over a trusted link), as
+    # Postfix's smtp_dns_support_level=dnssec; "off": no answer counts as secure.
+    dnssec: str = "off"
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class DeliveryConfig:
     # An idle outbound connection is kept this long for the next message to the
     # same destination (Postfix smtp_connection_cache_time_limit).
     connection_idle_timeout: float = 5.0
+    # DANE (RFC 7672) for MX routes: needs dns.dnssec: validating-resolver.
+    dane: bool = False
     # Each priority's share of the limits above (from the `priorities:` section).
     priority_lanes: dict[Priority, Lane] = field(default_factory=lambda: dict(DEFAULT_LANES))
     mta_sts: MtaStsConfig = MtaStsConfig()
@@ -103,8 +109,14 @@ def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
         nameservers=tuple(t for t, _ in dns_sec.str_list("nameservers")),
         port=dns_sec.get_int("port", 53, 1, 65535),
         timeout=dns_sec.duration("timeout", 10.0),
+        dnssec=dns_sec.get_str("dnssec", "off", ("off", "validating-resolver")),
     )
     dns_sec.done()
+    dane = sec.get_bool("dane", False)
+    if dane and dns.dnssec != "validating-resolver":
+        sec.error("dane", "DANE needs DNSSEC-validated answers: set 'dns.dnssec: "
+                  "validating-resolver' (and point dns.nameservers at a validating "
+                  "resolver you trust), or 'dane: off'")
     out = DeliveryConfig(
         helo_name=sec.get_str("helo_name", hostname),
         mx_port=sec.get_int("mx_port", d.mx_port, 1, 65535),
@@ -117,6 +129,7 @@ def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
         ca_file=existing_path(sec, "ca_file", base),
         connection_idle_timeout=sec.duration("connection_idle_timeout",
                                              d.connection_idle_timeout),
+        dane=dane,
         mta_sts=_mta_sts(sec.section("mta_sts")),
         tls_reports=_tls_reports(sec.section("tls_reports")),
     )
@@ -230,6 +243,7 @@ def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
         match=match,
         smarthosts=smarthosts,
         tls=sec.get_str("tls", "opportunistic", ("none", "opportunistic", "required", "verify")),
+        mta_sts=sec.get_str("mta_sts", "enforce", ("enforce", "testing-only", "off")),
         retry=parse_retry(sec.section("retry"), retry),
         breaker=breaker,
         max_connections_per_destination=sec.get_int("max_connections_per_destination", 10, 1),
