@@ -66,7 +66,8 @@ class Gateway:
                                         self._sign_own)
         self._tls_jobs: list[asyncio.Task[None]] = []
         self.delivery = Delivery(config.delivery, self.clock, breaker_store=self.state.breakers,
-                                 node=config.node_name)
+                                 node=config.node_name, sts=self.mta_sts,
+                                 outcomes=self.tls_reports)
         self.router = Router(config.routes)
         self.scheduler = Scheduler(self.spool, self.delivery, self.router, self.state.events,
                                    self.clock, config.delivery)
