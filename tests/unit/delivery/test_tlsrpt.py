@@ -129,7 +129,7 @@ def test_rua_uris_from_the_txt_record() -> None:
     assert rua_uris(["v=TLSRPTv1; rua=mailto:tls@example.com,https://r.example/v1"]) == (
         "mailto:tls@example.com", "https://r.example/v1")
     assert rua_uris(["v=spf1 -all", "v=TLSRPTv1;rua=mailto:tls%2Br@example.com"]) == (
-        "mailto:a%40b@example.com",)
+        "mailto:tls%2Br@example.com",)
     assert rua_uris(["v=TLSRPTv1; rua=mailto:a@x.example", "v=TLSRPTv1; rua=mailto:b@x"]) == ()
     assert rua_uris(["v=TLSRPTv1; rua=http://insecure.example/,ftp://x/"]) == ()
     assert rua_uris(["v=TLSRPTv1; rua=mailto:not-an-address"]) == ()
