@@ -12,6 +12,7 @@ stay in `Secret` and reach only the AUTH command.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import weakref
@@ -151,7 +152,9 @@ class Delivery:
         return self._breakers.all()
 
     async def close(self) -> None:
-        self._pool.close()
+        closing = self._pool.close()
+        if closing:
+            await asyncio.gather(*(conn.wait_closed() for conn in closing))
 
     def __repr__(self) -> str:
         return f"<Delivery {self._pool!r} {self._breakers!r}>"

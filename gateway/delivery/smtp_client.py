@@ -536,6 +536,14 @@ class SmtpConnection:
             self._writer.close()
         self.usable = False
 
+    async def wait_closed(self, timeout: float = 2.0) -> None:
+        """After close(): let a TLS session finish its close_notify exchange, which
+        needs the loop; a peer that does not answer in time is cut off."""
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            async with asyncio.timeout(timeout):
+                await self._writer.wait_closed()
+        self.abort()
+
     def abort(self) -> None:
         transport = self._writer.transport
         if not transport.is_closing():

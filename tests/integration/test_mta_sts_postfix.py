@@ -58,10 +58,11 @@ def mx_port() -> int:
 
 @pytest.fixture(scope="module")
 def postfixes(mx_port: int, certs: Certs) -> Iterator[dict[str, PostfixServer]]:
-    with running_postfix("good.example", "virtual_mailbox_domains = good.example,"
-                         " wrongcert.example\n", address=GOOD, port=mx_port, tls=certs) as good, \
-            running_postfix("plain.example", "virtual_mailbox_domains = plain.example,"
-                            " testing.example\n", address=PLAIN, port=mx_port) as plain:
+    with running_postfix("good.example", address=GOOD, port=mx_port,
+                         domains=("wrongcert.example",),
+                         tls=(certs.key_file, certs.cert_file)) as good, \
+            running_postfix("plain.example", address=PLAIN, port=mx_port,
+                            domains=("testing.example",)) as plain:
         yield {"good": good, "plain": plain}
 
 
