@@ -205,9 +205,12 @@ class TlsReporter:
         content = msg.as_bytes()
         if self.sign is not None:
             content = self.sign(content)
+        # RFC 8460 section 5.3: a report is delivered despite TLS failures (the very
+        # thing it may be reporting): the recipient domain's MTA-STS and DANE are set
+        # aside for it, as RFC 8689's "TLS-Required: No" asks.
         envelope = Envelope(mail_from=self.sender, recipients=recipients,
                             client=Client("tlsrpt", "127.0.0.1"), received_at=now,
-                            message_id=str(msg["Message-ID"]))
+                            message_id=str(msg["Message-ID"]), tls_optional=True)
         queued = await self.enqueue(envelope, content)
         return f"mailto:{','.join(recipients)} (queue id {queued.id})"
 

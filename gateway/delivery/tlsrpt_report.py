@@ -167,6 +167,7 @@ def report_mail(report: Report, *, sender: str, recipients: tuple[str, ...], sub
     msg["TLS-Report-Domain"] = report.policy_domain
     msg["TLS-Report-Submitter"] = submitter
     msg["Auto-Submitted"] = "auto-generated"
+    msg["TLS-Required"] = "No"  # RFC 8689 section 5; see TlsReporter._mail
     msg.set_content(f"This is an aggregate TLS report from {submitter} for "
                     f"{report.policy_domain}, {report.day} (UTC), as RFC 8460 describes.\n")
     msg.make_mixed()

@@ -85,8 +85,11 @@ def nsd(tmp_path_factory: pytest.TempPathFactory, web: PolicyServer) -> Iterator
         zone.set_txt(f"_mta-sts.{d}.example", f"v=STSv1; id={d}20261206")
         mx = "mx.plain.example" if d == "testing" else f"mx.{d}.example"
         zone.add(f"{d}.example", f"MX 10 {mx}.")
+        # good.example's reports also go by mail to plain.example, whose enforced policy
+        # its MX (no STARTTLS) fails: a report is delivered anyway (RFC 8460 5.3).
+        mail = "mailto:tls@plain.example," if d == "good" else ""
         zone.set_txt(f"_smtp._tls.{d}.example",
-                     f"v=TLSRPTv1; rua=https://127.0.0.1:{web.port}/reports/{d}")
+                     f"v=TLSRPTv1; rua={mail}https://127.0.0.1:{web.port}/reports/{d}")
     with running_nsd(tmp_path_factory.mktemp("sts-e2e-nsd"), zone.zones()) as server:
         yield server
 
@@ -152,7 +155,12 @@ async def test_policies_are_enforced_on_real_postfix_and_reported(
         # The next day, 01:30 UTC: the daily job reports the outcomes.
         clock.set(START + 15.5 * 3600)
         reports = await settled_reports(gw.state.tls, "2026-12-06", 4)
-    assert all(outcome.startswith("sent https://") for outcome in reports.values()), reports
+        mailed = await asyncio.to_thread(postfixes["plain"].wait_for, 2)
+    assert reports["good.example"].startswith("sent mailto:tls@plain.example"), reports
+    assert all(reports[f"{d}.example"].startswith("sent https://")
+               for d in ("plain", "wrongcert", "testing")), reports
+    (report_mail,) = [m for m in mailed if b"TLS-Report-Domain: good.example" in m]
+    assert b"using TLS" not in report_mail  # over plain SMTP, policy set aside
     documents = {p.path.rsplit("/", 1)[1]: json.loads(gzip.decompress(p.body))
                  for p in web.posts if p.path.startswith("/reports/")}
     for document in documents.values():

@@ -144,6 +144,7 @@ async def test_a_days_outcomes_are_reported_by_mail_and_https(
     assert message.get_param("report-type") == "tlsrpt"
     assert message["TLS-Report-Domain"] == "rpt.example"
     assert message["TLS-Report-Submitter"] == "gateway.test"
+    assert message["TLS-Required"] == "No"  # delivered despite TLS failures (section 5.3)
     assert str(message["Subject"]).startswith(
         "Report Domain: rpt.example Submitter: gateway.test Report-ID: <")
     name, gzipped = attachment(message)
