@@ -24,6 +24,7 @@ from gateway.clock import ManualClock
 from gateway.delivery.tls_policy import PolicyType, TlsOutcome
 from gateway.delivery.tlsrpt import TlsReporter, day_of
 from gateway.state.tls import TlsStore
+from tests.fixtures.admin import Api, admin_section
 from tests.fixtures.dkim import KeySet, dkim_section, verify_dkimpy
 from tests.fixtures.dns import NsdServer, running_nsd
 from tests.fixtures.gateway import running_gateway, write_config
@@ -205,3 +206,30 @@ def test_the_schema_refuses_a_broken_report() -> None:
               "policies": [{"policy": {"policy-type": "sts"}, "summary": {}}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCHEMA)
+
+
+async def test_the_admin_api_sends_the_reports_at_once(
+        tmp_path: Path, sink: Sink, nsd: NsdServer, certs: Certs, keys: KeySet) -> None:
+    clock = ManualClock(START)
+    path = config(tmp_path, sink, nsd, certs, keys)
+    path.write_text(path.read_text() + admin_section(tmp_path))
+    async with running_gateway(path, clock) as gw:
+        assert gw.tls_reports is not None and gw.admin is not None
+        gw.tls_reports.record(outcome("success", domain="quiet.example"))
+        await gw.tls_reports.flush()
+        clock.set(START + 14 * 3600 + 600)  # 00:10 UTC: before send_after (1h)
+        api = Api(gw.admin.port)
+        first = await api.post("/v1/tls-reports/send")
+        again = await api.post("/v1/tls-reports/send")
+        entries = await gw.state.audit.entries()
+    assert (first.status, first.json) == (200, {"sent": ["2026-12-06 quiet.example"]})
+    assert (again.status, again.json) == (200, {"sent": []})
+    assert [e.action for e in entries].count("tls_reports.send") == 2
+
+
+async def test_the_admin_api_says_when_tls_reports_are_off(tmp_path: Path, sink: Sink) -> None:
+    path = write_config(tmp_path, sink.port, extra=admin_section(tmp_path))
+    async with running_gateway(path) as gw:
+        assert gw.admin is not None
+        result = await Api(gw.admin.port).post("/v1/tls-reports/send")
+    assert (result.status, result.error_code) == (409, "tls_reports_off")
