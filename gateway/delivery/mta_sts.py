@@ -146,20 +146,21 @@ class MtaSts:
 
     # -- the slow path ------------------------------------------------------------------------
     def _recheck_behind(self, domain: str) -> None:
-        if domain in self._inflight:
-            return
-        task = asyncio.get_running_loop().create_task(self._single(domain, force=False))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if domain not in self._inflight:
+            task = self._start(domain, force=False)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _single(self, domain: str, *, force: bool) -> StsLookup:
         """One check per domain at a time: callers that come meanwhile share its answer."""
-        running = self._inflight.get(domain)
-        if running is None:
-            running = asyncio.get_running_loop().create_task(self._check(domain, force))
-            self._inflight[domain] = running
-            running.add_done_callback(lambda _: self._inflight.pop(domain, None))
+        running = self._inflight.get(domain) or self._start(domain, force=force)
         return await asyncio.shield(running)
+
+    def _start(self, domain: str, *, force: bool) -> asyncio.Task[StsLookup]:
+        task = asyncio.get_running_loop().create_task(self._check(domain, force))
+        self._inflight[domain] = task  # at once: the next lookup in this loop turn sees it
+        task.add_done_callback(lambda _: self._inflight.pop(domain, None))
+        return task
 
     async def _check(self, domain: str, force: bool) -> StsLookup:
         name = domain.rstrip(".").lower()

@@ -5,6 +5,7 @@ by two nodes)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -261,3 +262,12 @@ async def test_nodes_share_policies_through_the_state_store(
     finally:
         await node_a.close()
         await node_b.close()
+
+
+async def test_concurrent_lookups_of_a_new_domain_fetch_once(
+        nsd: NsdServer, certs: Certs, web: PolicyServer, clock: ManualClock) -> None:
+    sts = make_sts(nsd, certs, web, clock, None)
+    before = web.requests["mta-sts.testing.example"]
+    found = await asyncio.gather(*(sts.lookup("testing.example") for _ in range(20)))
+    assert len({f.policy for f in found}) == 1 and found[0].policy is not None
+    assert sts.fetches == 1 and web.requests["mta-sts.testing.example"] == before + 1
