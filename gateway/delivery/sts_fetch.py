@@ -20,6 +20,7 @@ Content-Length and Transfer-Encoding fields are read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 __all__ = ["MAX_BODY", "FetchError", "fetch_policy", "policy_url"]
@@ -86,6 +87,8 @@ async def _get(host: str, address: str, port: int, context: ssl.SSLContext) -> s
         raise FetchError(FETCH_ERROR, f"reading from {host}: {exc}") from None
     finally:
         writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()  # bounded by fetch_policy's time limit
 
 
 async def _response(host: str, reader: asyncio.StreamReader) -> str:
