@@ -28,8 +28,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -78,7 +78,10 @@ def parse_tlsa(text: str) -> Tlsa | None:
         return None
 
 
-def usable(records: Iterable[str]) -> tuple[Tlsa, ...]:
+@lru_cache(maxsize=4096)
+def usable(records: tuple[str, ...]) -> tuple[Tlsa, ...]:
+    """The usable records of an RRset; memoized, since a cached RRset is asked on every
+    message to its host."""
     return tuple(t for t in (parse_tlsa(r) for r in records) if t is not None and t.usable)
 
 

@@ -17,7 +17,7 @@ import logging
 import re
 import weakref
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gateway.bounces.verp import ReturnPaths
@@ -326,6 +326,8 @@ class Delivery:
             except DeliveryError as exc:
                 fallback = Reply(451, exc.enhanced if exc.code < 500 else "4.4.3", exc.text)
                 continue
+            if not addresses:
+                continue
             policy = await self._host_policy(route, domain, host, mx_secure, sts,
                                              ignore_policies)
             if isinstance(policy, Reply):
@@ -360,10 +362,11 @@ class Delivery:
         if sts is not None and policy.type is PolicyType.STS and not sts.policy.matches(
                 host.name):
             # RFC 8461 4.1: an MX host the policy does not list is a validation failure.
+            if not policy.enforce:
+                return replace(policy, mx_mismatch=True)  # testing: the session reports it
             self._security.record(policy, host.name, "", "validation-failure", "mx-mismatch")
-            if policy.enforce:
-                return refused(policy, f"MX host {host.name} does not match the policy's mx "
-                               f"patterns ({', '.join(sts.policy.mx)})")
+            return refused(policy, f"MX host {host.name} does not match the policy's mx "
+                           f"patterns ({', '.join(sts.policy.mx)})")
         return policy
 
     # -- one host, one transaction ---------------------------------------------------------

@@ -51,6 +51,7 @@ NEGATIVE_TTL_CAP = 300.0  # how long "no such records" is believed at most
 _Key = tuple[str, dns.rdatatype.RdataType]  # (name, record type) of a cached answer
 # (expires at, records as text, the validating resolver set AD)
 _Cached = tuple[float, tuple[str, ...], bool]
+_TYPES = {t: dns.rdatatype.from_text(t) for t in ("MX", "A", "AAAA", "TLSA")}
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class MxResolver:
         """IPv4 then IPv6 addresses of an MX host; () if it has none."""
         if host.startswith("[") and host.endswith("]"):
             return (_literal(host),)
+        cached = self._cached(host, dns.rdatatype.A), self._cached(host, dns.rdatatype.AAAA)
+        if cached[0] is not None and cached[1] is not None:
+            return cached[0] + cached[1]  # no tasks for gather() on the common path
         v4, v6 = await asyncio.gather(
             self._lookup(host, dns.rdatatype.A, missing_ok=True),
             self._lookup(host, dns.rdatatype.AAAA, missing_ok=True),
@@ -116,8 +120,14 @@ class MxResolver:
     def is_secure(self, name: str, rdtype: str) -> bool:
         """Whether the cached answer for (name, type) came with the AD bit; call after the
         lookup (an answer no longer cached counts as insecure)."""
-        cached = self._cache.get((name, dns.rdatatype.from_text(rdtype)))
+        cached = self._cache.get((name, _TYPES[rdtype]))
         return cached is not None and cached[2] and cached[0] > self._clock.now()
+
+    def _cached(self, name: str, rdtype: dns.rdatatype.RdataType) -> tuple[str, ...] | None:
+        cached = self._cache.get((name, rdtype))
+        if cached is not None and cached[0] > self._clock.now():
+            return cached[1]
+        return None
 
     def clear(self) -> None:
         self._cache.clear()

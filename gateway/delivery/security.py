@@ -103,6 +103,7 @@ class HostPolicy:
     fallback: ssl.SSLContext | None = None
     check_peer: PeerCheck | None = None
     authenticated: bool = False
+    mx_mismatch: bool = False  # MTA-STS testing: the host is not in the policy's mx list
 
     @property
     def label(self) -> str:
@@ -180,6 +181,9 @@ class TransportSecurity:
 
     def record(self, policy: HostPolicy, host: str, address: str, result: str,
                detail: str = "", conn: SmtpConnection | None = None) -> None:
+        if policy.mx_mismatch and result == "success":
+            # The session went well, but under the policy it should not have happened.
+            result, detail = "validation-failure", "mx-mismatch"
         metrics.record_tls_outcome(policy.label, result)
         if self.outcomes is None:
             return

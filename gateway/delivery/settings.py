@@ -109,7 +109,7 @@ def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
         nameservers=tuple(t for t, _ in dns_sec.str_list("nameservers")),
         port=dns_sec.get_int("port", 53, 1, 65535),
         timeout=dns_sec.duration("timeout", 10.0),
-        dnssec=dns_sec.get_str("dnssec", "off", ("off", "validating-resolver")),
+        dnssec=_dnssec(dns_sec),
     )
     dns_sec.done()
     dane = sec.get_bool("dane", False)
@@ -168,6 +168,18 @@ def _tls_reports(sec: Section) -> TlsReportsConfig:
         sec.error("send_after", f"'{sec.where}.send_after' must be less than a day")
     sec.done()
     return out
+
+
+def _dnssec(sec: Section) -> str:
+    """`off` | `validating-resolver`, read from the YAML text: YAML 1.1 reads a bare
+    `off` as false."""
+    node = sec.value_node("dnssec")
+    raw = str(getattr(node, "value", "off")) if node is not None else "off"
+    if raw not in ("off", "validating-resolver"):
+        sec.error("dnssec", f"'{sec.where}.dnssec': '{raw}' is not one of: off, "
+                  "validating-resolver")
+        return "off"
+    return raw
 
 
 def parse_retry(sec: Section, inherit: RetrySchedule) -> RetrySchedule:

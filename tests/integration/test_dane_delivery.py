@@ -16,6 +16,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -23,8 +24,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.clock import ManualClock
 from gateway.delivery.deliver import Delivery
+from gateway.delivery.mx import MxResolver
 from gateway.delivery.settings import DeliveryConfig, DnsConfig
 from gateway.delivery.tls_policy import StsMode, TlsOutcome
+from gateway.errors import TempFail
 from gateway.model import Attempt, Client, DeliveryJob, Envelope, QueuedMessage, Route
 from tests.fixtures.dns import TEST_ZONE, running_nsd
 from tests.fixtures.dnssec import running_unbound, sign_zone, tamper_rrsig
@@ -245,3 +248,24 @@ async def test_requiretls_bounces_at_a_dane_host_that_does_not_offer_it(world: W
     assert reply_of(attempt) == (550, "5.7.30")
     assert attempt.results[0].state == "bounced"
 
+
+
+async def test_tlsa_answers_are_cached_for_their_ttl(tmp_path: Path) -> None:
+    clock = ManualClock()
+    zones: dict[str, str | None] = {"test.": TEST_ZONE, "unsigned.": unsigned_zone(25)}
+    with running_nsd(tmp_path, zones) as nsd:
+        resolver = MxResolver(DnsConfig(("127.0.0.1",), nsd.port, 0.5), clock)
+        records = await resolver.tlsa("mx.unsigned", 25)
+        assert records == (f"3 1 1 {NOTHING}",)
+        assert await resolver.tlsa("mx.unsigned", 587) == ()  # NXDOMAIN, cached too
+        assert not resolver.is_secure("_25._tcp.mx.unsigned", "TLSA")  # dnssec: off
+    # NSD is gone: within the TTL (300 s; NXDOMAIN: the SOA minimum, 60 s) the cache answers.
+    clock.advance(59)
+    assert await resolver.tlsa("mx.unsigned", 25) == records
+    assert await resolver.tlsa("mx.unsigned", 587) == ()
+    clock.advance(2)
+    with pytest.raises(TempFail):
+        await resolver.tlsa("mx.unsigned", 587)
+    clock.advance(240)
+    with pytest.raises(TempFail):
+        await resolver.tlsa("mx.unsigned", 25)

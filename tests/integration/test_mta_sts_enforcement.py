@@ -270,3 +270,19 @@ async def test_a_session_under_one_policy_is_not_reused_under_another(
     assert codes(first) == [(250, "2.0.0")]
     assert codes(second) == [(451, "4.7.5")]
     assert plain.recipients() == ["u@verify.test"]
+
+
+async def test_testing_mode_reports_a_session_to_an_unlisted_mx_once(
+        nsd_server: NsdServer, mx_port: int, mx_certs: tls.TestCerts, tls_mx: Sink) -> None:
+    d, outcomes = sts_delivery(nsd_server, mx_port, mx_certs.ca_file,
+                               {"verify.test": policy("verify.test", StsMode.TESTING,
+                                                      "mx.elsewhere.example")})
+    try:
+        attempt = await d.deliver(job("u@verify.test"), CONTENT)
+    finally:
+        await d.close()
+    assert codes(attempt) == [(250, "2.0.0")]
+    assert tls_mx.messages[0].tls
+    assert outcomes.results() == [("sts", "mx-tls.test", "validation-failure")]
+    assert outcomes.seen[0].detail == "mx-mismatch"
+    assert outcomes.seen[0].tls_version.startswith("TLSv1.")
