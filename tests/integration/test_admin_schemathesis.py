@@ -38,7 +38,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
              "--seed", "20261123", "--no-color"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
-        assert "Tested: 24" in run.stdout, run.stdout[-3000:]
+        assert "Tested: 25" in run.stdout, run.stdout[-3000:]
         assert "Traceback" not in gw.output()
     finally:
         gw.stop_hard()

@@ -83,7 +83,9 @@ def clock() -> ManualClock:
 
 def make_sts(nsd: NsdServer, certs: Certs, web: PolicyServer, clock: ManualClock,
              state: StateStore | None) -> MtaSts:
-    dns_config = DnsConfig(nameservers=("127.0.0.1",), port=nsd.port, timeout=3.0)
+    # A generous DNS timeout: a lookup that times out keeps the cached answer (as it
+    # should), which on a loaded machine would look like a missed id change.
+    dns_config = DnsConfig(nameservers=("127.0.0.1",), port=nsd.port, timeout=10.0)
     config = MtaStsConfig(port=web.port, fetch_timeout=5.0, recheck=HOUR)
     return MtaSts(config, dns_config, certs.ca_file, state.tls if state else None, clock)
 
