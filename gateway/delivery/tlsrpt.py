@@ -14,8 +14,8 @@ report of the day before.
   (tlsrpt_sent), builds it (tlsrpt_report.py) and sends it to each URI: `mailto:`
   as a message through the gateway's own queue, DKIM-signed with the gateway's key
   like the mail it relays; `https:` as a POST of the gzip (application/tlsrpt+gzip).
-  A report no destination took is released and tried at the next run; counts are
-  dropped after `keep_days`.
+  A report no destination took is released and tried at the next run (for
+  RETRY_DAYS); counts are dropped after `keep_days`.
 
 Security: report destinations come from DNS (untrusted): only checked mailto:
 addresses and https: URLs are used (tlsrpt_report.rua_uris); an https endpoint's
@@ -25,10 +25,12 @@ not followed. A report holds domain names, MX host names and IPs, never addresse
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 MAX_PENDING_ROWS = 100_000  # counters kept in memory while the store is away
+RETRY_DAYS = 3  # a report no destination took is tried hourly this long after its day
 Enqueue = Callable[[Envelope, bytes], Awaitable[QueuedMessage]]
 Sign = Callable[[bytes], bytes]  # the gateway's DKIM signing of its own mail
 _Key = tuple[str, str, str, tuple[str, ...], str, str, str]
@@ -63,6 +66,10 @@ _Key = tuple[str, str, str, tuple[str, ...], str, str, str]
 
 def day_of(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def _day_start(day: str) -> float:
+    return float(calendar.timegm(time.strptime(day, "%Y-%m-%d")))
 
 
 class TlsReporter:
@@ -84,7 +91,8 @@ class TlsReporter:
         self._details: dict[_Key, str] = {}
         self._day = ""
         self._day_ends = 0.0
-        self.sent: list[str] = []  # "day domain uri" of each report handed over (tests)
+        # "day domain uri" of the latest reports handed over (for tests and the log).
+        self.sent: deque[str] = deque(maxlen=1000)
 
     def __repr__(self) -> str:
         return (f"<TlsReporter {self.sender} pending={len(self._counts)}"
@@ -156,9 +164,13 @@ class TlsReporter:
             try:
                 outcome = await self._send_one(day, domain, by_domain[domain], now)
             except Exception as exc:
-                log.warning("TLS report %s for %s not sent (tried again later): %s",
-                            day, domain, exc)
-                await self.store.release_report(day, domain)
+                if now - _day_start(day) < RETRY_DAYS * DAY:
+                    log.warning("TLS report %s for %s not sent (tried again later): %s",
+                                day, domain, exc)
+                    await self.store.release_report(day, domain)
+                else:  # tried hourly for days: give up on this one
+                    log.warning("TLS report %s for %s not sent, given up: %s", day, domain, exc)
+                    await self.store.mark_report(day, domain, f"failed: {exc}"[:500])
                 continue
             await self.store.mark_report(day, domain, outcome)
             done.append(f"{day} {domain}")

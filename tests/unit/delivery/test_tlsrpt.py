@@ -20,6 +20,7 @@ from gateway.errors import StateUnavailable
 from gateway.state.store import StateStore
 from gateway.state.tls import OutcomeCount, StoredPolicy
 from tests.fixtures.backends import pg_database, pg_dsn, sqlite_or_pg_state_config
+from tests.fixtures.net import free_port
 
 __all__ = ["pg_database", "pg_dsn"]  # fixtures, imported for pytest
 
@@ -135,3 +136,25 @@ def test_rua_uris_from_the_txt_record() -> None:
     assert rua_uris(["v=TLSRPTv1; rua=mailto:not-an-address"]) == ()
     assert rua_uris(["v=TLSRPTv2; rua=mailto:a@x.example"]) == ()
     assert rua_uris([]) == ()
+
+
+async def test_a_report_that_cannot_go_is_retried_then_given_up(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state.db")
+    clock = ManualClock(DAY1 + 3600)
+    # DNS that does not answer: the _smtp._tls lookup fails, so the report cannot go.
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], free_port()
+    resolver.timeout = resolver.lifetime = 0.3
+    r = TlsReporter(TlsReportsConfig(enabled=True), state.tls, clock, hostname="gw.test",
+                    node="a", resolver=resolver)
+    try:
+        r.record(outcome())
+        clock.set(DAY1 + 86400 + 7200)
+        assert await r.send_due() == []
+        assert await state.tls.reports("2026-12-06") == {}  # released: tried next hour
+        clock.set(DAY1 + 3 * 86400 + 7200)  # past send_after, 3 days on: given up
+        assert await r.send_due() == []
+        (outcome_text,) = (await state.tls.reports("2026-12-06")).values()
+        assert outcome_text.startswith("failed: _smtp._tls.a.example")
+    finally:
+        await state.close()
