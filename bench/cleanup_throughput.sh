@@ -21,37 +21,19 @@ OUT=${OUT:-$HERE/results}
 mkdir -p "$OUT"
 CSV=$OUT/cleanup-$(date -u +%Y%m%dT%H%M%SZ).csv
 WORK=$(mktemp -d /tmp/gwcleanup.XXXXXX)
+. "$HERE/lib.sh"
 GW_PID=
-trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
+trap 'gw_stop; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/off"
 git -C "$ROOT" archive "$BASE" gateway | tar -x -C "$WORK/off"
-cat >"$WORK/config.yaml" <<YAML
-hostname: gateway.bench.invalid
-data_dir: $WORK/var
-log_level: ${LOG_LEVEL:-warning}
-intake_workers: auto
-listeners:
-  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
-limits: {max_sessions: 500, max_sessions_per_ip: 500}
-routes:
-  - name: sink
-    type: smarthost
-    smarthosts:
-      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
-         messages_per_connection: 1000}
-dkim: {enabled: false}
-YAML
+gw_config "$WORK/config.yaml" "$WORK/var" "dkim: {enabled: false}"
 for round in $(seq 1 "$ROUNDS"); do
     for mode in off on; do
         path=$([[ $mode == off ]] && echo "$WORK/off" || echo "$ROOT")
-        PYTHONPATH=$path python3 -m gateway serve -c "$WORK/config.yaml" \
-            >>"$WORK/gw-$mode.log" 2>&1 &
-        GW_PID=$!
-        for _ in $(seq 1 100); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
-        sleep 1
+        gw_start "$WORK/config.yaml" "$WORK/gw-$mode.log" "$path"
         "$SHARED/relay_bench.sh" TARGET_PORT=$GW_PORT SINK_PORT=$SINK_PORT N="$N" S="$S" \
             SIZE_KB="$SIZE_KB" REPEAT=1 WARMUP=300 LABEL="cleanup-$mode" MTA_PID=$GW_PID CSV="$CSV"
-        kill $GW_PID; wait $GW_PID || true; GW_PID=
+        gw_stop
     done
 done
 python3 "$SHARED/summarize.py" "$CSV" --ref cleanup-off

@@ -28,32 +28,17 @@ OUT=${OUT:-$HERE/results}
 mkdir -p "$OUT"
 CSV=$OUT/metrics-$(date -u +%Y%m%dT%H%M%SZ).csv
 WORK=$(mktemp -d /tmp/gwmetrics.XXXXXX)
+. "$HERE/lib.sh"
 GW_PID=
-trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
+trap 'gw_stop; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
 
 # The base tree: `python -m gateway` run from there imports its own package first.
 mkdir -p "$WORK/base"
 git -C "$ROOT" archive "$BASE" gateway | tar -x -C "$WORK/base"
 
 config() {  # config MODE LEVEL EXTRA -> writes $WORK/config-MODE.yaml
-    cat >"$WORK/config-$1.yaml" <<YAML
-hostname: gateway.bench.invalid
-data_dir: $WORK/var-$1
-policies_dir: $WORK/no-policies
-log_level: $2
-intake_workers: auto
-listeners:
-  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
-limits: {max_sessions: 500, max_sessions_per_ip: 500}
-routes:
-  - name: sink
-    type: smarthost
-    smarthosts:
-      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
-         messages_per_connection: 1000}
-dkim: {enabled: false}
-$3
-YAML
+    LOG_LEVEL=$2 gw_config "$WORK/config-$1.yaml" "$WORK/var-$1" \
+        "policies_dir: $WORK/no-policies"$'\n'"dkim: {enabled: false}"$'\n'"$3"
 }
 config base warning ""
 config metrics warning ""
@@ -65,14 +50,10 @@ for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
         dir=$ROOT
         [[ $mode == base* ]] && dir=$WORK/base
-        (cd "$dir" && exec "$PYTHON" -m gateway serve -c "$WORK/config-$mode.yaml") \
-            >>"$WORK/gw-$mode.log" 2>&1 &
-        GW_PID=$!
-        for _ in $(seq 1 100); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
-        sleep 1
+        gw_start "$WORK/config-$mode.yaml" "$WORK/gw-$mode.log" "$dir"
         "$SHARED/relay_bench.sh" TARGET_PORT=$GW_PORT SINK_PORT=$SINK_PORT N="$N" S="$S" \
             SIZE_KB="$SIZE_KB" REPEAT=1 WARMUP=300 LABEL="$mode" MTA_PID=$GW_PID CSV="$CSV"
-        kill $GW_PID; wait $GW_PID || true; GW_PID=
+        gw_stop
     done
 done
 for mode in $MODES; do

@@ -27,54 +27,23 @@ OUT=${OUT:-$HERE/results}
 mkdir -p "$OUT"
 CSV=$OUT/policy-$(date -u +%Y%m%dT%H%M%SZ).csv
 WORK=$(mktemp -d /tmp/gwpolicy.XXXXXX)
+. "$HERE/lib.sh"
 GW_PID=
-trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
+trap 'gw_stop; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
 
 config() {  # config MODE -> writes $WORK/config.yaml
-    cat >"$WORK/config.yaml" <<YAML
-hostname: gateway.bench.invalid
-data_dir: $WORK/var
-policies_dir: $WORK/policies-$1
-log_level: ${LOG_LEVEL:-warning}
-intake_workers: auto
-listeners:
-  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
-limits: {max_sessions: 500, max_sessions_per_ip: 500}
-routes:
-  - name: sink
-    type: smarthost
-    smarthosts:
-      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
-         messages_per_connection: 1000}
-dkim: {enabled: false}
-YAML
+    gw_config "$WORK/config.yaml" "$WORK/var" \
+        "policies_dir: $WORK/policies-$1"$'\n'"dkim: {enabled: false}"
 }
 
-mkdir -p "$WORK/policies-off" "$WORK/policies-on"
-cat >"$WORK/policies-on/suppression.yaml" <<'YAML'
-entries:
-  - {address: blocked@example.net, reason: manual}
-  - {domain: complainers.example, reason: complaint}
-  - {address: to@example.net, reason: unsubscribe, scope: marketing}
-YAML
-cat >"$WORK/policies-on/consent.yaml" <<'YAML'
-categories:
-  transactional: {basis: contract}
-  marketing: {basis: consent}
-rules:
-  - {name: news, category: marketing, sender_domain: [news.example.com]}
-YAML
-cat >"$WORK/policies-on/ratelimits.yaml" <<'YAML'
-limits:
-  - {name: per-recipient, key: [recipient], rate: 1000000/s, burst: 1000000}
-  - {name: per-client, key: [client_ip], rate: 1000000/s, burst: 1000000}
-YAML
+mkdir -p "$WORK/policies-off"
+gw_policies "$WORK/policies-on" recipient client_ip
 config on
 python3 - "$WORK/var/state.db" "$ROWS" <<'PY'
 import asyncio, sys
 from pathlib import Path
 from gateway.model import Suppression, SuppressionReason
-from gateway.state import StateStore
+from gateway.state.store import StateStore
 async def fill(path: Path, rows: int) -> None:
     state = StateStore(path); await state.open()
     for start in range(0, rows, 100_000):
@@ -89,13 +58,10 @@ PY
 for round in $(seq 1 "$ROUNDS"); do
     for mode in off on; do
         config "$mode"
-        python3 -m gateway serve -c "$WORK/config.yaml" >>"$WORK/gw-$mode.log" 2>&1 &
-        GW_PID=$!
-        for _ in $(seq 1 100); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
-        sleep 1
+        gw_start "$WORK/config.yaml" "$WORK/gw-$mode.log"
         "$SHARED/relay_bench.sh" TARGET_PORT=$GW_PORT SINK_PORT=$SINK_PORT N="$N" S="$S" \
             SIZE_KB="$SIZE_KB" REPEAT=1 WARMUP=300 LABEL="policies-$mode" MTA_PID=$GW_PID CSV="$CSV"
-        kill $GW_PID; wait $GW_PID || true; GW_PID=
+        gw_stop
     done
 done
 grep -c "rejected\|Rate limit" "$WORK/gw-on.log" || true

@@ -43,9 +43,10 @@ WORK=$(mktemp -d /tmp/gwprod.XXXXXX)
 chmod 755 "$WORK"  # Postfix and OpenDKIM run as their own users under it
 export PF_PORT SINK_PORT OD_PORT
 export PF_ROOT=$WORK/pf OD_ROOT=$WORK/od
+. "$HERE/lib.sh"
 GW_PID=
 cleanup() {
-    if [[ -n $GW_PID ]]; then kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null; fi
+    gw_stop
     "$SHARED/postfix_relay.sh" stop >/dev/null 2>&1 || true
     "$SHARED/opendkim_milter.sh" stop >/dev/null 2>&1 || true
     [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
@@ -65,44 +66,11 @@ gateway_config() {  # gateway_config MODE -> $WORK/config.yaml (base-gw-X config
     gw-all-rsa) idem="idempotency: {enabled: true}"; policies=$WORK/policies-on; dkim=$rsa ;;
     gw-all-ed25519) idem="idempotency: {enabled: true}"; policies=$WORK/policies-on; dkim=$ed ;;
     esac
-    cat >"$WORK/config.yaml" <<YAML
-hostname: gateway.bench.invalid
-data_dir: $WORK/var
-policies_dir: $policies
-log_level: warning
-intake_workers: auto
-listeners:
-  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
-limits: {max_sessions: 500, max_sessions_per_ip: 500}
-routes:
-  - name: sink
-    type: smarthost
-    smarthosts:
-      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
-         messages_per_connection: 1000}
-$idem
-$dkim
-YAML
+    gw_config "$WORK/config.yaml" "$WORK/var" "policies_dir: $policies"$'\n'"$idem"$'\n'"$dkim"
 }
 
-mkdir -p "$WORK/policies-off" "$WORK/policies-on"
-cat >"$WORK/policies-on/suppression.yaml" <<'YAML'
-entries:
-  - {address: blocked@example.net, reason: manual}
-  - {domain: complainers.example, reason: complaint}
-  - {address: to@example.net, reason: unsubscribe, scope: marketing}
-YAML
-cat >"$WORK/policies-on/consent.yaml" <<'YAML'
-categories:
-  transactional: {basis: contract}
-  marketing: {basis: consent}
-rules:
-  - {name: news, category: marketing, sender_domain: [news.example.com]}
-YAML
-cat >"$WORK/policies-on/ratelimits.yaml" <<'YAML'
-limits:
-  - {name: per-client, key: [client_ip], rate: 1000000/s, burst: 1000000}
-YAML
+mkdir -p "$WORK/policies-off"
+gw_policies "$WORK/policies-on" client_ip
 gateway_config gw-bare
 (cd "$ROOT" && $PYTHON -m gateway dkim keygen -c "$WORK/config.yaml" --domain example.com \
     --selector rsa1 --algo rsa >/dev/null && $PYTHON -m gateway dkim keygen \
@@ -121,24 +89,8 @@ run_mode() {  # run_mode MODE SIZE ROUND
         gateway_config "$mode"
         local src=$ROOT
         [[ $mode == base-* ]] && src=${BASELINE:?base-gw modes need BASELINE=dir}
-        # On a loaded machine the intake workers may miss the master's 30 s start
-        # deadline: try again (twice), and skip the run if it still does not start.
-        for _ in 1 2 3; do
-            (cd "$src" && exec $PYTHON -m gateway serve -c "$WORK/config.yaml") \
-                >>"$WORK/$mode.log" 2>&1 &
-            GW_PID=$!
-            for _ in $(seq 1 900); do
-                ss -ltnH "sport = :$GW_PORT" | grep -q . && break
-                kill -0 "$GW_PID" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -0 "$GW_PID" 2>/dev/null && break
-            wait "$GW_PID" || true
-            echo "$mode: the gateway did not start (see $WORK/$mode.log); again" >&2
-            GW_PID=
-        done
-        [[ -n $GW_PID ]] || { echo "$mode,$size,$round,$(load1),start failed" >>"$EXTRA"; return 0; }
-        sleep 1
+        gw_start "$WORK/config.yaml" "$WORK/$mode.log" "$src" \
+            || { echo "$mode,$size,$round,$(load1),start failed" >>"$EXTRA"; return 0; }
         pid=$GW_PID port=$GW_PORT
         ;;
     postfix|postfix-opendkim)
@@ -165,7 +117,7 @@ run_mode() {  # run_mode MODE SIZE ROUND
     fi
     echo "$mode,$size,$round,$load,$od_cpu" >>"$EXTRA"
     case $mode in
-    gw-*|base-gw-*) kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" || true; GW_PID= ;;
+    gw-*|base-gw-*) gw_stop ;;
     postfix*)
         "$SHARED/postfix_relay.sh" wait-drained 60 >/dev/null || true
         "$SHARED/postfix_relay.sh" stop >/dev/null

@@ -17,8 +17,9 @@ OUT=${OUT:-$HERE/results}
 mkdir -p "$OUT"
 CSV=$OUT/signing-$(date -u +%Y%m%dT%H%M%SZ).csv
 WORK=$(mktemp -d /tmp/gwsign.XXXXXX)
+. "$HERE/lib.sh"
 GW_PID=
-trap '[[ -n $GW_PID ]] && kill $GW_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'gw_stop; rm -rf "$WORK"' EXIT
 
 config() {  # config MODE -> writes $WORK/config.yaml
     local dkim
@@ -28,22 +29,7 @@ config() {  # config MODE -> writes $WORK/config.yaml
     ed25519) dkim=$'dkim:\n  domains:\n    example.com:\n      - {selector: ed1, algorithm: ed25519, active: true}' ;;
     dual) dkim=$'dkim:\n  dual_sign: true\n  domains:\n    example.com:\n      - {selector: rsa1, algorithm: rsa, active: true}\n      - {selector: ed1, algorithm: ed25519, active: true}' ;;
     esac
-    cat >"$WORK/config.yaml" <<YAML
-hostname: gateway.bench.invalid
-data_dir: $WORK/var-$1
-log_level: warning
-intake_workers: auto
-listeners:
-  - {name: relay, kind: relay, address: 127.0.0.1, port: $GW_PORT, networks: [127.0.0.0/8]}
-limits: {max_sessions: 500, max_sessions_per_ip: 500}
-routes:
-  - name: sink
-    type: smarthost
-    smarthosts:
-      - {name: sink, host: 127.0.0.1, port: $SINK_PORT, tls: none, max_connections: 20,
-         messages_per_connection: 1000}
-$dkim
-YAML
+    gw_config "$WORK/config.yaml" "$WORK/var-$1" "$dkim"
 }
 
 config off
@@ -51,12 +37,9 @@ python3 -m gateway dkim keygen -c "$WORK/config.yaml" --domain example.com --sel
 python3 -m gateway dkim keygen -c "$WORK/config.yaml" --domain example.com --selector ed1 --algo ed25519 >/dev/null
 for mode in off ed25519 rsa dual; do
     config "$mode"
-    python3 -m gateway serve -c "$WORK/config.yaml" >"$WORK/gw-$mode.log" 2>&1 &
-    GW_PID=$!
-    for _ in $(seq 1 100); do ss -ltnH "sport = :$GW_PORT" | grep -q . && break; sleep 0.1; done
-    sleep 1
+    gw_start "$WORK/config.yaml" "$WORK/gw-$mode.log"
     "$SHARED/relay_bench.sh" TARGET_PORT=$GW_PORT SINK_PORT=$SINK_PORT N="$N" S="$S" \
         SIZE_KB="$SIZE_KB" REPEAT="$REPEAT" WARMUP=300 LABEL="dkim-$mode" MTA_PID=$GW_PID CSV="$CSV"
-    kill $GW_PID; wait $GW_PID || true; GW_PID=
+    gw_stop
 done
 python3 "$SHARED/summarize.py" "$CSV" --ref dkim-off

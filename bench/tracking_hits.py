@@ -3,24 +3,35 @@
 
     python3 bench/tracking_hits.py [--rate 2000] [--seconds 10] [--messages 3000] [--rounds 3]
 
+Needs Postfix's `smtp-source` (Debian package postfix) and `wrk` (Debian package
+wrk: `apt-get install wrk`; for this benchmark only, so not in .ci/install-deps).
+Quick check that it runs (seconds, not a measurement):
+
+    python3 bench/tracking_hits.py --rate 200 --seconds 2 --messages 200 --rounds 1
+
+CPU per hit only (no SMTP rounds): `--rounds 0`.
+
 One gateway subprocess as in production (durable spool, `intake_workers: auto`, the
 tracking listener in the master process, events to state.db), relaying to a sink in
-this process. Load comes from two other processes: Postfix's `smtp-source`
-(20 sessions, 2 KiB messages) and a paced HTTP client (this script with
-`--client`: asyncio streams, 64 keep-alive connections) fetching open pixels with valid
-tokens at `--rate` per second.
+this process. Load comes from two other processes, both in C so that the load
+generators cost little of the two cores the gateway runs on: Postfix's
+`smtp-source` (20 sessions, 2 KiB messages) and `wrk` (one thread, 64 keep-alive
+connections) with bench/tracking_hits.lua, which paces open-pixel GETs to `--rate`
+per second and cycles through 5,000 valid tokens. (The Python client used before
+cost about as much CPU per request as the server serving it.)
 
 Rounds, interleaved `--rounds` times: SMTP alone, then SMTP with hits at `--rate`
 (the intake rate of the two is compared within each round); then once: hits alone
 for `--seconds`, and the same time idle. CPU per hit = (master's CPU time during
-hits - during idle) / hits, from /proc/<pid>/stat.
+hits - during idle) / hits, from /proc/<pid>/stat (process CPU time: robust to
+other load on the machine, unlike wall time). Also printed: wrk's own CPU per hit.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import math
 import os
 import platform
 import shutil
@@ -51,54 +62,13 @@ CONSENT = """\
       transactional: {basis: contract}
       marketing: {basis: consent, tracking: true}
     """
-WORKERS = 64
-UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
+THREADS, CONNECTIONS = 1, 64
+LUA = Path(__file__).resolve().parent / "tracking_hits.lua"
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def client(url: str, rate: float, seconds: float, tokens: list[str]) -> dict[str, float]:
-    """Paced GETs over `WORKERS` keep-alive connections, with asyncio streams and the
-    least parsing that reads a response (an HTTP library's client costs several times
-    the server's CPU per request, and shares these two cores with it)."""
-    host, port = url.removeprefix("http://").split(":")
-    done, failed, latencies = 0, 0, []
-    start = time.monotonic() + 0.2
-
-    async def worker(k: int) -> None:
-        nonlocal done, failed
-        reader, writer = await asyncio.open_connection(host, int(port))
-        j = 0
-        while True:
-            due = start + (j * WORKERS + k) / rate
-            if due > start + seconds:
-                break
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent = time.monotonic()
-            token = tokens[(j * WORKERS + k) % len(tokens)]
-            writer.write(f"GET /o/{token} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {UA}"
-                         "\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
-            ok = head.startswith(b"HTTP/1.1 200")
-            done += ok
-            failed += not ok
-            latencies.append(time.monotonic() - sent)
-            j += 1
-        writer.close()
-
-    await asyncio.gather(*(worker(k) for k in range(WORKERS)))
-    took = time.monotonic() - start
-    latencies.sort()
-    return {"hits": done, "failed": failed, "seconds": took, "rate": done / took,
-            "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}
 
 
 def tokens(count: int) -> list[str]:
@@ -107,9 +77,28 @@ def tokens(count: int) -> list[str]:
                            "marketing")) for i in range(count)]
 
 
-def hits_process(url: str, rate: float, seconds: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, "--client", url, "--rate", str(rate),
-                             "--seconds", str(seconds)], stdout=subprocess.PIPE)
+def hits_process(url: str, rate: float, seconds: float, tokens_file: Path
+                 ) -> subprocess.Popen[str]:
+    """wrk, paced to `rate` GETs a second for `seconds` (rounded up to whole seconds)."""
+    return subprocess.Popen(
+        ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, math.ceil(seconds))}s",
+         "--timeout", "5s", "-s", str(LUA), url, "--", str(rate), str(tokens_file),
+         str(THREADS)], stdout=subprocess.PIPE, text=True)
+
+
+def hits_result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    """wrk's RESULT line, its rate, and wrk's own CPU time (from wait4's rusage)."""
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    assert proc.returncode == 0 and line is not None, f"wrk failed:\n{out}"
+    result: dict[str, float] = json.loads(line.removeprefix("RESULT "))
+    result["hits"] = result["requests"] - result["failed"]
+    result["rate"] = result["hits"] / result["seconds"]
+    result["client_cpu"] = usage.ru_utime + usage.ru_stime
+    return result
 
 
 def smtp_source(port: int, messages: int) -> float:
@@ -127,13 +116,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--client")
     args = parser.parse_args()
-    if args.client:
-        result = asyncio.run(client(args.client, args.rate, args.seconds, tokens(5000)))
-        print(json.dumps(result))
-        return
     assert shutil.which("smtp-source"), "smtp-source (Debian package postfix) is needed"
+    assert shutil.which("wrk"), "wrk (Debian package wrk: apt-get install wrk) is needed"
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
           f" load {os.getloadavg()[0]:.1f}")
     sink = TimingSink()
@@ -143,6 +128,8 @@ def main() -> None:
         directory = Path(tmp)
         (directory / "tracking.key").write_bytes(KEY)
         (directory / "tracking.key").chmod(0o600)
+        tokens_file = directory / "tokens.txt"
+        tokens_file.write_text("\n".join(tokens(5000)) + "\n")
         config = write_config(directory, port, sink.port, consent=CONSENT, extra=f"""\
             tracking:
               url: http://127.0.0.1:{tport}
@@ -153,43 +140,48 @@ def main() -> None:
         proc = start_gateway(config, port)
         url = f"http://127.0.0.1:{tport}"
         try:
-            run(proc.pid, port, url, args)
+            run(proc.pid, port, url, tokens_file, args)
         finally:
             stop_gateway(proc)
             sink.stop()
 
 
-def run(pid: int, port: int, url: str, args: argparse.Namespace) -> None:
-    smtp_source(port, 500)  # warm-up
-    alone, loaded, rates = [], [], []
+def run(pid: int, port: int, url: str, tokens_file: Path, args: argparse.Namespace) -> None:
+    alone: list[float] = []
+    loaded: list[float] = []
+    rates: list[float] = []
+    if args.rounds:
+        smtp_source(port, 500)  # warm-up
     for i in range(args.rounds):
         alone.append(smtp_source(port, args.messages))
         # Hits for as long as the SMTP run takes (estimated from the run before).
-        hitter = hits_process(url, args.rate, args.messages / alone[-1] * 1.1)
+        hitter = hits_process(url, args.rate, args.messages / alone[-1] * 1.1, tokens_file)
         loaded.append(smtp_source(port, args.messages))
-        out, _ = hitter.communicate(timeout=600)
-        result = json.loads(out)
+        result = hits_result(hitter)
         rates.append(result["rate"])
         print(f"round {i + 1}: SMTP alone {alone[-1]:.0f} msg/s, with hits {loaded[-1]:.0f} "
               f"msg/s ({100 * (loaded[-1] / alone[-1] - 1):+.1f}%); hits {result['rate']:.0f}/s "
-              f"(failed {result['failed']}, p50 {result['p50_ms']:.1f} ms, "
+              f"(failed {result['failed']:.0f}, p50 {result['p50_ms']:.1f} ms, "
               f"p99 {result['p99_ms']:.1f} ms)")
-    ratio = statistics.median(b / a for a, b in zip(alone, loaded, strict=True))
-    print(f"median intake with hits / without: {100 * ratio:.1f}%; "
-          f"hits sustained: median {statistics.median(rates):.0f}/s")
-    time.sleep(5)  # let delivery of the last SMTP round finish
+    if args.rounds:
+        ratio = statistics.median(b / a for a, b in zip(alone, loaded, strict=True))
+        print(f"median intake with hits / without: {100 * ratio:.1f}%; "
+              f"hits sustained: median {statistics.median(rates):.0f}/s")
+        time.sleep(5)  # let delivery of the last SMTP round finish
+    seconds = max(1, math.ceil(args.seconds))
     before = cpu_seconds(pid)
-    time.sleep(args.seconds)
+    time.sleep(seconds)
     idle = cpu_seconds(pid) - before
     before = cpu_seconds(pid)
-    hitter = hits_process(url, args.rate, args.seconds)
-    out, _ = hitter.communicate(timeout=600)
+    result = hits_result(hits_process(url, args.rate, seconds, tokens_file))
     busy = cpu_seconds(pid) - before
-    result = json.loads(out)
-    per_hit = (busy - idle * result["seconds"] / args.seconds) / result["hits"]
-    print(f"hits alone: {result['rate']:.0f}/s for {result['seconds']:.1f} s; master CPU "
-          f"{busy:.2f} s (idle {idle:.2f} s per {args.seconds:.0f} s) → "
-          f"{per_hit * 1e6:.0f} µs CPU per hit (request, token check, event write)")
+    per_hit = (busy - idle * result["seconds"] / seconds) / max(result["hits"], 1)
+    print(f"hits alone: {result['rate']:.0f}/s for {result['seconds']:.1f} s "
+          f"(failed {result['failed']:.0f}, p50 {result['p50_ms']:.1f} ms, p99 "
+          f"{result['p99_ms']:.1f} ms); master CPU {busy:.2f} s (idle {idle:.2f} s per "
+          f"{seconds} s) → {per_hit * 1e6:.0f} µs CPU per hit (request, token check, "
+          f"consent, event write); wrk {result['client_cpu'] / max(result['hits'], 1) * 1e6:.0f}"
+          " µs CPU per hit")
 
 
 if __name__ == "__main__":

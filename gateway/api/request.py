@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.api.mime import Attachment, Mailbox, MessageSpec
-from gateway.intake.accept import address_problem
+from gateway.intake.addresses import address_problem
 
 __all__ = ["OWN_FIELDS", "Limits", "MessageRequest", "RequestError", "parse_message"]
 

@@ -26,7 +26,8 @@ from gateway.admin.auth import PUBLIC, match_token
 from gateway.admin.context import CONTEXT, AdminContext, context
 from gateway.console.page import esc, page
 from gateway.console.session import COOKIE, Session, Sessions, csrf_ok, origin_ok, set_cookie
-from gateway.state.counts import EventCounts
+from gateway.state.counts import Counts, EventCounts
+from gateway.state.counts_postgres import PostgresEventCounts
 from gateway.state.db import StateDb
 from gateway.state.migrations.sqlite import EVENTS
 
@@ -40,7 +41,7 @@ ROLLUP_INTERVAL = 30.0  # seconds between background roll-ups of the event count
 @dataclass
 class Console:
     sessions: Sessions = field(default_factory=Sessions)
-    counts: EventCounts | None = None  # None with PostgreSQL state (gateway.state.counts)
+    counts: Counts | None = None  # set while the app runs (gateway.state.counts)
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -164,23 +165,24 @@ def setup_console(app: web.Application) -> None:
 
 
 async def _counts_context(app: web.Application) -> AsyncIterator[None]:
-    """state.db's counts (SQLite state only), rolled up every ROLLUP_INTERVAL."""
+    """The state backend's event counts, rolled up every ROLLUP_INTERVAL."""
     console = app[CONSOLE]
-    gw = app[CONTEXT].gateway
-    task: asyncio.Task[None] | None = None
-    if gw.state.backend == "sqlite":
-        console.counts = EventCounts(StateDb(gw.config.state_path, EVENTS))
-        task = asyncio.get_running_loop().create_task(_rollups(console.counts))
+    state = app[CONTEXT].gateway.state
+    counts: Counts
+    if state.postgres is not None:
+        counts = PostgresEventCounts(state.postgres)
+    else:
+        counts = EventCounts(StateDb(state.path, EVENTS))
+    console.counts = counts
+    task = asyncio.get_running_loop().create_task(_rollups(counts))
     yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if console.counts is not None:
-        await console.counts.db.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await counts.close()
 
 
-async def _rollups(counts: EventCounts) -> None:
+async def _rollups(counts: Counts) -> None:
     while True:
         try:
             await counts.rollup()

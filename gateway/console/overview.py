@@ -4,7 +4,8 @@ pflogsumm, as a page; KumoMTA's and Postal's dashboards).
 Figures come from the rolled-up counts (gateway.state.counts), never from a scan of
 the events: one roll-up of what arrived since the last, then a few grouped reads of
 at most a few thousand rows. Queue depth and the oldest message come from the
-queue sampler's last sample (gateway.metrics.queue), breakers from delivery.
+queue sampler's last sample (gateway.metrics.queue), breakers from delivery, each
+smarthost's share and the failovers from gateway.console.smarthosts.
 
 Alerts are simple rules on those figures: a smarthost whose breaker is open, a
 destination domain where at least MIN_ATTEMPTS recipients were tried and more than
@@ -19,10 +20,11 @@ from aiohttp import web
 from gateway.console.app import View, guarded
 from gateway.console.charts import hbars, stacked_bars
 from gateway.console.page import esc, link, table, when
+from gateway.console.smarthosts import smarthost_rows, smarthosts_section
 from gateway.delivery.deliver import Delivery
 from gateway.delivery.smarthosts import CircuitBreaker
 from gateway.metrics.queue import QueueSample, QueueSampler
-from gateway.state.counts import CountRow, Overview
+from gateway.state.counts import Overview
 
 __all__ = ["WINDOWS", "overview"]
 
@@ -40,15 +42,10 @@ TOP_DOMAINS = 15
 
 async def load(view: View, since: float) -> Overview:
     counts = view.console.counts
-    if counts is not None:
-        await counts.rollup()
-        return await counts.overview(since)
-    # PostgreSQL state: no rolled-up counts yet; the events summary (a grouped query).
-    summary = await view.ctx.gateway.state.events.summary(since)
-    out = Overview(since)
-    for category, kinds in summary.by_category.items():
-        out.rows.extend(CountRow(k, category, "", "", n) for k, n in kinds.items())
-    return out
+    if counts is None:  # only before the app's start-up ran
+        return Overview(since)
+    await counts.rollup()
+    return await counts.overview(since)
 
 
 @guarded
@@ -65,7 +62,8 @@ async def overview(view: View) -> web.StreamResponse:
             "<h2>Destination domains</h2>", _domains(data),
             "<h2>Delivery latency</h2>", _latency(data),
             "<h2>Queue</h2>", _queue(view, now),
-            "<h2>Smarthosts</h2>", _breakers(view)]
+            "<h2>Smarthosts</h2>", smarthosts_section(
+                smarthost_rows(view.ctx.gateway.config.routes, _breaker_list(view), data))]
     return view.render(f"Overview, last {name}", "".join(body), "overview")
 
 
@@ -187,10 +185,3 @@ def _queue(view: View, now: float) -> str:
 def _breaker_list(view: View) -> list[CircuitBreaker]:
     delivery = getattr(view.ctx.gateway, "delivery", None)
     return delivery.breakers() if isinstance(delivery, Delivery) else []
-
-
-def _breakers(view: View) -> str:
-    rows = [[esc(b.route), esc(b.name), esc(b.state.value), str(b.failures),
-             when(b.retry_at) if b.retry_at else "-"] for b in _breaker_list(view)]
-    return table(["route", "smarthost", "breaker", "failures", "retry at"], rows)
-

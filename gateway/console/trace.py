@@ -3,9 +3,10 @@ or recipient, and read its whole life as a timeline with the SMTP replies; hold,
 release, retry or delete it from there (Postfix: grep the queue id through maillog,
 then postsuper).
 
-A recipient search looks through the queue (mail still waiting, held or being
-delivered): the events have no index by recipient, and a scan of them for an
-address is what the overview must never do.
+A recipient search reads the event history through its index by recipient
+(events_recipient: delivered, bounced and expired mail as well as queued), the
+LIMIT newest messages, and adds what the queue holds for the address (mail whose
+events were not written, e.g. while a shared database was away).
 
 Security: the query is untrusted text; it is only used as a bound SQL parameter or
 compared, and everything shown is escaped.
@@ -44,10 +45,12 @@ async def _find(view: View, by: str, q: str) -> list[Event]:
     if by == "message_id":
         return await events.by_message_id(q if q.startswith("<") else f"<{q}>")
     if by == "recipient":
+        found = await events.by_recipient(q, LIMIT)
+        seen = {e.queue_id for e in found}
         address = normalize_address(q)
-        found: list[Event] = []
         for row in await view.ctx.queue().listing(limit=QUEUE_SCAN):
-            if any(normalize_address(r["address"]) == address for r in row.recipients):
+            if row.id not in seen and any(normalize_address(r["address"]) == address
+                                          for r in row.recipients):
                 found.extend(await events.by_queue_id(row.id))
         return found
     if by in _headers(view):
@@ -77,7 +80,7 @@ async def trace_page(view: View) -> web.StreamResponse:
 def _search_form(headers: tuple[str, ...], by: str, q: str) -> str:
     choices = [(h, h) for h in headers] + [("message_id", "Message-ID"),
                                            ("queue_id", "queue id"),
-                                           ("recipient", "recipient (queued mail)")]
+                                           ("recipient", "recipient")]
     options = "".join(f'<option value="{esc(v)}"{" selected" if v == by else ""}>{esc(t)}'
                       "</option>" for v, t in choices)
     return (f'<form method="get" class="row"><label>Find by<select name="by">{options}'

@@ -58,19 +58,12 @@ sanitized first.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
-import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from functools import partial
 from typing import Protocol
-
-from email_validator import EmailNotValidError, validate_email
 
 from gateway import metrics
 from gateway.bounces.inbox import BounceInbox
@@ -80,7 +73,9 @@ from gateway.config import Config
 from gateway.core.headers import HeaderSection
 from gateway.errors import SpoolError
 from gateway.intake import replies
+from gateway.intake.addresses import address_problem
 from gateway.intake.idempotency import IdempotencyGuard, Ticket
+from gateway.intake.trace import received_header
 from gateway.model import Client, Envelope, Event, EventType, QueuedMessage, QueueId, Reply
 from gateway.policy.stage import MessageDecision, PolicyStage
 from gateway.scheduler.settings import PriorityConfig
@@ -95,12 +90,9 @@ __all__ = [
     "SessionInfo",
     "SpoolLike",
     "Transaction",
-    "address_problem",
     "configure_intake",
     "correlation_headers",
-    "envelope_path",
     "header_tags",
-    "received_header",
 ]
 
 log = logging.getLogger(__name__)
@@ -516,68 +508,7 @@ async def _sign(signer: DkimSigner, message: bytes, header: HeaderSection | None
     return signer.sign(message, header, crlf=True)
 
 
-# -- addresses --------------------------------------------------------------------------------
-
-_SOURCE_ROUTE = re.compile(r"^@[^:]*:")
-
-
-def envelope_path(argument: str, keyword: str) -> str | None:
-    """The address in a MAIL/RCPT argument exactly as the client wrote it.
-
-    aiosmtpd's own parser is lenient (it turns `<a b@c>` into `"a b"@c`), so the
-    syntax check must see the original. `<>` gives "". A source route
-    (`<@relay:user@host>`) is dropped, as RFC 5321 4.1.1.3 says to.
-    """
-    if argument[: len(keyword)].upper() != keyword:
-        return None
-    text = argument[len(keyword):].strip()
-    if not text.startswith("<"):
-        return text.split(" ", 1)[0] or None
-    quoted = escaped = False
-    for index, char in enumerate(text[1:], 1):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == ">" and not quoted:
-            return _SOURCE_ROUTE.sub("", text[1:index])
-    return None
-
-
-def address_problem(address: str, *, smtputf8: bool) -> str | None:
-    """Why `address` is not a valid mailbox (syntax only), or None if it is."""
-    return _address_problem(address, smtputf8)
-
-
-# email-validator costs ~60 µs an address; an app's sender repeats with every message, and
-# the HTTP API checks each address twice (its JSON error, then MAIL/RCPT). Bounded.
-@functools.lru_cache(maxsize=4096)
-def _address_problem(address: str, smtputf8: bool) -> str | None:
-    try:
-        address.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the address is not valid UTF-8"
-    try:
-        validate_email(
-            address,
-            check_deliverability=False,
-            allow_smtputf8=smtputf8,
-            allow_quoted_local=True,
-            allow_domain_literal=True,
-            allow_display_name=False,
-            # Syntax only: a dotless domain or a .test name is the operator's business.
-            globally_deliverable=False,
-            test_environment=True,
-        )
-    except EmailNotValidError as exc:
-        return str(exc)
-    return None
-
-
 # -- content ----------------------------------------------------------------------------------
-
 
 
 @dataclass(frozen=True)
@@ -616,55 +547,3 @@ def _tls_optional(section: HeaderSection) -> bool:
 def _unfold(raw: bytes) -> str | None:
     value = raw.replace(b"\r\n", b"").decode("utf-8", errors="replace").strip()
     return value or None
-
-
-# -- trace header -----------------------------------------------------------------------------
-
-_HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
-
-
-def received_header(envelope: Envelope, hostname: str, queue_id: QueueId, *, esmtp: bool) -> str:
-    """The RFC 5321 4.4 trace field for this hop, folded, ending in CRLF.
-
-        Received: from client.example ([192.0.2.1])
-                by gateway.example with ESMTPSA id 01JD5Q8W3K7H2M9XQ4RT
-                for <user@example.org>; Tue, 14 Nov 2023 22:13:20 +0000
-    """
-    client = envelope.client
-    helo = _HELO_UNSAFE.sub("_", client.helo)[:255] or "unknown"
-    protocol = _with_protocol(esmtp, envelope.smtputf8, client.tls, client.auth_user is not None)
-    lines = [
-        f"Received: from {helo} ({_address_literal(client.address)})",
-        f"\tby {hostname} with {protocol} id {queue_id}",
-    ]
-    date = _rfc5322_date(envelope.received_at)
-    if len(envelope.recipients) == 1:
-        # Only a single recipient is named: listing them all would disclose Bcc's.
-        lines.append(f"\tfor <{envelope.recipients[0]}>; {date}")
-    else:
-        lines[-1] += ";"
-        lines.append(f"\t{date}")
-    return "\r\n".join(lines) + "\r\n"
-
-
-def _with_protocol(esmtp: bool, smtputf8: bool, tls: bool, authenticated: bool) -> str:
-    """The `with` keyword: RFC 3848 (ESMTP[S][A]) and RFC 6531 (UTF8SMTP[S][A])."""
-    if not esmtp:
-        return "SMTP"
-    return ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + (
-        "A" if authenticated else ""
-    )
-
-
-def _address_literal(address: str) -> str:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return "unknown"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
-    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
-
-
-def _rfc5322_date(timestamp: float) -> str:
-    return format_datetime(datetime.fromtimestamp(timestamp, UTC))

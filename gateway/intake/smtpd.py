@@ -58,7 +58,8 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.intake import replies
-from gateway.intake.accept import Acceptor, SessionInfo, Transaction, envelope_path
+from gateway.intake.accept import Acceptor, SessionInfo, Transaction
+from gateway.intake.addresses import envelope_path
 from gateway.intake.auth import Authenticator, AuthThrottle
 from gateway.intake.data_reader import read_data
 from gateway.intake.settings import IPNetwork, Limits, ListenerConfig

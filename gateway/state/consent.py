@@ -3,6 +3,10 @@
 Records are kept, never overwritten (the history is the proof of consent);
 `current()` reads the newest one per address through the (address, category,
 time) index.
+
+Each store counts the changes made through it (`generation`: record() here, erasure
+in gateway.state.retention), so that a cache of answers in this process — the
+tracking listener's, gateway.tracking.consent_cache — can drop them at once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ _INSERT = f"INSERT INTO consent ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class ConsentStore(Protocol):
+    generation: int  # changes made through this store in this process (module docstring)
+
     async def current(self, addresses: tuple[str, ...], category: str
                       ) -> dict[str, ConsentRecord]:
         """The latest record per address (addresses without any are absent)."""
@@ -34,6 +40,7 @@ class ConsentStore(Protocol):
 class SqliteConsentStore:
     def __init__(self, db: StateDb) -> None:
         self._db = db
+        self.generation = 0
 
     async def current(self, addresses: tuple[str, ...], category: str
                       ) -> dict[str, ConsentRecord]:
@@ -53,7 +60,9 @@ class SqliteConsentStore:
                             {"address": r[0], "category": r[1], "method": r[4]}) for r in rows]
         if len(rows) > 100:
             audits = [audit_row(now, actor, "consent.import", {"count": len(rows)})]
+        self.generation += 1  # before: a cached answer must not outlive a failed write either
         await self._db.transaction([(_INSERT, rows), (AUDIT_INSERT, audits)])
+        self.generation += 1
         return len(rows)
 
     async def history(self, address: str) -> list[ConsentRecord]:

@@ -11,12 +11,17 @@ on) and adds them, in the same transaction that moves the cursor, to:
   enhanced status code — or, for opens and clicks, "machine" or "human");
 - `domain_counts`: per hour, recipient domain and type;
 - `latency_counts`: per 5-minute bucket, delivered recipients by accepted→delivered
-  latency (histogram bounds LATENCY_BOUNDS).
+  latency (histogram bounds LATENCY_BOUNDS);
+- `host_counts`: per hour, route, host that answered (a smarthost's name, an MX
+  host) and outcome (HOST_KINDS) — which smarthost of a route carried the mail,
+  so the console can count failovers to a backup.
 
 The console rolls up before it renders and every ROLLUP_INTERVAL meanwhile, so
 counts lag the events by seconds. Counts hold no addresses (domains only), so
 erasure has nothing to do here; retention purges events, not these totals.
-SQLite only: with PostgreSQL the console falls back to the events summary.
+This module is the SQLite backend; gateway.state.counts_postgres is PostgreSQL's (the
+same tables and figures, a cursor that survives out-of-order commits); both are
+`Counts`.
 """
 
 from __future__ import annotations
@@ -26,16 +31,18 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.state.db import StateDb
 
-__all__ = ["BUCKET", "LATENCY_BOUNDS", "ROLLUP_BATCH", "CountRow", "EventCounts", "Overview",
-           "reason_of"]
+__all__ = ["BUCKET", "HOST_KINDS", "LATENCY_BOUNDS", "ROLLUP_BATCH", "Batch", "CountRow",
+           "Counts", "EventCounts", "Overview", "reason_of", "rollup_rows"]
 
 BUCKET = 300  # seconds: the overview's resolution
 DOMAIN_BUCKET = 3600
 ROLLUP_BATCH = 5_000  # events per transaction: the write lock is held ~0.2 s at most
 LATENCY_BOUNDS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, float("inf"))
+HOST_KINDS = ("delivered", "deferred", "bounced")
 _REASON = re.compile(r"\breason=(\S+)")
 _CURSOR = "counts"
 CATEGORY_TAG = ":category"  # as gateway.state.events writes it
@@ -44,7 +51,7 @@ _SELECT_NEW = (
     "SELECT e.seq, e.time, e.type, e.recipient, COALESCE(e.route, ''), e.reply_code,"
     " e.reply_enhanced, e.detail, COALESCE(t.value, ''),"
     " CASE WHEN e.type = 'delivered' THEN (SELECT MIN(a.time) FROM events a"
-    "  WHERE a.queue_id = e.queue_id AND a.type = 'accepted') END"
+    "  WHERE a.queue_id = e.queue_id AND a.type = 'accepted') END, COALESCE(e.host, '')"
     " FROM events e LEFT JOIN message_tags t ON t.queue_id = e.queue_id AND t.name = ?"
     " WHERE e.seq > ? ORDER BY e.seq LIMIT ?")
 _UPSERT_EVENTS = (
@@ -57,6 +64,9 @@ _UPSERT_DOMAINS = (
 _UPSERT_LATENCY = (
     "INSERT INTO latency_counts (bucket, le, n) VALUES (?, ?, ?)"
     " ON CONFLICT (bucket, le) DO UPDATE SET n = n + excluded.n")
+_UPSERT_HOSTS = (
+    "INSERT INTO host_counts (bucket, route, host, type, n) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (bucket, route, host, type) DO UPDATE SET n = n + excluded.n")
 
 
 @dataclass(frozen=True)
@@ -71,13 +81,14 @@ class CountRow:
 @dataclass
 class Overview:
     """Totals since a time: by (type, category, route, reason), by domain, latency
-    histogram, and per-bucket series of each type (for the charts)."""
+    histogram, per-bucket series of each type (for the charts), and by (route, host)."""
 
     since: float
     rows: list[CountRow] = field(default_factory=list)
     domains: dict[str, dict[str, int]] = field(default_factory=dict)
     latency: dict[float, int] = field(default_factory=dict)
     series: dict[str, dict[int, int]] = field(default_factory=dict)
+    hosts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def total(self, kind: str, *, reason: str | None = None) -> int:
         return sum(r.n for r in self.rows
@@ -118,30 +129,41 @@ def reason_of(kind: str, detail: str | None, code: int | None, enhanced: str | N
     return str(code) if code is not None else "unknown"
 
 
-def rollup_rows(rows: Iterable[tuple[object, ...]]
-                ) -> tuple[int, Counter[tuple[object, ...]], Counter[tuple[object, ...]],
-                           Counter[tuple[object, ...]]]:
-    """(last seq, event counts, domain counts, latency counts) of a batch of events."""
-    events: Counter[tuple[object, ...]] = Counter()
-    domains: Counter[tuple[object, ...]] = Counter()
-    latency: Counter[tuple[object, ...]] = Counter()
-    last = 0
-    for seq, time, kind, recipient, route, code, enhanced, detail, category, accepted in rows:
-        last = int(str(seq))
+@dataclass
+class Batch:
+    """What a batch of events adds to each counts table (keys as the tables' columns)."""
+
+    last: int = 0  # the batch's last seq
+    events: Counter[tuple[object, ...]] = field(default_factory=Counter)
+    domains: Counter[tuple[object, ...]] = field(default_factory=Counter)
+    latency: Counter[tuple[object, ...]] = field(default_factory=Counter)
+    hosts: Counter[tuple[object, ...]] = field(default_factory=Counter)
+
+
+def rollup_rows(rows: Iterable[tuple[object, ...]]) -> Batch:
+    """The counts of a batch of events: (seq, time, type, recipient, route, reply code,
+    enhanced code, detail, category, accepted time of a delivery, host) each."""
+    out = Batch()
+    for (seq, time, kind, recipient, route, code, enhanced, detail, category, accepted,
+         host) in rows:
+        out.last = int(str(seq))
         t = float(str(time))
         bucket = int(t // BUCKET * BUCKET)
+        hour = int(t // DOMAIN_BUCKET * DOMAIN_BUCKET)
         k = str(kind)
         reason = reason_of(k, _opt(detail), None if code is None else int(str(code)),
                            _opt(enhanced))
-        events[(bucket, k, category, route, reason)] += 1
+        out.events[(bucket, k, category, route, reason)] += 1
         if recipient:
             domain = str(recipient).rpartition("@")[2].lower()
-            domains[(int(t // DOMAIN_BUCKET * DOMAIN_BUCKET), domain, k)] += 1
+            out.domains[(hour, domain, k)] += 1
         if accepted is not None:
             seconds = t - float(str(accepted))
             le = next(b for b in LATENCY_BOUNDS if seconds <= b)
-            latency[(bucket, le)] += 1
-    return last, events, domains, latency
+            out.latency[(bucket, le)] += 1
+        if host and k in HOST_KINDS:
+            out.hosts[(hour, route, host, k)] += 1
+    return out
 
 
 def _opt(value: object) -> str | None:
@@ -154,12 +176,13 @@ def _rollup_batch(conn: sqlite3.Connection, limit: int) -> int:
     rows = conn.execute(_SELECT_NEW, (CATEGORY_TAG, cursor, limit)).fetchall()
     if not rows:
         return 0
-    last, events, domains, latency = rollup_rows(rows)
-    conn.executemany(_UPSERT_EVENTS, [(*k, n) for k, n in events.items()])
-    conn.executemany(_UPSERT_DOMAINS, [(*k, n) for k, n in domains.items()])
-    conn.executemany(_UPSERT_LATENCY, [(*k, n) for k, n in latency.items()])
+    batch = rollup_rows(rows)
+    conn.executemany(_UPSERT_EVENTS, [(*k, n) for k, n in batch.events.items()])
+    conn.executemany(_UPSERT_DOMAINS, [(*k, n) for k, n in batch.domains.items()])
+    conn.executemany(_UPSERT_LATENCY, [(*k, n) for k, n in batch.latency.items()])
+    conn.executemany(_UPSERT_HOSTS, [(*k, n) for k, n in batch.hosts.items()])
     conn.execute("INSERT INTO rollup_cursor (name, seq) VALUES (?, ?) ON CONFLICT (name)"
-                 " DO UPDATE SET seq = excluded.seq", (_CURSOR, last))
+                 " DO UPDATE SET seq = excluded.seq", (_CURSOR, batch.last))
     return len(rows)
 
 
@@ -181,7 +204,21 @@ def _overview(conn: sqlite3.Connection, since: float) -> Overview:
     for le, n in conn.execute(
             "SELECT le, SUM(n) FROM latency_counts WHERE bucket >= ? GROUP BY 1", (first,)):
         out.latency[float(le)] = int(n)
+    for route, host, kind, n in conn.execute(
+            "SELECT route, host, type, SUM(n) FROM host_counts WHERE bucket >= ?"
+            " GROUP BY 1, 2, 3", (int(since // DOMAIN_BUCKET * DOMAIN_BUCKET),)):
+        out.hosts.setdefault((route, host), {})[kind] = int(n)
     return out
+
+
+class Counts(Protocol):
+    """What the console needs of either backend's counts."""
+
+    async def rollup(self, limit: int = ROLLUP_BATCH) -> int: ...
+
+    async def overview(self, since: float) -> Overview: ...
+
+    async def close(self) -> None: ...
 
 
 class EventCounts:
@@ -203,3 +240,6 @@ class EventCounts:
 
     async def overview(self, since: float) -> Overview:
         return await self.db.call(lambda c: _overview(c, since))
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -80,6 +80,9 @@ class EventStore(Protocol):
     async def by_message_id(self, message_id: str) -> list[Event]: ...
     async def by_tag(self, name: str, value: str, limit: int = 1000) -> list[Event]:
         """Every event of the messages tagged name=value (e.g. x-booking-id=B-123)."""
+    async def by_recipient(self, address: str, limit: int = 50) -> list[Event]:
+        """Every event of the `limit` newest messages with an event for `address`
+        (compared lower-cased)."""
     async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]: ...
     async def summary(self, since: float) -> Summary: ...
 
@@ -130,6 +133,14 @@ class SqliteEventStore:
         rows = await self._db.fetchall(
             _SELECT + " WHERE queue_id IN (SELECT queue_id FROM message_tags"
             " WHERE name = ? AND value = ? LIMIT ?) ORDER BY seq", (name, value, limit))
+        return [_event(r) for r in rows]
+
+    async def by_recipient(self, address: str, limit: int = 50) -> list[Event]:
+        await self.flush()
+        rows = await self._db.fetchall(
+            _SELECT + " WHERE queue_id IN (SELECT queue_id FROM events"
+            " WHERE lower(recipient) = lower(?) GROUP BY queue_id ORDER BY MAX(seq) DESC"
+            " LIMIT ?) ORDER BY seq", (address.strip(), limit))
         return [_event(r) for r in rows]
 
     async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]:

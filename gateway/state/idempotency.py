@@ -122,8 +122,14 @@ class SqliteIdempotencyStore:
         held = self._table.claim(digest, queue_id, now, window, stale_after)
         if held is not None:
             return Claim(False, held.queue_id, held.stored)
-        # New to the table; idempotency.db may still know it (the table forgot it).
         try:
+            if not self._table.layout_known:
+                await self._learn_what_db_holds()
+            if not self._table.may_have_forgotten(now):
+                # The table holds every live key: a miss is a new key (the common
+                # case, and one round trip to idempotency.db fewer per message).
+                return Claim(True, queue_id, False)
+            # New to the table; idempotency.db may still know it (the table forgot it).
             row = await self._db.fetchone(
                 "SELECT queue_id, created, expires FROM idempotency_keys WHERE scope = ?"
                 " AND key = ? AND stored = 1 AND expires > ?", (scope, key, now), quick=True)
@@ -137,12 +143,17 @@ class SqliteIdempotencyStore:
                          replacing=queue_id)
         return Claim(False, original, True)
 
+    async def _learn_what_db_holds(self) -> None:
+        """A table laid out anew (first start, or its file lost) knows nothing of the
+        keys idempotency.db holds: until the last of them expires, misses ask it."""
+        row = await self._db.fetchone(
+            "SELECT max(expires) FROM idempotency_keys WHERE stored = 1", quick=True)
+        self._table.learn_forgotten(float(row[0]) if row and row[0] is not None else 0.0)
+
     async def stored(self, scope: str, key: str, queue_id: QueueId) -> None:
-        digest = key_digest(scope, key)
-        held = self._table.lookup(digest, 0.0)
-        if held is None or held.queue_id != queue_id:
+        held = self._table.mark(key_digest(scope, key), queue_id, SlotState.STORED)
+        if held is None:
             return  # taken over meanwhile (this claim was stale): the new holder saves it
-        self._table.mark(digest, queue_id, SlotState.STORED)
         self._unsaved.append((scope, key, queue_id, held.created, held.expires))
         if self._saver is None or self._saver.done():
             self._saver = asyncio.get_running_loop().create_task(self._save_behind())

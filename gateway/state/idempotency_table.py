@@ -30,24 +30,31 @@ lose its newest rows to a power loss.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import mmap
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from gateway.core.shared_table import HEADER_SIZE, SharedTable
+
 __all__ = ["SLOTS", "ClaimTable", "Held", "SlotState", "key_digest"]
 
-SLOTS = 1 << 16  # 4 MiB; the file is sparse until used
+SLOTS = 1 << 16  # 4 MiB, allocated when laid out (core/shared_table.py says why)
 PROBE = 32  # slots a key may live in (linear probing)
 _MAGIC = b"GWIDEM01"
-_HEADER = struct.Struct("<8sIIQ")  # magic, slots, probe, evictions
-_HEADER_SIZE = 64
+_HEADER_SIZE = HEADER_SIZE
 _SLOT = struct.Struct("<16s20sB3xdd")  # key digest, queue id, state, created, expires
 _SLOT_SIZE = 64
+# After the shared header (core/shared_table.py): whether the table knows what
+# idempotency.db may hold beyond it (0 on a new layout), and until when a key it
+# pushed out may still be live there (a miss before that asks idempotency.db).
+_KNOWN = struct.Struct("<Q d")
+_KNOWN_AT = 24
 _EMPTY = bytes(16)
 
 
@@ -76,12 +83,10 @@ class ClaimTable:
     """The table in `path`, opened on first use."""
 
     def __init__(self, path: Path, slots: int = SLOTS) -> None:
-        if slots & (slots - 1):
-            raise ValueError("slots must be a power of two")
         self.path = path
+        self._file = SharedTable(path, magic=_MAGIC, slots=slots, slot_size=_SLOT_SIZE,
+                                 probe=PROBE)
         self._slots = slots
-        self._fd = -1
-        self._map: mmap.mmap | None = None
 
     def claim(self, digest: bytes, queue_id: str, now: float, window: float,
               stale_after: float) -> Held | None:
@@ -116,17 +121,37 @@ class ClaimTable:
         return True
 
     def mark(self, digest: bytes, queue_id: str, state: SlotState,
-             only_from: SlotState | None = None) -> bool:
+             only_from: SlotState | None = None) -> Held | None:
         """Move `queue_id`'s slot for this key to `state` (FREE releases it), if it is
-        in state `only_from` (when given)."""
+        in state `only_from` (when given). Returns the holder as it was, or None when
+        `queue_id` does not hold the key (or not in `only_from`): nothing changed."""
         with self._locked() as table:
             slot, found = table.find(digest, 0.0)
             if found is None or found[1].rstrip(b"\0").decode() != queue_id:
-                return False
+                return None
             if only_from is not None and found[2] != only_from:
-                return False
+                return None
             table.store(slot, digest, queue_id, state, found[3], found[4])
-        return True
+        return _held(found)
+
+    def may_have_forgotten(self, now: float) -> bool:
+        """Whether a key this table does not hold may still be live in idempotency.db:
+        true while a live key pushed out of the table could still be asked for
+        (until its expiry), and on a table laid out anew until learn_forgotten() said
+        what idempotency.db holds. Read without the lock: the value only grows while
+        the table lives, so a read older than a claim is still a bound for it."""
+        known, until = _KNOWN.unpack_from(self._file.open(), _KNOWN_AT)
+        return not known or now < until
+
+    def learn_forgotten(self, until: float) -> None:
+        """After a new layout: the keys in idempotency.db are live until `until`."""
+        with self._file.locked() as table:
+            _, current = _KNOWN.unpack_from(table, _KNOWN_AT)
+            _KNOWN.pack_into(table, _KNOWN_AT, 1, max(current, until))
+
+    @property
+    def layout_known(self) -> bool:
+        return bool(_KNOWN.unpack_from(self._file.open(), _KNOWN_AT)[0])
 
     def settle(self, in_spool: set[str], now: float, *, release_others: bool
                ) -> tuple[int, int]:
@@ -136,10 +161,8 @@ class ClaimTable:
         freed when `release_others`. Returns (stored, released)."""
         stored = released = 0
         with self._locked() as table:
-            # Read through the file, not the map: a page never used is a hole that reads
-            # as zeros, where touching it through the map would allocate it (and on a
-            # full disk, kill the process with SIGBUS).
-            slots = os.pread(self._fd, self._slots * _SLOT_SIZE, _HEADER_SIZE)
+            # One read of the whole table (4 MiB) instead of 65,536 small ones.
+            slots = os.pread(self._file.fd, self._slots * _SLOT_SIZE, _HEADER_SIZE)
             for index in range(self._slots):
                 digest, holder, state, created, expires = _SLOT.unpack_from(
                     slots, index * _SLOT_SIZE)
@@ -156,48 +179,18 @@ class ClaimTable:
 
     @property
     def evictions(self) -> int:
-        return int(_HEADER.unpack_from(self._open(), 0)[3])
+        return self._file.evictions
 
-    def _locked(self) -> _Locked:
-        return _Locked(self._open(), self._fd, self._slots)
-
-    def _open(self) -> mmap.mmap:
-        if self._map is not None:
-            return self._map
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        size = _HEADER_SIZE + self._slots * _SLOT_SIZE
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # the first process to get here lays it out
-            try:
-                header = os.pread(fd, _HEADER.size, 0)
-                if len(header) != _HEADER.size or _HEADER.unpack(header)[:3] != (
-                        _MAGIC, self._slots, PROBE):
-                    # New, or laid out otherwise: start empty. The keys of the whole
-                    # window are in idempotency.db; only claims in progress are lost.
-                    os.ftruncate(fd, 0)
-                    os.ftruncate(fd, size)
-                    os.pwrite(fd, _HEADER.pack(_MAGIC, self._slots, PROBE, 0), 0)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            self._map = mmap.mmap(fd, size)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self._map
+    @contextmanager
+    def _locked(self) -> Iterator[_Locked]:
+        with self._file.locked() as table:
+            yield _Locked(table, self._slots)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.flush()
-            self._map.close()
-            self._map = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def __repr__(self) -> str:
-        state = "open" if self._map is not None else "closed"
+        state = "open" if self._file.is_open else "closed"
         return f"<ClaimTable {self.path} {state} slots={self._slots}>"
 
 
@@ -210,19 +203,11 @@ def _held(slot: _Slot) -> Held:
 
 
 class _Locked:
-    """The table under the node-wide lock (flock on the file: held for microseconds)."""
+    """The table's slots, while the caller holds the node-wide lock."""
 
-    def __init__(self, table: mmap.mmap, fd: int, slots: int) -> None:
+    def __init__(self, table: mmap.mmap, slots: int) -> None:
         self._table = table
-        self._fd = fd
         self._mask = slots - 1
-
-    def __enter__(self) -> _Locked:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def slot(self, index: int) -> _Slot:
         return _SLOT.unpack_from(self._table, _HEADER_SIZE + index * _SLOT_SIZE)
@@ -255,12 +240,21 @@ class _Locked:
             if state == SlotState.STORED and (stored < 0 or created < stored_at):
                 stored, stored_at = index, created
         if persisted >= 0:
+            self._forget(persisted)
             return persisted
         if stored < 0:
             raise OSError("idempotency table: every slot holds a claim in progress")
-        magic, slots, probe, evictions = _HEADER.unpack_from(self._table, 0)
-        _HEADER.pack_into(self._table, 0, magic, slots, probe, evictions + 1)
+        SharedTable.count_eviction(self._table)
+        self._forget(stored)
         return stored
+
+    def _forget(self, index: int) -> None:
+        """The live key in this slot leaves the table: until it expires, a miss must
+        ask idempotency.db (a stored key not written there yet will be, behind)."""
+        expires = self.slot(index)[4]
+        known, until = _KNOWN.unpack_from(self._table, _KNOWN_AT)
+        if expires > until:
+            _KNOWN.pack_into(self._table, _KNOWN_AT, known, expires)
 
     def store(self, index: int, digest: bytes, queue_id: str, state: SlotState,
               created: float, expires: float) -> None:

@@ -38,7 +38,7 @@ from gateway.state.backoff import BackendHealth, Backoff
 from gateway.state.migrations import MIGRATIONS_TABLE, Migration, check_version, latest
 from gateway.state.migrations.postgresql import POSTGRESQL
 
-__all__ = ["PostgresPool", "redact_dsn"]
+__all__ = ["HORIZON", "PostgresPool", "redact_dsn"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ COMMAND_TIMEOUT = 5.0
 _UNAVAILABLE_CLASSES = ("08", "57", "53", "3D")
 # A lock number of our own for migrations (pg_advisory_xact_lock): "smtpgw" in ASCII.
 _MIGRATION_LOCK = 0x736D7470_6777
+# The horizon (gateway.webhooks.outbox_postgres explains it; the event counts' roll-up,
+# gateway.state.counts_postgres, reads below it too): the snapshot's oldest running
+# transaction that is not known to be another database's, else its xmax. pg_stat_activity
+# is read after the statement's snapshot was taken, so a transaction it no longer shows
+# counts (it may have committed after it).
+HORIZON = (
+    "SELECT coalesce((SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x WHERE NOT EXISTS"
+    "  (SELECT 1 FROM pg_stat_activity a WHERE a.backend_xid = x::xid"
+    "   AND a.datname <> current_database())), pg_snapshot_xmax(s.snap)) AS horizon"
+    " FROM (SELECT pg_current_snapshot() AS snap) s")
 # A dedicated connection's session (an advisory lock lives as long as it): the server
 # probes an idle client, so a node cut off by the network loses its locks in ~25 s, not
 # after the kernel's two hours.

@@ -153,6 +153,7 @@ _CONSENT_COLUMNS = "address, category, granted, time, method, source, purposes"
 class PostgresConsentStore:
     def __init__(self, pool: PostgresPool) -> None:
         self._pool = pool
+        self.generation = 0  # gateway.state.consent
 
     async def current(self, addresses: tuple[str, ...], category: str
                       ) -> dict[str, ConsentRecord]:
@@ -174,7 +175,9 @@ class PostgresConsentStore:
             await c.executemany(f"INSERT INTO consent ({_CONSENT_COLUMNS})"
                                 " VALUES ($1, $2, $3, $4, $5, $6, $7)", rows)
             await c.executemany(_AUDIT, audits)
+        self.generation += 1
         await self._pool.run(run, transaction=True)
+        self.generation += 1
         return len(rows)
 
     async def history(self, address: str) -> list[ConsentRecord]:
@@ -314,6 +317,14 @@ class PostgresEventStore:
         rows = await self._pool.run(lambda c: c.fetch(
             _EVENT_SELECT + " WHERE queue_id IN (SELECT queue_id FROM message_tags"
             " WHERE name = $1 AND value = $2 LIMIT $3) ORDER BY seq", name, value, limit))
+        return [_event(r) for r in rows]
+
+    async def by_recipient(self, address: str, limit: int = 50) -> list[Event]:
+        await self.flush()
+        rows = await self._pool.run(lambda c: c.fetch(
+            _EVENT_SELECT + " WHERE queue_id IN (SELECT queue_id FROM events"
+            " WHERE lower(recipient) = lower($1) GROUP BY queue_id ORDER BY MAX(seq) DESC"
+            " LIMIT $2) ORDER BY time, seq", address.strip(), limit))
         return [_event(r) for r in rows]
 
     async def tags(self, queue_ids: Iterable[QueueId]) -> dict[QueueId, dict[str, str]]:

@@ -42,21 +42,22 @@ For several nodes, gateway.state.redis_limits keeps the same counters in Redis.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import mmap
-import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from gateway.core.shared_table import HEADER_SIZE, SharedTable
+
 __all__ = ["PROBE", "SLOTS", "RateCounters", "SharedRateCounters"]
 
-SLOTS = 1 << 18  # 4 MiB of slots; the file is sparse until used
+SLOTS = 1 << 18  # 4 MiB of slots, allocated when laid out (core/shared_table.py says why)
 PROBE = 16  # slots a key may live in (linear probing)
 _MAGIC = b"GWRATE01"
-_HEADER = struct.Struct("<8sIIQ")  # magic, slots, probe, evictions
-_HEADER_SIZE = 64
+_HEADER_SIZE = HEADER_SIZE
 _SLOT = struct.Struct("<Qd")  # key hash (0 = never used), tat
 
 
@@ -81,12 +82,10 @@ class SharedRateCounters:
     creates it)."""
 
     def __init__(self, path: Path, slots: int = SLOTS) -> None:
-        if slots & (slots - 1):
-            raise ValueError("slots must be a power of two")
         self.path = path
+        self._file = SharedTable(path, magic=_MAGIC, slots=slots, slot_size=_SLOT.size,
+                                 probe=PROBE)
         self._slots = slots
-        self._fd = -1
-        self._map: mmap.mmap | None = None
 
     # -- the RateCounters interface (async for the callers; nothing here waits) -----------------
     async def acquire(self, key: str, interval: float, burst: int, now: float
@@ -122,69 +121,27 @@ class SharedRateCounters:
 
     @property
     def evictions(self) -> int:
-        return int(_HEADER.unpack_from(self._open(), 0)[3])
+        return self._file.evictions
 
-    def _locked(self) -> _Locked:
-        return _Locked(self._open(), self._fd, self._slots)
-
-    def _open(self) -> mmap.mmap:
-        if self._map is not None:
-            return self._map
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        size = _HEADER_SIZE + self._slots * _SLOT.size
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # the first process to get here lays it out
-            try:
-                self._prepare(fd, size)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            self._map = mmap.mmap(fd, size)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self._map
-
-    def _prepare(self, fd: int, size: int) -> None:
-        header = os.pread(fd, _HEADER.size, 0)
-        if len(header) == _HEADER.size:
-            magic, slots, probe, _ = _HEADER.unpack(header)
-            if (magic, slots, probe) == (_MAGIC, self._slots, PROBE):
-                return
-        # New, or laid out otherwise: start empty (a fresh burst per key, once).
-        os.ftruncate(fd, 0)
-        os.ftruncate(fd, size)
-        os.pwrite(fd, _HEADER.pack(_MAGIC, self._slots, PROBE, 0), 0)
+    @contextmanager
+    def _locked(self) -> Iterator[_Locked]:
+        with self._file.locked() as table:
+            yield _Locked(table, self._slots)
 
     async def close(self) -> None:
-        if self._map is not None:
-            self._map.flush()
-            self._map.close()
-            self._map = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def __repr__(self) -> str:
-        state = "open" if self._map is not None else "closed"
+        state = "open" if self._file.is_open else "closed"
         return f"<SharedRateCounters {self.path} {state} slots={self._slots}>"
 
 
 class _Locked:
-    """The table under the node-wide lock (flock on the file: held for microseconds)."""
+    """The table's slots, while the caller holds the node-wide lock."""
 
-    def __init__(self, table: mmap.mmap, fd: int, slots: int) -> None:
+    def __init__(self, table: mmap.mmap, slots: int) -> None:
         self._table = table
-        self._fd = fd
         self._mask = slots - 1
-
-    def __enter__(self) -> _Locked:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def find(self, h: int, now: float) -> tuple[int, float]:
         """(slot, tat) for hash `h`: its own slot, else a free one (tat 0 = full bucket)."""
@@ -205,8 +162,7 @@ class _Locked:
                 oldest, oldest_tat = slot, tat
         if free >= 0:
             return free, 0.0
-        magic, slots, probe, evictions = _HEADER.unpack_from(table, 0)
-        _HEADER.pack_into(table, 0, magic, slots, probe, evictions + 1)
+        SharedTable.count_eviction(table)
         return oldest, 0.0
 
     def store(self, slot: int, h: int, tat: float) -> None:

@@ -223,7 +223,9 @@ async def erase_address(state: StateStore, address: str, actor: str,
     token = hasher.token(normalized)
     await state.events.flush()  # our own process's events still in memory are stored first
     when = SystemClock().now() if now is None else now
+    state.consent.generation += 1  # this process's cached consent answers go (consent.py)
     changed, checkpointed = await scrubber_for(state).scrub(matcher, actor, when)
+    state.consent.generation += 1
     if not checkpointed:
         log.warning("erase: the old bytes could not be cleared yet (a busy WAL file, a"
                     " failed VACUUM); they go at the next checkpoint or autovacuum")

@@ -13,7 +13,7 @@ and the TLS outcome counts that daily TLS reports (RFC 8460) are built from.
   so it goes out once, however many nodes run the daily job.
 
 Two backends, like gateway.state.bounces: tls.db beside state.db (SQLite) and the
-shared PostgreSQL database (migration 7).
+shared PostgreSQL database (migration 8).
 
 Security: policy text and host names come from the network (DNS, HTTPS); they are
 only ever bound parameters.

@@ -10,7 +10,8 @@ event (so webhooks send it, retention and erasure treat it like any other event)
 and a metric, with `machine=yes|no` and the reason (gateway.tracking.machine) and
 the client network truncated. A hit whose recipient has since withdrawn consent
 (or the tracking purpose) for the category is answered the same way but not
-recorded: consent is read again at each hit, not only when the mail was sent.
+recorded: consent is asked again at each hit, not only when the mail was sent
+(answers kept a few seconds: gateway.tracking.consent_cache says how fresh).
 Nothing is logged per request (no access log: the paths are tokens).
 
 Security: public, reads untrusted requests: only GET/HEAD on two paths; tokens are
@@ -30,11 +31,11 @@ from gateway import metrics
 from gateway.clock import Clock
 from gateway.core.listen import bind_tcp
 from gateway.model import Event, EventType
-from gateway.state.store import STATE_ERRORS, ConsentStore, EventStore
+from gateway.state.store import ConsentStore, EventStore
+from gateway.tracking.consent_cache import ConsentCache
 from gateway.tracking.machine import HUMAN, BurstDetector, Verdict, judge, truncate_ip
 from gateway.tracking.settings import TrackingConfig
 from gateway.tracking.token import Hit, HitKind, TokenKeys, open_token
-from gateway.tracking.tracker import TRACKING_PURPOSE
 
 __all__ = ["PIXEL", "TrackingHandler", "TrackingListener", "hit_event"]
 
@@ -59,17 +60,9 @@ class TrackingHandler:
                  clock: Clock) -> None:
         self.keys = TokenKeys(settings.key)
         self.events = events
-        self.consent = consent
+        self.consent = ConsentCache(consent, clock)
         self.clock = clock
         self.bursts = BurstDetector(settings.scanner_window)
-
-    async def _still_consented(self, hit: Hit) -> bool:
-        try:
-            record = (await self.consent.current((hit.recipient,), hit.category)
-                      ).get(hit.recipient)
-        except STATE_ERRORS:
-            return False  # cannot tell now: the safe side is not to record
-        return record is not None and record.granted and TRACKING_PURPOSE in record.purposes
 
     async def _hit(self, request: web.BaseRequest, kind: HitKind, token: str
                    ) -> tuple[Hit, Verdict] | None:
@@ -77,7 +70,7 @@ class TrackingHandler:
         if hit is None or hit.kind is not kind:
             metrics.record_tracking_hit(kind.name.lower(), None)
             return None
-        if not await self._still_consented(hit):
+        if not await self.consent.allows(hit.recipient, hit.category):
             return hit, HUMAN  # answered as usual, not recorded
         now = self.clock.now()
         network = truncate_ip(request.remote)

@@ -81,7 +81,7 @@ from typing import Any, TypeVar
 
 from gateway.clock import Clock
 from gateway.errors import StateUnavailable
-from gateway.state.postgres import Conn, PostgresPool, is_unavailable
+from gateway.state.postgres import HORIZON, Conn, PostgresPool, is_unavailable
 from gateway.webhooks.outbox import (
     CATEGORY_TAG,
     OutboxLease,
@@ -111,18 +111,10 @@ _TAKE = ("UPDATE webhook_cursors c SET holder = $2, updated = $3 FROM"
          " WHERE c.name = $1 RETURNING c.xid, c.seq, before.holder")
 _ADVANCE = ("UPDATE webhook_cursors SET xid = $2, seq = $3, updated = $4"
             " WHERE name = $1 AND (xid, seq) < ($2::xid8, $3::bigint)")
-# The horizon: the snapshot's oldest running transaction that is not known to be another
-# database's, else its xmax. pg_stat_activity is read after the statement's snapshot was
-# taken, so a transaction it no longer shows counts (it may have committed after it).
-_HORIZON = (
-    "SELECT coalesce((SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x WHERE NOT EXISTS"
-    "  (SELECT 1 FROM pg_stat_activity a WHERE a.backend_xid = x::xid"
-    "   AND a.datname <> current_database())), pg_snapshot_xmax(s.snap)) AS horizon"
-    " FROM (SELECT pg_current_snapshot() AS snap) s")
 # One round trip: the horizon (computed once), whether committed rows wait above it (the
 # newest xid: one index probe), and the batch below it with each event's category tag.
 _READ = (
-    f"WITH h AS MATERIALIZED ({_HORIZON})"
+    f"WITH h AS MATERIALIZED ({HORIZON})"
     " SELECT h.horizon, coalesce((SELECT max(xid) FROM events) >= h.horizon, false) AS held,"
     " e.* FROM h LEFT JOIN LATERAL ("
     "  SELECT v.seq, v.time, v.type, v.queue_id, v.recipient, v.message_id, v.route, v.host,"

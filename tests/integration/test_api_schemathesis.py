@@ -11,13 +11,12 @@ check). The seed is fixed so that a run is repeatable.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.fixtures.api import add_key, api_section
 from tests.fixtures.gateway import GatewayProcess, write_config
 from tests.fixtures.net import free_port, wait_listening
+from tests.fixtures.schemathesis import run_schemathesis
 from tests.fixtures.sink import Sink
 
 
@@ -29,15 +28,9 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     gw = GatewayProcess(config).start()
     try:
         wait_listening(port)
-        st = Path(sys.executable).with_name("st")
-        run = subprocess.run(
-            [str(st), "run", f"http://127.0.0.1:{port}/openapi.json",
-             "-H", f"Authorization: Bearer {key}", "--checks", "all",
-             "--exclude-checks", "positive_data_acceptance", "--max-examples", "40",
-             "--seed", "20261207", "--no-color"],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path)
-        assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
-        assert "Tested: 3" in run.stdout, run.stdout[-3000:]
+        out = run_schemathesis(port, key, examples=40, seed=20261207, cwd=tmp_path,
+                               timeout=600)
+        assert "Tested: 3" in out, out[-3000:]
         assert "Traceback" not in gw.output()
     finally:
         gw.stop_hard()

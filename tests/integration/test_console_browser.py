@@ -1,6 +1,7 @@
 """The console in a real headless browser (Debian's chromium and chromium-driver, driven by
 Selenium; nothing downloaded at run time): log in, watch the overview's counts move
-after real SMTP traffic, find a booking's message by its X-Booking-Id, hold and
+after real SMTP traffic, find a bounced message by its recipient in the event history
+and a booking's message by its X-Booking-Id, hold and
 release it, act on the queue after a confirmation, add and remove a suppression,
 and read it on a phone-sized screen. Each page's screenshot is written to
 docs/console/ (shown in the README).
@@ -130,6 +131,18 @@ def walk(driver: WebDriver, base: str, smtp_port: int, sink: Sink) -> None:
           and card(driver, "bounced") == before["bounced"] + 1, "the overview counts the mail")
     assert "5.1.1" in driver.find_element(By.TAG_NAME, "main").text  # the bounce's reason
     shot(driver, "overview")
+
+    # Mail no longer queued (bounced, delivered) is found by recipient in the event history.
+    driver.get(f"{base}/console/trace")
+    Select(driver.find_element(By.NAME, "by")).select_by_value("recipient")
+    driver.find_element(By.NAME, "q").send_keys("Gone@Example.NET")
+    submit(driver, "Find")
+    shows(driver, "Message-ID")
+    found = driver.find_elements(By.CSS_SELECTOR, ".message")
+    assert len(found) == 1 and "550 5.1.1 no such user" in found[0].text, found[0].text
+    assert "bounced" in found[0].text and "gone@example.net" in found[0].text
+    assert found[0].find_element(By.CSS_SELECTOR, ".state").text == "not in the queue"
+    assert not found[0].find_elements(By.TAG_NAME, "button")  # nothing to hold or retry
 
     driver.get(f"{base}/console/trace")
     Select(driver.find_element(By.NAME, "by")).select_by_value("x-booking-id")

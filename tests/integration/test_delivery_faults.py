@@ -15,7 +15,6 @@ import smtplib
 import socket
 import textwrap
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from gateway.model import (
 from gateway.supervisor import Gateway
 from tests.fixtures import tls
 from tests.fixtures.gateway import running_gateway, write_config
+from tests.fixtures.load import tags_in
 from tests.fixtures.net import free_port
 from tests.fixtures.raw_smtp import RawSmtpServer
 from tests.fixtures.sink import Sink
@@ -89,15 +89,6 @@ async def _send(port: int, tags: list[str]) -> None:
                 client.sendmail("app@src.test", ["u@dest.test"],
                                 f"Subject: {tag}\r\nX-Seq: {tag}\r\n\r\nbody\r\n")
     await asyncio.to_thread(run)
-
-
-def _tags(messages: list[bytes]) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for data in messages:
-        for line in data.split(b"\r\n"):
-            if line.startswith(b"X-Seq: "):
-                out[line[7:].decode()] += 1
-    return out
 
 
 async def _until(predicate: object, clock: ManualClock | None = None, step: float = 0.0,
@@ -155,10 +146,10 @@ async def test_messages_survive_a_destination_that_hangs_drops_and_trickles(
             await _send(gw.ports["relay"], tags)
             # Each retry window is crossed by advancing the clock; the faulty
             # connections are used up one per attempt, then the server behaves.
-            await _until(lambda: set(_tags(server.messages())) >= set(tags), clock, 60.0,
+            await _until(lambda: set(tags_in(server.messages())) >= set(tags), clock, 60.0,
                          timeout=30)
             await _until(lambda: _queued(gw) == 0)
-        received = _tags(server.messages())
+        received = tags_in(server.messages())
     duplicates = sum(n - 1 for n in received.values())
     print(f"sent={len(tags)} received={len(received)} duplicates={duplicates}")
     assert set(received) == set(tags)
@@ -234,7 +225,7 @@ async def test_all_smarthosts_down_for_days_then_the_queue_drains(tmp_path: Path
         assert _queued(gw) == len(tags)  # held, nothing expired (max_age is 5 days)
         sink = Sink(port=second).start()
         try:
-            await _until(lambda: set(_tags([m.data for m in sink.messages])) >= set(tags),
+            await _until(lambda: set(tags_in([m.data for m in sink.messages])) >= set(tags),
                          clock, 600.0, timeout=30)
             await _until(lambda: _queued(gw) == 0)
         finally:

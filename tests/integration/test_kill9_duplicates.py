@@ -13,83 +13,20 @@ behaviour to exceed the bound.
 
 from __future__ import annotations
 
-import os
-import signal
-import smtplib
 import sqlite3
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.fixtures.gateway import GatewayProcess, write_config
+from tests.fixtures.load import Clients, wait_arrived
 from tests.fixtures.sink import Sink
 
 CLIENTS = 8
 CRASHES = 3
 MAX_CONCURRENCY = 10
 ACKED_BEFORE_KILL = 120  # acknowledged messages between two kills
-PER_CLIENT_LIMIT = 400  # every loop is bounded
-
-
-def client(port: int, name: str, acked: list[str], lock: threading.Lock,
-           stop: threading.Event) -> None:
-    for i in range(PER_CLIENT_LIMIT):
-        if stop.is_set():
-            return
-        tag = f"{name}-{i}"
-        msg = (f"From: app@example.com\r\nTo: guest@example.net\r\nSubject: {tag}\r\n"
-               f"X-Seq: {tag}\r\n\r\nbooking {tag}\r\n")
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-                s.sendmail("app@example.com", ["guest@example.net"], msg)
-        except (OSError, smtplib.SMTPException):
-            time.sleep(0.05)  # the gateway is down: the client would retry later
-            continue
-        with lock:
-            acked.append(tag)
-
-
-def tags_at_sink(sink: Sink) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for m in sink.messages:
-        for line in m.data.split(b"\r\n"):
-            if line.startswith(b"X-Seq: "):
-                out[line[7:].decode()] += 1
-    return out
-
-
-def kill_whole_gateway(gw: GatewayProcess) -> int:
-    """SIGKILL the master and every intake worker at once; returns how many died."""
-    assert gw.proc is not None
-    pids = [gw.proc.pid, *_children(gw.proc.pid)]
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    gw.proc.wait(timeout=30)
-    for pid in pids[1:]:
-        _wait_gone(pid)
-    return len(pids)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out.extend(int(p) for p in text)
-    return out
-
-
-def _wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} survived SIGKILL")
 
 
 @contextmanager
@@ -115,22 +52,14 @@ def test_kill9_repeats_only_deliveries_in_flight(tmp_path: Path) -> None:
         "delivery:\n", f"delivery:\n  max_concurrency: {MAX_CONCURRENCY}\n", 1))
     gw = GatewayProcess(config).start()
     spool = tmp_path / "var" / "spool"
-    acked: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    threads = [threading.Thread(target=client, args=(gw.port, f"c{n}", acked, lock, stop))
-               for n in range(CLIENTS)]
+    clients = Clients(gw.port, CLIENTS, limit=400).start()
     extra_per_crash = []
     try:
-        for t in threads:
-            t.start()
         duplicates_before = 0
         for crash in range(CRASHES):
-            target = len(acked) + ACKED_BEFORE_KILL
-            deadline = time.monotonic() + 60
-            while len(acked) < target and time.monotonic() < deadline:
-                time.sleep(0.005)
-            assert len(acked) >= target, f"crash {crash}: {len(acked)} of {target} acknowledged"
+            target = len(clients.acked) + ACKED_BEFORE_KILL
+            assert clients.wait_acked(target), \
+                f"crash {crash}: {len(clients.acked)} of {target} acknowledged"
             with event_store_locked(tmp_path / "var" / "state.db"):
                 before = sink.count()
                 deadline = time.monotonic() + 30
@@ -139,32 +68,24 @@ def test_kill9_repeats_only_deliveries_in_flight(tmp_path: Path) -> None:
                 # Delivered while the events could not be stored: all would be re-sent
                 # if a delivery waited for its events before its queue file went.
                 assert sink.count() >= before + 3 * MAX_CONCURRENCY, gw.output()[-3000:]
-                assert kill_whole_gateway(gw) == 3
+                assert gw.kill9(whole=True) == 3
             if crash == CRASHES - 1:
-                stop.set()
-                for t in threads:
-                    t.join(timeout=30)
-            with lock:
-                promised = set(acked)
+                clients.stop()
+            promised = clients.promised()
             gw.start()
             # Everything acknowledged arrives, and the queue empties (the redeliveries of
             # what was in flight are done), before the next crash is counted.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (
-                    promised <= set(tags_at_sink(sink)) and queue_empty(spool)):
-                time.sleep(0.05)
-            received = tags_at_sink(sink)
-            lost = promised - set(received)
-            assert not lost, f"{len(lost)} acknowledged messages lost: {sorted(lost)[:10]}"
-            duplicates = sum(n - 1 for n in received.values() if n > 1)
-            extra_per_crash.append(duplicates - duplicates_before)
-            duplicates_before = duplicates
-        print(f"acked={len(acked)} received={sum(tags_at_sink(sink).values())} "
+            arrived = wait_arrived(sink, promised, also=lambda: queue_empty(spool))
+            assert not arrived.lost, f"{len(arrived.lost)} acknowledged messages lost: " \
+                f"{sorted(arrived.lost)[:10]}"
+            extra_per_crash.append(arrived.duplicates - duplicates_before)
+            duplicates_before = arrived.duplicates
+        print(f"acked={len(clients.acked)} received={sum(arrived.received.values())} "
               f"extra copies per crash={extra_per_crash}")
         assert all(n <= MAX_CONCURRENCY for n in extra_per_crash), extra_per_crash
         journal = spool / "journal"
         assert journal.is_dir()
     finally:
-        stop.set()
+        clients.stop()
         gw.stop_hard()
         sink.stop()

@@ -24,8 +24,9 @@ def test_migrate_status_and_refusing_a_newer_schema(tmp_path: Path) -> None:
     assert status.returncode == 1 and "needs `db migrate`" in status.stdout
     done = gateway("db", "migrate", "-c", config)
     assert done.returncode == 0, done.stderr
-    assert (f"{var / 'state.db'}: version 0 -> 4 (1 events, 2 webhook cursors, "
-            "3 message_tags, 4 event counts)" in done.stdout)
+    assert (f"{var / 'state.db'}: version 0 -> 5 (1 events, 2 webhook cursors, "
+            "3 message_tags, 4 event counts, 5 events by recipient, host counts)"
+            in done.stdout)
     assert (f"{var / 'policy.db'}: version 0 -> 2 (1 suppressions, consent, audit, "
             "2 consent purposes)" in done.stdout)
     assert (f"{var / 'tls.db'}: version 0 -> 1 (1 mta-sts policies, tls report counts)"

@@ -140,9 +140,52 @@ POSTGRESQL: tuple[Migration, ...] = (
     Migration(6, "consent purposes", (
         "ALTER TABLE consent ADD COLUMN purposes text NOT NULL DEFAULT ''",
     )),
+    # Counts rolled up from the events for the console's overview
+    # (gateway.state.counts_postgres); the cursor is an (xid, seq) position, as the
+    # webhook outbox's, so an event committed late is still counted, once. And the
+    # console's Trace finds delivered and bounced mail by recipient (lower(): the
+    # comparison form, as the query's; one more index entry per event written).
+    Migration(7, "console: event and host counts, events by recipient", (
+        "CREATE INDEX events_recipient ON events (lower(recipient))",
+        """CREATE TABLE event_counts (
+            bucket bigint NOT NULL,
+            type text NOT NULL,
+            category text NOT NULL,
+            route text NOT NULL,
+            reason text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (bucket, type, category, route, reason)
+        )""",
+        """CREATE TABLE domain_counts (
+            bucket bigint NOT NULL,
+            domain text NOT NULL,
+            type text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (bucket, domain, type)
+        )""",
+        """CREATE TABLE latency_counts (
+            bucket bigint NOT NULL,
+            le double precision NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (bucket, le)
+        )""",
+        """CREATE TABLE host_counts (
+            bucket bigint NOT NULL,
+            route text NOT NULL,
+            host text NOT NULL,
+            type text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (bucket, route, host, type)
+        )""",
+        """CREATE TABLE rollup_cursor (
+            name text PRIMARY KEY,
+            xid xid8 NOT NULL,
+            seq bigint NOT NULL
+        )""",
+    )),
     # MTA-STS policies every node uses, and TLS report counts every node adds to
     # (gateway.state.tls); a report is claimed by one node (tlsrpt_sent).
-    Migration(7, "mta-sts policies, tls report counts", (
+    Migration(8, "mta-sts policies, tls report counts", (
         """CREATE TABLE sts_policies (
             domain text PRIMARY KEY,
             policy_id text NOT NULL,

@@ -82,6 +82,21 @@ EVENTS: tuple[Migration, ...] = (
             seq INTEGER NOT NULL
         ) WITHOUT ROWID""",
     )),
+    # The console's Trace finds delivered and bounced mail by recipient (lower(): the
+    # comparison form, as the query's; one more index entry per event written), and
+    # which host of a route carried the mail, per hour (gateway.state.counts: the
+    # smarthost failovers; counted from the events rolled up after this).
+    Migration(5, "events by recipient, host counts", (
+        "CREATE INDEX IF NOT EXISTS events_recipient ON events(lower(recipient))",
+        """CREATE TABLE IF NOT EXISTS host_counts (
+            bucket INTEGER NOT NULL,
+            route TEXT NOT NULL,
+            host TEXT NOT NULL,
+            type TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (bucket, route, host, type)
+        ) WITHOUT ROWID""",
+    )),
 )
 
 POLICY: tuple[Migration, ...] = (

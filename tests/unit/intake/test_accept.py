@@ -12,12 +12,8 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.errors import SpoolError
-from gateway.intake.accept import (
-    Acceptor,
-    SessionInfo,
-    Transaction,
-    received_header,
-)
+from gateway.intake.accept import Acceptor, SessionInfo, Transaction
+from gateway.intake.trace import received_header
 from gateway.metrics import REGISTRY
 from gateway.model import Client, Envelope, QueuedMessage, QueueId, QueueState
 from gateway.spool import Spool

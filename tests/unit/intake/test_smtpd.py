@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.intake.accept import envelope_path
+from gateway.intake.addresses import envelope_path
 from gateway.intake.smtpd import _in_networks
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 from gateway.state.db import StateDb
 from gateway.state.idempotency import Claim, SqliteIdempotencyStore
@@ -83,6 +84,67 @@ async def test_a_key_the_table_forgot_is_answered_from_idempotency_db(tmp_path: 
         assert table.lookup(key_digest("ip:1", "first"), 3.0) is None  # forgotten here
         assert await store.claim("ip:1", "first", "QX", 3.0, DAY, 600) == Claim(False, "Q0", True)
         assert await store.lookup("ip:1", "first", 3.0) == Claim(False, "Q0", True)
+    finally:
+        await store.close()
+        await db.close()
+
+
+class _Questions:
+    """Counts the questions a store asks idempotency.db (the real file answers them)."""
+
+    def __init__(self, db: StateDb) -> None:
+        self.asked = 0
+        self._fetchone = db.fetchone
+        db.fetchone = self._count  # type: ignore[method-assign]
+
+    async def _count(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked += 1
+        return await self._fetchone(*args, **kwargs)
+
+
+async def test_a_new_key_asks_idempotency_db_only_when_the_table_forgot_something(
+        tmp_path: Path) -> None:
+    db = StateDb(tmp_path / "idempotency.db", sqlite_migrations.IDEMPOTENCY)
+    table = ClaimTable(tmp_path / "idempotency.table", slots=32)
+    store = SqliteIdempotencyStore(db, table)
+    questions = _Questions(db)
+    try:
+        await store.claim("ip:1", "warm-up", "Q0", 1.0, DAY, 600)
+        assert questions.asked == 1  # a new layout: what does idempotency.db hold?
+        assert not table.may_have_forgotten(1.0)
+        # The table holds every live key: a new one is new without asking the file.
+        assert await store.claim("ip:1", "new", "Q1", 2.0, DAY, 600) == \
+            Claim(True, "Q1", False)
+        assert questions.asked == 1
+        for i in range(2, 40):  # push persisted keys out of the small table
+            await store.claim("ip:1", f"k{i}", f"Q{i}", 3.0, DAY, 600)
+            await store.stored("ip:1", f"k{i}", f"Q{i}")
+            await store.flush()
+        assert table.may_have_forgotten(4.0)  # until the forgotten keys expire
+        assert not table.may_have_forgotten(3.0 + DAY)
+        before = questions.asked
+        assert await store.claim("ip:1", "another", "QY", 4.0, DAY, 600) == \
+            Claim(True, "QY", False)
+        assert questions.asked == before + 1
+    finally:
+        await store.close()
+        await db.close()
+
+
+async def test_a_table_laid_out_anew_asks_idempotency_db_for_what_it_holds(
+        tmp_path: Path) -> None:
+    db = StateDb(tmp_path / "idempotency.db", sqlite_migrations.IDEMPOTENCY)
+    store = SqliteIdempotencyStore(db, ClaimTable(tmp_path / "idempotency.table"))
+    await store.claim("ip:1", "booking-1", "Q1", 1.0, DAY, 600)
+    await store.stored("ip:1", "booking-1", "Q1")
+    await store.close()
+    (tmp_path / "idempotency.table").unlink()  # lost: a new layout knows nothing
+    table = ClaimTable(tmp_path / "idempotency.table")
+    store = SqliteIdempotencyStore(db, table)
+    try:
+        assert await store.claim("ip:1", "booking-1", "Q2", 2.0, DAY, 600) == \
+            Claim(False, "Q1", True)
+        assert table.may_have_forgotten(2.0) and not table.may_have_forgotten(1.0 + DAY)
     finally:
         await store.close()
         await db.close()
