@@ -202,6 +202,11 @@ class Envelope:
     # (gateway.scheduler.settings); kept in the queue file so a restart keeps them.
     category: str | None = None
     priority: Priority = Priority.NORMAL
+    # RFC 8689: MAIL FROM … REQUIRETLS (deliver only over validated TLS to servers that
+    # offer REQUIRETLS, else bounce), and the header `TLS-Required: No` (ignore the
+    # recipient domain's MTA-STS and DANE failures; deliver opportunistically).
+    requiretls: bool = False
+    tls_optional: bool = False
     # (name, value) pairs intake learned for later lookups, not stored in the queue file:
     # configured correlation header fields (lower-case) for the admin API's traces.
     tags: tuple[tuple[str, str], ...] = ()
@@ -287,6 +292,9 @@ class Route:
     match: RouteMatch = RouteMatch()
     smarthosts: tuple[Smarthost, ...] = ()
     tls: str = "opportunistic"  # mx routes: none | opportunistic | required | verify
+    # mx routes: "enforce" follows each domain's MTA-STS policy as published;
+    # "testing-only" treats an enforce policy as testing (report, deliver anyway); "off".
+    mta_sts: str = "enforce"
     retry: RetrySchedule = RetrySchedule()
     breaker: BreakerSettings = BreakerSettings()
     max_connections_per_destination: int = 10
@@ -329,6 +337,9 @@ class Attempt:
     results: tuple[RecipientResult, ...]
     started_at: float
     finished_at: float
+    # The session that took the message: "policy=sts|dane|none tls=TLSv1.3 cipher=…"
+    # ("tls=none" in plaintext); "" when no server took it.
+    tls: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway import metrics
@@ -21,7 +22,9 @@ from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery.deliver import Delivery
+from gateway.delivery.mta_sts import MtaSts, make_resolver
 from gateway.delivery.router import Router
+from gateway.delivery.tlsrpt import TlsReporter
 from gateway.errors import ConfigError, StateUnavailable
 from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.idempotency import settle_claims
@@ -32,7 +35,7 @@ from gateway.model import Envelope, QueuedMessage, QueueState
 from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.stage import PolicyStage
 from gateway.scheduler.qmgr import Scheduler
-from gateway.signing.signer import SigningCounters, signer_for
+from gateway.signing.signer import SigningCounters, SignOutcome, signer_for
 from gateway.spool import Spool
 from gateway.state.db import StateDb
 from gateway.state.erasure_postgres import check_erasure_key
@@ -57,8 +60,14 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.state = open_state(config)
         self.spool = Spool(config.spool_dir, self.clock)
+        # MTA-STS policies and TLS reports (issue 17), both kept in the state store.
+        self.mta_sts = _mta_sts(config, self.state, self.clock)
+        self.tls_reports = _tls_reports(config, self.state, self.clock, self._enqueue,
+                                        self._sign_own)
+        self._tls_jobs: list[asyncio.Task[None]] = []
         self.delivery = Delivery(config.delivery, self.clock, breaker_store=self.state.breakers,
-                                 node=config.node_name)
+                                 node=config.node_name, sts=self.mta_sts,
+                                 outcomes=self.tls_reports)
         self.router = Router(config.routes)
         self.scheduler = Scheduler(self.spool, self.delivery, self.router, self.state.events,
                                    self.clock, config.delivery)
@@ -131,6 +140,7 @@ class Gateway:
             await self.tracking.start()
         await self.webhooks.start()
         self.retention.start()
+        self._start_tls_jobs()
         await self.bounces.start()
         if self.api is not None:
             await self.api.start()
@@ -209,6 +219,7 @@ class Gateway:
         await self.queue_metrics.stop()
         metrics.RUNNING.detach(self._collectors)
         await self.bounces.stop()
+        await self._stop_tls_jobs()
         await self.delivery.close()
         if self._reconfiguring is not None:
             await self._reconfiguring
@@ -239,6 +250,10 @@ class Gateway:
         self.config = new
         self.router = Router(new.routes)
         self.delivery.reconfigure(new.delivery)
+        if self.mta_sts is not None:
+            self.mta_sts.config = new.delivery.mta_sts
+        if self.tls_reports is not None:
+            self.tls_reports.config = new.delivery.tls_reports
         self.scheduler.reconfigure(self.router, new.delivery)
         self.acceptor.signer = signer
         configure_intake(self.acceptor, new, self.state, self.clock)
@@ -272,6 +287,34 @@ class Gateway:
         except Exception:
             log.exception("reload: webhooks could not be restarted")
 
+    def _start_tls_jobs(self) -> None:
+        """The MTA-STS refresh and the TLS report counters' flush and daily send."""
+        loop = asyncio.get_running_loop()
+        jobs = [j for j in (self.mta_sts, self.tls_reports) if j is not None]
+        self._tls_jobs = [loop.create_task(job.run()) for job in jobs]
+
+    async def _stop_tls_jobs(self) -> None:
+        for task in self._tls_jobs:
+            task.cancel()
+        await asyncio.gather(*self._tls_jobs, return_exceptions=True)
+        self._tls_jobs = []
+        if self.mta_sts is not None:
+            await self.mta_sts.close()
+        if self.tls_reports is not None:
+            await self.tls_reports.close()  # the last counters go to the store
+
+    def _sign_own(self, content: bytes) -> bytes:
+        """Mail the gateway writes itself (TLS reports), signed with its DKIM keys like
+        relayed mail; unsigned (and logged) when no key signs for the sender."""
+        signer = self.acceptor.signer
+        if signer is None:
+            return content
+        result = signer.sign(content)
+        if result.outcome is not SignOutcome.SIGNED:
+            log.warning("own message not DKIM-signed: %s", result.reason or result.outcome)
+            return content
+        return result.content
+
     def _apply_policies(self, stage: PolicyStage | None) -> None:
         self.acceptor.policies = stage
         self.bounces.apply_policies(stage.policies if stage is not None else None)
@@ -285,6 +328,22 @@ class Gateway:
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record_accepted(qm, self.clock.now())
         self.scheduler.notify(qm)
+
+
+def _mta_sts(config: Config, state: StateStore, clock: Clock) -> MtaSts | None:
+    d = config.delivery
+    return MtaSts(d.mta_sts, d.dns, d.ca_file, state.tls, clock) if d.mta_sts.enabled else None
+
+
+def _tls_reports(config: Config, state: StateStore, clock: Clock,
+                 enqueue: Callable[[Envelope, bytes], Awaitable[QueuedMessage]],
+                 sign: Callable[[bytes], bytes]) -> TlsReporter | None:
+    d = config.delivery
+    if not d.tls_reports.enabled:
+        return None
+    return TlsReporter(d.tls_reports, state.tls, clock, hostname=config.hostname,
+                       node=config.node_name, resolver=make_resolver(d.dns), enqueue=enqueue,
+                       sign=sign, ca_file=d.ca_file)
 
 
 def _outbox(state: StateStore, events_db: StateDb, clock: Clock) -> Outbox:

@@ -13,6 +13,7 @@ from gateway.admin.errors import ApiError
 from gateway.admin.ratelimit import IpRateLimiter
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.delivery.tlsrpt import TlsReporter
 from gateway.policy.rules_file import ConsentSettings
 from gateway.policy.runtime import PolicyRuntime
 from gateway.scheduler.queue_admin import QueueAdmin
@@ -34,6 +35,7 @@ class GatewayView(Protocol):
     state: StateStore
     spool: Spool
     policy: PolicyRuntime
+    tls_reports: TlsReporter | None
 
     def listener_problems(self) -> list[str]: ...
 

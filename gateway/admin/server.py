@@ -37,6 +37,7 @@ from gateway.admin.health import add_health_routes
 from gateway.admin.ratelimit import IpRateLimiter
 from gateway.admin.routes_policy import add_policy_routes
 from gateway.admin.routes_queue import add_queue_routes
+from gateway.admin.routes_tls import add_tls_routes
 from gateway.admin.routes_trace import add_trace_routes
 from gateway.admin.settings import AdminConfig, AdminToken
 from gateway.admin.unsubscribe import add_unsubscribe_routes
@@ -94,6 +95,7 @@ def build_app(ctx: AdminContext, settings: AdminConfig) -> web.Application:
     add_trace_routes(app)
     add_queue_routes(app)
     add_policy_routes(app)
+    add_tls_routes(app)
     add_console_routes(app)  # the operator console (gateway.console), for browsers
     return app
 

@@ -15,6 +15,10 @@ here (451 4.4.1 no connection, 451 4.4.3 DNS trouble, 550 5.1.2 NXDOMAIN,
   when the state is on PostgreSQL (breaker_sharing.py).
 - Sessions are reused for several messages (pool.py) and pipelined where
   the server offers it (smtp_client.py).
+- Transport security (security.py): per MX host DANE (dane.py, TLSA via
+  mx.py), else the domain's MTA-STS policy (tls_policy.StsSource), else the
+  route's `tls`; TLS outcomes go to tls_policy.OutcomeSink and metrics;
+  REQUIRETLS messages (RFC 8689) only over validated TLS.
 
 The scheduler holds the global and per-destination concurrency limits;
 the pool here adds each smarthost's own `max_connections`.

@@ -12,7 +12,13 @@ dnspython's async resolver, pointed at `delivery.dns.nameservers` when set.
 - NXDOMAIN bounces (550 5.1.2); SERVFAIL and timeouts defer (451 4.4.3).
 
 Answers are cached for their TTL (from the injected Clock), so steady
-traffic to one domain costs no DNS queries.
+traffic to one domain costs no DNS queries. TLSA answers (DANE, dane.py) go
+through the same cache.
+
+With `dns.dnssec: validating-resolver` queries ask for the AD bit (RFC 6840
+5.7) and each cached answer remembers whether the resolver vouched for it
+(`is_secure()`); a bogus answer is a SERVFAIL from such a resolver, so it
+defers like any SERVFAIL.
 
 Security: reads DNS answers from the network. Only MX exchange names and
 A/AAAA addresses are used; names go through dnspython's parser, and an
@@ -29,6 +35,7 @@ from itertools import groupby
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
@@ -42,6 +49,9 @@ __all__ = ["MxHost", "MxResolver", "order_hosts"]
 
 NEGATIVE_TTL_CAP = 300.0  # how long "no such records" is believed at most
 _Key = tuple[str, dns.rdatatype.RdataType]  # (name, record type) of a cached answer
+# (expires at, records as text, the validating resolver set AD)
+_Cached = tuple[float, tuple[str, ...], bool]
+_TYPES = {t: dns.rdatatype.from_text(t) for t in ("MX", "A", "AAAA", "TLSA")}
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ class MxResolver:
         self._clock = clock
         self._rng = rng or random.Random()
         self._cache_size = cache_size
-        self._cache: dict[_Key, tuple[float, tuple[str, ...]]] = {}
+        self._cache: dict[_Key, _Cached] = {}
         self._resolver: dns.asyncresolver.Resolver | None = None
 
     async def mx_hosts(self, domain: str) -> tuple[MxHost, ...]:
@@ -86,6 +96,9 @@ class MxResolver:
         """IPv4 then IPv6 addresses of an MX host; () if it has none."""
         if host.startswith("[") and host.endswith("]"):
             return (_literal(host),)
+        cached = self._cached(host, dns.rdatatype.A), self._cached(host, dns.rdatatype.AAAA)
+        if cached[0] is not None and cached[1] is not None:
+            return cached[0] + cached[1]  # no tasks for gather() on the common path
         v4, v6 = await asyncio.gather(
             self._lookup(host, dns.rdatatype.A, missing_ok=True),
             self._lookup(host, dns.rdatatype.AAAA, missing_ok=True),
@@ -99,6 +112,22 @@ class MxResolver:
             if isinstance(failure, BaseException):
                 raise failure
         return ()
+
+    async def tlsa(self, host: str, port: int) -> tuple[str, ...]:
+        """TLSA records of `_port._tcp.host` as text ("3 1 1 ab12…"); () if none."""
+        return await self._lookup(f"_{port}._tcp.{host}", dns.rdatatype.TLSA, missing_ok=True)
+
+    def is_secure(self, name: str, rdtype: str) -> bool:
+        """Whether the cached answer for (name, type) came with the AD bit; call after the
+        lookup (an answer no longer cached counts as insecure)."""
+        cached = self._cache.get((name, _TYPES[rdtype]))
+        return cached is not None and cached[2] and cached[0] > self._clock.now()
+
+    def _cached(self, name: str, rdtype: dns.rdatatype.RdataType) -> tuple[str, ...] | None:
+        cached = self._cache.get((name, rdtype))
+        if cached is not None and cached[0] > self._clock.now():
+            return cached[1]
+        return None
 
     def clear(self) -> None:
         self._cache.clear()
@@ -116,20 +145,26 @@ class MxResolver:
         answer = await self._query(name, rdtype, kind, missing_ok)
         if answer is None:
             return ()
-        ttl, records = answer
-        self._remember(key, now + ttl, records)
+        ttl, records, secure = answer
+        self._remember(key, (now + ttl, records, secure))
         return records
 
     async def _query(
         self, name: str, rdtype: dns.rdatatype.RdataType, kind: str, missing_ok: bool
-    ) -> tuple[float, tuple[str, ...]] | None:
+    ) -> _Cached | None:
         try:
             answer = await self._get_resolver().resolve(
                 name, rdtype, search=False, raise_on_no_answer=False
             )
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as exc:
             if missing_ok:
-                return None
+                # Cached too: most MX hosts have no TLSA name, asked for on every message.
+                responses = list(exc.responses().values())  # type: ignore[no-untyped-call]
+                if not responses:
+                    return None
+                secure = self.config.dnssec == "validating-resolver" and bool(
+                    responses[0].flags & dns.flags.AD)
+                return _negative_ttl(responses[0]), (), secure
             raise PermFail(550, "5.1.2", f"domain {name} does not exist (NXDOMAIN)") from None
         except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
             why = "timed out" if isinstance(exc, dns.exception.Timeout) else "server failure"
@@ -138,9 +173,12 @@ class MxResolver:
             raise PermFail(550, "5.1.2", f"bad domain name {name!r}: {exc}") from None
         except dns.exception.DNSException as exc:
             raise TempFail(451, "4.4.3", f"DNS {kind} lookup of {name}: {exc}") from None
+        secure = self.config.dnssec == "validating-resolver" and bool(
+            answer.response.flags & dns.flags.AD)
         if answer.rrset is None:
-            return _negative_ttl(answer.response), ()
-        return float(answer.rrset.ttl), tuple(rdata.to_text() for rdata in answer.rrset)
+            return _negative_ttl(answer.response), (), secure
+        return (float(answer.rrset.ttl), tuple(rdata.to_text() for rdata in answer.rrset),
+                secure)
 
     def _get_resolver(self) -> dns.asyncresolver.Resolver:
         # Built on first use, so a host without /etc/resolv.conf fails lookups
@@ -149,13 +187,13 @@ class MxResolver:
             self._resolver = _make_resolver(self.config)
         return self._resolver
 
-    def _remember(self, key: _Key, expires: float, records: tuple[str, ...]) -> None:
+    def _remember(self, key: _Key, entry: _Cached) -> None:
         if len(self._cache) >= self._cache_size:
             # Drop the oldest tenth (dicts keep insertion order): cheap, and
             # an evicted name costs one query.
             for old in list(self._cache)[: max(1, self._cache_size // 10)]:
                 del self._cache[old]
-        self._cache[key] = (expires, records)
+        self._cache[key] = entry
 
     def __repr__(self) -> str:
         servers = ",".join(self.config.nameservers) or "system"
@@ -171,6 +209,9 @@ def _make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
         resolver = dns.asyncresolver.Resolver()
     resolver.timeout = config.timeout
     resolver.lifetime = config.timeout
+    if config.dnssec == "validating-resolver":
+        # AD in the query asks the resolver to say whether it validated the answer.
+        resolver.flags = dns.flags.RD | dns.flags.AD
     return resolver
 
 

@@ -97,17 +97,21 @@ class ConnectionPool:
         self._wake(dest)
         self._forget_if_empty(lease.key, dest)
 
-    def close(self) -> None:
-        """Close every idle connection; connections in use close when released."""
+    def close(self) -> list[SmtpConnection]:
+        """Close every idle connection (returned, to wait for); connections in use close
+        when released."""
         self._closed = True
+        closed: list[SmtpConnection] = []
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         for dest in self._destinations.values():
             for _, conn in dest.idle:
                 conn.close()
+                closed.append(conn)
                 dest.count -= 1
             dest.idle.clear()
+        return closed
 
     def stats(self) -> tuple[int, int]:
         """(connections open or opening, of which idle), over all destinations."""

@@ -31,6 +31,8 @@ from gateway.scheduler.settings import DEFAULT_LANES, Lane
 __all__ = [
     "DeliveryConfig",
     "DnsConfig",
+    "MtaStsConfig",
+    "TlsReportsConfig",
     "parse_delivery",
     "parse_retry",
     "parse_routes",
@@ -42,6 +44,37 @@ class DnsConfig:
     nameservers: tuple[str, ...] = ()  # empty: the system's /etc/resolv.conf
     port: int = 53
     timeout: float = 10.0
+    # "validating-resolver": the nameservers validate DNSSEC and are trusted to say so
+    # with the AD bit (a resolver on this host, or reached over a trusted link), as
+    # Postfix's smtp_dns_support_level=dnssec; "off": no answer counts as secure.
+    dnssec: str = "off"
+
+
+@dataclass(frozen=True)
+class MtaStsConfig:
+    """`delivery.mta_sts`: fetching and caching recipient domains' MTA-STS policies."""
+
+    enabled: bool = True
+    fetch_timeout: float = 20.0  # the whole HTTPS fetch: connect, TLS, request, body
+    # How long a domain's TXT record (and so the policy id) is trusted before it is
+    # asked again, in the background; a policy is refetched when its id changes.
+    recheck: float = 3600.0
+    port: int = 443  # the policy host's HTTPS port (tests use another)
+    cache_size: int = 100_000  # domains kept in memory (policies and "has none")
+
+
+@dataclass(frozen=True)
+class TlsReportsConfig:
+    """`delivery.tls_reports`: daily SMTP TLS reports (RFC 8460) to recipient domains."""
+
+    enabled: bool = False
+    organization: str = ""  # organization-name; default: the hostname
+    contact: str = ""  # contact-info; default: the sender address
+    sender: str = ""  # From: and MAIL FROM of mailto: reports; default tls-reports@hostname
+    send_after: float = 3600.0  # after 00:00 UTC: when yesterday's reports go out
+    http_timeout: float = 60.0  # an https: report upload
+    flush_interval: float = 60.0  # counts kept in memory this long before they are stored
+    keep_days: int = 14  # stored counts older than this are dropped, sent or not
 
 
 @dataclass(frozen=True)
@@ -61,8 +94,12 @@ class DeliveryConfig:
     # An idle outbound connection is kept this long for the next message to the
     # same destination (Postfix smtp_connection_cache_time_limit).
     connection_idle_timeout: float = 5.0
+    # DANE (RFC 7672) for MX routes: needs dns.dnssec: validating-resolver.
+    dane: bool = False
     # Each priority's share of the limits above (from the `priorities:` section).
     priority_lanes: dict[Priority, Lane] = field(default_factory=lambda: dict(DEFAULT_LANES))
+    mta_sts: MtaStsConfig = MtaStsConfig()
+    tls_reports: TlsReportsConfig = TlsReportsConfig()
 
 
 def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
@@ -72,8 +109,14 @@ def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
         nameservers=tuple(t for t, _ in dns_sec.str_list("nameservers")),
         port=dns_sec.get_int("port", 53, 1, 65535),
         timeout=dns_sec.duration("timeout", 10.0),
+        dnssec=_dnssec(dns_sec),
     )
     dns_sec.done()
+    dane = sec.get_bool("dane", False)
+    if dane and dns.dnssec != "validating-resolver":
+        sec.error("dane", "DANE needs DNSSEC-validated answers: set 'dns.dnssec: "
+                  "validating-resolver' (and point dns.nameservers at a validating "
+                  "resolver you trust), or 'dane: off'")
     out = DeliveryConfig(
         helo_name=sec.get_str("helo_name", hostname),
         mx_port=sec.get_int("mx_port", d.mx_port, 1, 65535),
@@ -86,9 +129,57 @@ def parse_delivery(sec: Section, hostname: str, base: Path) -> DeliveryConfig:
         ca_file=existing_path(sec, "ca_file", base),
         connection_idle_timeout=sec.duration("connection_idle_timeout",
                                              d.connection_idle_timeout),
+        dane=dane,
+        mta_sts=_mta_sts(sec.section("mta_sts")),
+        tls_reports=_tls_reports(sec.section("tls_reports")),
     )
     sec.done()
     return out
+
+
+def _mta_sts(sec: Section) -> MtaStsConfig:
+    d = MtaStsConfig()
+    out = MtaStsConfig(
+        enabled=sec.get_bool("enabled", d.enabled),
+        fetch_timeout=sec.duration("fetch_timeout", d.fetch_timeout),
+        recheck=sec.duration("recheck", d.recheck),
+        port=sec.get_int("port", d.port, 1, 65535),
+        cache_size=sec.get_int("cache_size", d.cache_size, 100),
+    )
+    sec.done()
+    return out
+
+
+def _tls_reports(sec: Section) -> TlsReportsConfig:
+    d = TlsReportsConfig()
+    out = TlsReportsConfig(
+        enabled=sec.get_bool("enabled", d.enabled),
+        organization=sec.get_str("organization", d.organization),
+        contact=sec.get_str("contact", d.contact),
+        sender=sec.get_str("sender", d.sender),
+        send_after=sec.duration("send_after", d.send_after),
+        http_timeout=sec.duration("http_timeout", d.http_timeout),
+        flush_interval=sec.duration("flush_interval", d.flush_interval),
+        keep_days=sec.get_int("keep_days", d.keep_days, 2),
+    )
+    if out.sender and "@" not in out.sender:
+        sec.error("sender", f"'{sec.where}.sender' must be an address (user@domain)")
+    if out.send_after >= 86400:
+        sec.error("send_after", f"'{sec.where}.send_after' must be less than a day")
+    sec.done()
+    return out
+
+
+def _dnssec(sec: Section) -> str:
+    """`off` | `validating-resolver`, read from the YAML text: YAML 1.1 reads a bare
+    `off` as false."""
+    node = sec.value_node("dnssec")
+    raw = str(getattr(node, "value", "off")) if node is not None else "off"
+    if raw not in ("off", "validating-resolver"):
+        sec.error("dnssec", f"'{sec.where}.dnssec': '{raw}' is not one of: off, "
+                  "validating-resolver")
+        return "off"
+    return raw
 
 
 def parse_retry(sec: Section, inherit: RetrySchedule) -> RetrySchedule:
@@ -164,6 +255,7 @@ def _route(sec: Section, retry: RetrySchedule, base: Path) -> Route:
         match=match,
         smarthosts=smarthosts,
         tls=sec.get_str("tls", "opportunistic", ("none", "opportunistic", "required", "verify")),
+        mta_sts=sec.get_str("mta_sts", "enforce", ("enforce", "testing-only", "off")),
         retry=parse_retry(sec.section("retry"), retry),
         breaker=breaker,
         max_connections_per_destination=sec.get_int("max_connections_per_destination", 10, 1),

@@ -31,17 +31,19 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from gateway.delivery.eight_bit import content_for
+from gateway.delivery.tls_checks import peer_chain, tls_result, why_tls_failed
 from gateway.errors import TempFail
 from gateway.model import Reply, Secret
 
 __all__ = [
     "Endpoint",
     "MailRequest",
+    "PeerCheck",
     "SessionFailed",
     "SessionSettings",
     "SmtpConnection",
@@ -69,9 +71,22 @@ class TlsMode(StrEnum):
     IMPLICIT = "implicit"  # TLS from the first byte (port 465)
 
 
+# Called with the server's certificate chain (DER, leaf first) after the handshake;
+# returns None when it is acceptable, else an RFC 8460 result type and a reason
+# (DANE matching, dane.py).
+PeerCheck = Callable[[list[bytes]], "tuple[str, str] | None"]
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to connect and how: one MX address or one smarthost."""
+    """Where to connect and how: one MX address or one smarthost.
+
+    `authenticated`: the TLS context (or `check_peer`) proves who the server is (STS
+    enforce, DANE, `verify`); REQUIRETLS messages go only over such sessions.
+    `fallback_context`: MTA-STS testing mode; when the verifying handshake fails, the
+    session is retried with this one (encrypt only) before plaintext, and the failure
+    is kept in `SmtpConnection.tls_problem` for TLS reports.
+    """
 
     name: str  # MX host / smarthost name: reported in Attempt.host, checked in the certificate
     address: str  # what to connect to (IP address, or a name for smarthosts)
@@ -80,6 +95,9 @@ class Endpoint:
     tls_context: ssl.SSLContext | None = None  # required unless tls is NONE
     username: str | None = None
     password: Secret | None = None
+    check_peer: PeerCheck | None = field(default=None, compare=False)
+    authenticated: bool = False
+    fallback_context: ssl.SSLContext | None = None
 
     @property
     def tls_name(self) -> str:
@@ -109,6 +127,7 @@ class MailRequest:
     recipients: tuple[str, ...]
     smtputf8: bool = False
     eight_bit: bool = False
+    requiretls: bool = False  # RFC 8689: MAIL FROM carries REQUIRETLS
 
 
 @dataclass(frozen=True)
@@ -146,7 +165,15 @@ class StaleConnection(SessionFailed):
 
 
 class TlsFailed(SessionFailed):
-    """The TLS handshake failed (certificate not trusted, no common cipher, ...)."""
+    """TLS could not be had: not offered, handshake failed, certificate refused.
+
+    `result` is the RFC 8460 result type TLS reports and metrics use.
+    """
+
+    def __init__(self, code: int, enhanced: str, text: str, *, answered: bool = False,
+                 result: str = "validation-failure") -> None:
+        super().__init__(code, enhanced, text, answered=answered)
+        self.result = result
 
 
 # -- replies ---------------------------------------------------------------------------------
@@ -206,6 +233,10 @@ class SmtpConnection:
         self._writer = writer
         self.extensions: dict[str, str] = {}
         self.tls = False
+        self.tls_version = ""  # "TLSv1.3" once TLS is up
+        self.cipher = ""
+        # The verifying handshake's failure when MTA-STS testing fell back (Endpoint).
+        self.tls_problem: TlsFailed | None = None
         self.messages = 0  # transactions that reached DATA on this connection
         self.usable = True  # false once the session state is unknown or the server said 421
 
@@ -214,13 +245,25 @@ class SmtpConnection:
         """Connect and get through greeting, EHLO, STARTTLS and AUTH; SessionFailed if not."""
         try:
             return await cls._open(endpoint, settings)
-        except TlsFailed:
+        except TlsFailed as exc:
             if endpoint.tls is not TlsMode.OPPORTUNISTIC:
                 raise
+            problem = exc
+        if endpoint.fallback_context is not None and problem.result != "starttls-not-supported":
+            # MTA-STS testing: the policy failed, but delivery goes on as before it.
+            log.info("verified TLS with %s failed (%s); retrying unverified", endpoint,
+                     problem.text)
+            relaxed = replace(endpoint, tls_context=endpoint.fallback_context,
+                              fallback_context=None, authenticated=False)
+            conn = await cls.open(relaxed, settings)
+            conn.tls_problem = problem
+            return conn
         # Like Postfix at "may" level: a failed handshake is retried in plaintext,
         # since opportunistic TLS never promised the recipient anything.
         log.info("TLS with %s failed; retrying without TLS", endpoint)
-        return await cls._open(replace(endpoint, tls=TlsMode.NONE), settings)
+        conn = await cls._open(replace(endpoint, tls=TlsMode.NONE), settings)
+        conn.tls_problem = problem
+        return conn
 
     @classmethod
     async def _open(cls, endpoint: Endpoint, settings: SessionSettings) -> SmtpConnection:
@@ -245,14 +288,20 @@ class SmtpConnection:
         except TimeoutError:
             raise SessionFailed(451, "4.4.1", f"connect to {endpoint}: timed out") from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
-            raise TlsFailed(451, "4.7.5", f"TLS with {endpoint} failed: {reason}") from None
+            reason = why_tls_failed(exc)
+            raise TlsFailed(451, "4.7.5", f"TLS with {endpoint} failed: {reason}",
+                            result=tls_result(exc)) from None
         except OSError as exc:
             # asyncio words a refused connection "Connect call failed (...)"; the errno is clearer.
             reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
             raise SessionFailed(451, "4.4.1", f"connect to {endpoint}: {reason}") from None
         conn = cls(endpoint, settings, reader, writer)
-        conn.tls = implicit
+        if implicit:
+            try:
+                conn._tls_established()
+            except TlsFailed:
+                conn.abort()
+                raise
         return conn
 
     async def _setup(self) -> None:
@@ -263,9 +312,9 @@ class SmtpConnection:
         if self._wants_starttls():
             await self._starttls()
             await self._ehlo()
-        elif self.endpoint.tls is TlsMode.REQUIRED:
-            raise SessionFailed(451, "4.7.5", f"TLS is required, but was not offered by "
-                                f"{self.endpoint}", answered=True)
+        elif self.endpoint.tls is TlsMode.REQUIRED and not self.tls:
+            raise TlsFailed(451, "4.7.5", f"TLS is required, but was not offered by "
+                            f"{self.endpoint}", answered=True, result="starttls-not-supported")
         if self.endpoint.username:
             await self._auth()
 
@@ -290,8 +339,8 @@ class SmtpConnection:
         if not reply.is_success:
             if self.endpoint.tls is TlsMode.OPPORTUNISTIC:
                 return  # the session is still fine in plaintext
-            raise SessionFailed(451, "4.7.5", f"{self.endpoint} refused STARTTLS: {reply}",
-                                answered=True)
+            raise TlsFailed(451, "4.7.5", f"{self.endpoint} refused STARTTLS: {reply}",
+                            answered=True, result="starttls-not-supported")
         assert self.endpoint.tls_context is not None
         self._discard_plaintext()
         try:
@@ -301,10 +350,26 @@ class SmtpConnection:
             )
         except (ssl.SSLError, OSError, TimeoutError, ValueError) as exc:
             self.usable = False
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            raise TlsFailed(451, "4.7.5", f"TLS with {self.endpoint} failed: {reason}",
-                            answered=True) from None
+            raise TlsFailed(451, "4.7.5", f"TLS with {self.endpoint} failed: {why_tls_failed(exc)}",
+                            answered=True, result=tls_result(exc)) from None
+        self._tls_established()
+
+    def _tls_established(self) -> None:
+        """Note version and cipher, and run the endpoint's own certificate check (DANE)."""
         self.tls = True
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        self.tls_version = ssl_object.version() or ""
+        cipher = ssl_object.cipher()
+        self.cipher = cipher[0] if cipher else ""
+        if self.endpoint.check_peer is not None:
+            problem = self.endpoint.check_peer(peer_chain(ssl_object))
+            if problem is not None:
+                self.usable = False
+                result, reason = problem
+                raise TlsFailed(451, "4.7.5", f"TLS with {self.endpoint}: {reason}",
+                                answered=True, result=result)
 
     def _discard_plaintext(self) -> None:
         """Drop whatever the server sent after its reply to STARTTLS, before TLS.
@@ -395,6 +460,8 @@ class SmtpConnection:
             command += " BODY=8BITMIME"
         if request.smtputf8 and "SMTPUTF8" in self.extensions:
             command += " SMTPUTF8"
+        if request.requiretls:  # Delivery checked that the server offers it (RFC 8689 4.2)
+            command += " REQUIRETLS"
         return command
 
     async def _pipelined(self, mail: str, rcpts: list[str], reset: bool) -> TransactionReplies:
@@ -468,6 +535,14 @@ class SmtpConnection:
                 self._writer.write(b"QUIT\r\n")
             self._writer.close()
         self.usable = False
+
+    async def wait_closed(self, timeout: float = 2.0) -> None:
+        """After close(): let a TLS session finish its close_notify exchange, which
+        needs the loop; a peer that does not answer in time is cut off."""
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            async with asyncio.timeout(timeout):
+                await self._writer.wait_closed()
+        self.abort()
 
     def abort(self) -> None:
         transport = self._writer.transport

@@ -58,6 +58,7 @@ class StsLookup:
 
     policy: StsPolicy | None
     error: str | None = None
+    detail: str = ""  # what went wrong with the fetch, for logs and failure-reason-code
 
 
 class StsSource(Protocol):

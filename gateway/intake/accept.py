@@ -156,6 +156,7 @@ class Transaction:
     smtputf8: bool = False
     body_type: str = "7BIT"
     recipients: tuple[str, ...] = ()
+    requiretls: bool = False  # MAIL FROM … REQUIRETLS (RFC 8689)
 
 
 class Acceptor:
@@ -256,6 +257,8 @@ class Acceptor:
             body, header = await asyncio.to_thread(_prepare, content)
         else:
             body, header = _prepare(content)
+        if not envelope.requiretls and _tls_optional(header.section):
+            envelope = replace(envelope, tls_optional=True)
         if self.correlation_headers:
             envelope = replace(envelope, tags=(*envelope.tags,
                                                *header_tags(body, self.correlation_headers)))
@@ -532,6 +535,13 @@ def _scan_header(content: bytes) -> _HeaderScan:
         message_id=_unfold(ids[0]) if ids else None,
         section=section,
     )
+
+
+def _tls_optional(section: HeaderSection) -> bool:
+    """RFC 8689 section 5: `TLS-Required: No` asks that the recipient domain's TLS policies
+    (MTA-STS, DANE) be set aside; REQUIRETLS on MAIL FROM overrides it (the caller)."""
+    value = section.get("tls-required")
+    return value is not None and value.lower() == "no"
 
 
 def _unfold(raw: bytes) -> str | None:

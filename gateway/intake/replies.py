@@ -66,6 +66,8 @@ TOO_MANY_SESSIONS_FROM_IP = Reply(
 )
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
 TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "TLS already active")
+# RFC 8689 section 4: REQUIRETLS is only offered, and taken, inside TLS.
+REQUIRETLS_NEEDS_TLS = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session: STARTTLS first")
 
 
 def _printable(text: str) -> str:

@@ -253,6 +253,7 @@ class IntakeSMTP(SMTP):
         # Set before SMTP.__init__, which inspects the instance (inspect.getmembers).
         self.settings = settings
         self.raw_argument = ""  # the MAIL/RCPT argument exactly as the client sent it
+        self.requiretls_requested = False  # this MAIL command carried REQUIRETLS
         self.in_data = False
         self._server = server
         self._address = ""
@@ -414,6 +415,11 @@ class IntakeSMTP(SMTP):
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
         with self._answering("MAIL", arg):
+            # aiosmtpd refuses parameters it does not know; REQUIRETLS is taken off here.
+            arg, self.requiretls_requested = _take_requiretls(arg)
+            if self.requiretls_requested and not self.tls_active:
+                await self.push(str(replies.REQUIRETLS_NEEDS_TLS))
+                return
             await super().smtp_MAIL(arg)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -535,6 +541,8 @@ class IntakeSMTP(SMTP):
             keywords.append("STARTTLS")
         if self.tls_active and self.settings.offers_auth:
             keywords.append("AUTH PLAIN LOGIN")
+        if self.tls_active:
+            keywords.append("REQUIRETLS")  # RFC 8689 section 4: never in plaintext
         return [f"250-{k}" for k in keywords[:-1]] + [f"250 {keywords[-1]}"]
 
     def session_info(self) -> SessionInfo:
@@ -559,6 +567,7 @@ class IntakeSMTP(SMTP):
             smtputf8=bool(envelope.smtp_utf8),
             body_type=body,
             recipients=tuple(envelope.rcpt_tos),
+            requiretls="REQUIRETLS" in envelope.mail_options,
         )
 
     def __repr__(self) -> str:
@@ -598,6 +607,8 @@ class _Hooks:
         if reply.is_success:
             envelope.mail_from = sender or _NULL_SENDER
             envelope.mail_options.extend(mail_options)
+            if server.requiretls_requested:
+                envelope.mail_options.append("REQUIRETLS")
         return str(reply)
 
     async def handle_RCPT(
@@ -628,6 +639,7 @@ class _Hooks:
             received_at=self._clock.now(),
             smtputf8=transaction.smtputf8,
             body_type=transaction.body_type,
+            requiretls=transaction.requiretls,
         )
         content = envelope.original_content or b""
         with server.processing():
@@ -663,6 +675,20 @@ def _decoded_credentials(
     """aiosmtpd's (synchronous) authenticator: only hands the decoded credentials back,
     so that IntakeSMTP._check_credentials can check them without blocking the loop."""
     return AuthResult(success=True, handled=False, auth_data=auth_data)
+
+
+def _take_requiretls(arg: str | None) -> tuple[str | None, bool]:
+    """MAIL's argument without a REQUIRETLS parameter, and whether it had one; only the
+    parameters after the path are looked at."""
+    if not arg:
+        return arg, False
+    end = arg.rfind(">")
+    path, params = (arg[:end + 1], arg[end + 1:]) if end >= 0 else (arg, "")
+    tokens = params.split()
+    kept = [t for t in tokens if t.upper() != "REQUIRETLS"]
+    if len(kept) == len(tokens):
+        return arg, False
+    return " ".join([path, *kept]), True
 
 
 def _server_tls_context(listener: ListenerConfig, config: Config) -> ssl.SSLContext | None:

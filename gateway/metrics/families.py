@@ -33,6 +33,7 @@ __all__ = [
     "record_recipient",
     "record_reload",
     "record_signing",
+    "record_tls_outcome",
     "record_tracking_hit",
     "record_verdict",
     "record_verp_forged",
@@ -70,6 +71,12 @@ ATTEMPTS = Counter(
     _P + "delivery_attempts_total",
     "Delivery attempts by route, smarthost (empty for MX routes) and reply class.",
     ["route", "smarthost", "reply_class"], registry=REGISTRY)
+TLS_OUTCOMES = Counter(
+    _P + "tls_outcomes_total",
+    "Outbound TLS sessions to MX hosts by the policy that applied (sts, dane, none) and "
+    "the result: success or an RFC 8460 result type (starttls-not-supported, "
+    "certificate-host-mismatch, validation-failure, ...).",
+    ["policy", "result"], registry=REGISTRY)
 INTAKE_LATENCY = Histogram(
     _P + "intake_latency_seconds",
     "From the client's connection (or its MAIL command, on a reused session) to the 250.",
@@ -184,6 +191,10 @@ def observe_intake_latency(listener: str, seconds: float) -> None:
 
 def record_attempt(route: str, smarthost: str, reply: Reply) -> None:
     ATTEMPTS.labels(route, smarthost, reply_class(reply)).inc()
+
+
+def record_tls_outcome(policy: str, result: str) -> None:
+    TLS_OUTCOMES.labels(policy, result).inc()
 
 
 def record_signing(outcome: str, errors: int = 0) -> None:

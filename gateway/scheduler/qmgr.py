@@ -469,6 +469,8 @@ class Scheduler:
             else:
                 outcome.next_attempts.append(when)
                 detail = f"attempt {attempt_no}; next at {when:.3f}"
+        elif state is RecipientState.DELIVERED and attempt.tls:
+            detail = attempt.tls  # which TLS policy applied, TLS version and cipher
         category = qm.envelope.category
         metrics.record_recipient(state.value, route.name, category)
         if state is RecipientState.DELIVERED:

@@ -69,6 +69,10 @@ def encode_header(qm: QueuedMessage) -> bytes:
         record["category"] = env.category
     if env.priority is not Priority.NORMAL:
         record["priority"] = env.priority.label
+    if env.requiretls:  # RFC 8689; absent in older files and in most messages
+        record["requiretls"] = True
+    if env.tls_optional:
+        record["tls_optional"] = True
     return MAGIC + json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -93,6 +97,8 @@ def decode_header(raw: bytes) -> tuple[QueuedMessage, int]:
                         else float(record["not_before"])),
             category=None if record.get("category") is None else str(record["category"]),
             priority=Priority.parse(str(record.get("priority", "normal"))),
+            requiretls=record.get("requiretls") is True,
+            tls_optional=record.get("tls_optional") is True,
         )
         return QueuedMessage(str(record["id"]), envelope, int(record["size"])), end + 1
     except (ValueError, KeyError, TypeError) as exc:

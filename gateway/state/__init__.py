@@ -4,15 +4,17 @@ policy changes (Postfix keeps no such state; its nearest are the anvil(8)
 counters and the maillog).
 
 Stages talk to the narrow interfaces here (EventStore, SuppressionStore,
-ConsentStore, RateCounters, IdempotencyStore, BounceStore, AuditLog), never to
-SQL. Two backends implement them (`open_state()` picks by config):
+ConsentStore, RateCounters, IdempotencyStore, BounceStore, AuditLog, TlsStore —
+MTA-STS policies and TLS report counts), never to SQL. Two backends implement
+them (`open_state()` picks by config):
 
 - embedded, one node (default): SQLite files and a shared memory-mapped rate
   table in the data directory; the policy reads run on the event loop (a few
   microseconds; gateway.state.db), so the async methods return at once;
 - shared, N nodes: PostgreSQL (gateway.state.postgres) for suppressions,
-  consent, audit, events, idempotency keys, the bounce ledger and
-  circuit-breaker transitions — with the webhook outbox's cursors and leases
+  consent, audit, events, idempotency keys, the bounce ledger,
+  circuit-breaker transitions, MTA-STS policies and TLS report counts — with
+  the webhook outbox's cursors and leases
   (gateway.webhooks.outbox_postgres) — and Redis
   (gateway.state.redis_limits) for rate counters — each chosen on its own
   (`state:`, `rate_limits:`).

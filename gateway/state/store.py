@@ -40,10 +40,11 @@ from gateway.state.ratelimits import RateCounters, SharedRateCounters
 from gateway.state.redis_limits import RedisRateCounters
 from gateway.state.settings import StateConfig
 from gateway.state.suppressions import SqliteSuppressionStore, SuppressionStore
+from gateway.state.tls import PostgresTlsStore, SqliteTlsStore, TlsStore
 
 __all__ = ["STATE_ERRORS", "AddressHasher", "AuditLog", "BounceStore", "ConsentStore",
            "EventStore", "IdempotencyStore", "RateCounters", "SqliteEventStore", "StateStore",
-           "SuppressionStore", "open_state"]
+           "SuppressionStore", "TlsStore", "open_state"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,9 @@ class StateStore:
     - `idempotency.table` and `idempotency.db`: idempotency keys — recent claims in a
       memory-mapped table shared by the node's processes, every stored key in the
       database, written behind in batches (gateway.state.idempotency_table);
-    - `bounces.db`: the bounce ledger and soft-bounce counts (gateway.state.bounces).
+    - `bounces.db`: the bounce ledger and soft-bounce counts (gateway.state.bounces);
+    - `tls.db`: MTA-STS policies and TLS report counts (gateway.state.tls), written by
+      delivery, opened on first use.
 
     Apart because of how they are written. Policy state is read in small
     statements on the event loop that must not wait (gateway.state.db); a reader
@@ -99,6 +102,7 @@ class StateStore:
         self.idempotency: IdempotencyStore = SqliteIdempotencyStore(
             self._idempotency_db, ClaimTable(path.with_name("idempotency.table")))
         self.bounces: BounceStore = SqliteBounceStore(path.with_name("bounces.db"))
+        self.tls: TlsStore = SqliteTlsStore(path.with_name("tls.db"))
         # Circuit-breaker state shared by the nodes; None (SQLite): each breaker stays in
         # the one delivery process's memory (gateway.state.breakers says why).
         self.breakers: BreakerStore | None = None
@@ -119,6 +123,7 @@ class StateStore:
         self.idempotency = PostgresIdempotencyStore(pool)
         self.bounces = PostgresBounceStore(pool)
         self.breakers = PostgresBreakerStore(pool)
+        self.tls = PostgresTlsStore(pool)
 
     def health(self) -> dict[str, bool]:
         """Shared backends and whether they answered last time (False while backing
@@ -191,12 +196,13 @@ class StateStore:
         return out
 
     def sqlite_files(self) -> tuple[tuple[Path, tuple[Migration, ...]], ...]:
-        """The embedded databases and their migration lists (bounces.db and
-        idempotency.db are opened, and migrated, on first use)."""
+        """The embedded databases and their migration lists (bounces.db,
+        idempotency.db and tls.db are opened, and migrated, on first use)."""
         return ((self.path, sqlite_migrations.EVENTS),
                 (self.policy_path, sqlite_migrations.POLICY),
                 (self.path.with_name("bounces.db"), sqlite_migrations.BOUNCES),
-                (self.idempotency_path, sqlite_migrations.IDEMPOTENCY))
+                (self.idempotency_path, sqlite_migrations.IDEMPOTENCY),
+                (self.path.with_name("tls.db"), sqlite_migrations.TLS))
 
     async def close(self) -> None:
         log.debug("policy state: %r %r %r", self._policy_db, self.postgres, self.rate_counters)
@@ -204,6 +210,7 @@ class StateStore:
         await self.idempotency.close()
         await self._idempotency_db.close()
         await self.bounces.close()
+        await self.tls.close()
         await self._policy_db.close()
         await self.events.close()
         if self.postgres is not None:

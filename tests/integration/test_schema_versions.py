@@ -29,6 +29,8 @@ def test_migrate_status_and_refusing_a_newer_schema(tmp_path: Path) -> None:
             in done.stdout)
     assert (f"{var / 'policy.db'}: version 0 -> 2 (1 suppressions, consent, audit, "
             "2 consent purposes)" in done.stdout)
+    assert (f"{var / 'tls.db'}: version 0 -> 1 (1 mta-sts policies, tls report counts)"
+            in done.stdout)
     assert "up to date" in gateway("db", "migrate", "-c", config).stdout
     assert gateway("db", "status", "-c", config).returncode == 0
     with sqlite3.connect(var / "policy.db") as conn:

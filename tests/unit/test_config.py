@@ -155,3 +155,28 @@ def test_node_name_defaults_to_the_host_name_and_is_checked(tmp_path: Path) -> N
     assert load_config(write(tmp_path, "node_name: gw-a.eu_1\n")).node_name == "gw-a.eu_1"
     (found,) = problems(tmp_path, "node_name: gw a\n")
     assert ":1:12:" in found and "'gw a' is not a node name" in found
+
+
+def test_transport_security_settings(tmp_path: Path) -> None:
+    text = ("delivery:\n  dane: on\n  dns:\n    nameservers: [127.0.0.1]\n"
+            "    dnssec: validating-resolver\n"
+            "routes:\n  - name: default\n    type: mx\n    mta_sts: testing-only\n")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.delivery.dane and cfg.delivery.dns.dnssec == "validating-resolver"
+    assert cfg.routes[0].mta_sts == "testing-only"
+    defaults = load_config(write(tmp_path, ""))
+    assert not defaults.delivery.dane and defaults.delivery.dns.dnssec == "off"
+    assert defaults.routes[0].mta_sts == "enforce"
+
+
+def test_dane_without_a_validating_resolver_is_refused(tmp_path: Path) -> None:
+    (found,) = problems(tmp_path, "delivery:\n  dane: on\n")
+    assert found.endswith("DANE needs DNSSEC-validated answers: set 'dns.dnssec: "
+                          "validating-resolver' (and point dns.nameservers at a validating "
+                          "resolver you trust), or 'dane: off'")
+    assert ":2:" in found
+    (bad,) = problems(tmp_path, "routes:\n  - name: d\n    mta_sts: maybe\n")
+    assert "mta_sts" in bad
+    (bad,) = problems(tmp_path, "delivery:\n  dns:\n    dnssec: yes-please\n")
+    assert bad.endswith("'delivery.dns.dnssec': 'yes-please' is not one of: off, "
+                        "validating-resolver")

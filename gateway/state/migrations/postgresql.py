@@ -183,4 +183,36 @@ POSTGRESQL: tuple[Migration, ...] = (
             seq bigint NOT NULL
         )""",
     )),
+    # MTA-STS policies every node uses, and TLS report counts every node adds to
+    # (gateway.state.tls); a report is claimed by one node (tlsrpt_sent).
+    Migration(8, "mta-sts policies, tls report counts", (
+        """CREATE TABLE sts_policies (
+            domain text PRIMARY KEY,
+            policy_id text NOT NULL,
+            text text NOT NULL,
+            fetched_at double precision NOT NULL,
+            expires double precision NOT NULL
+        )""",
+        """CREATE TABLE tlsrpt_counts (
+            day text NOT NULL,
+            policy_domain text NOT NULL,
+            policy_type text NOT NULL,
+            policy_strings text NOT NULL,
+            result text NOT NULL,
+            mx_host text NOT NULL,
+            receiving_ip text NOT NULL,
+            count bigint NOT NULL,
+            detail text NOT NULL,
+            PRIMARY KEY (day, policy_domain, policy_type, policy_strings, result, mx_host,
+                         receiving_ip)
+        )""",
+        """CREATE TABLE tlsrpt_sent (
+            day text NOT NULL,
+            policy_domain text NOT NULL,
+            node text NOT NULL,
+            time double precision NOT NULL,
+            outcome text NOT NULL,
+            PRIMARY KEY (day, policy_domain)
+        )""",
+    )),
 )

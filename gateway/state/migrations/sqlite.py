@@ -4,7 +4,8 @@ One list per file: bounces.db holds what bounce handling remembers
 (gateway.state.bounces); state.db holds the events (written in batches
 all the time), policy.db the suppressions, consent and audit log (read for
 every recipient), idempotency.db the idempotency keys (written for every
-message) — gateway.state.StateStore says why they are apart.
+message), tls.db the MTA-STS policies and TLS report counts (gateway.state.tls) —
+gateway.state.StateStore says why they are apart.
 Append only: a change is a new Migration at the end of its list.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from gateway.state.migrations import Migration
 
-__all__ = ["BOUNCES", "EVENTS", "IDEMPOTENCY", "POLICY"]
+__all__ = ["BOUNCES", "EVENTS", "IDEMPOTENCY", "POLICY", "TLS"]
 
 EVENTS: tuple[Migration, ...] = (
     Migration(1, "events", (
@@ -164,5 +165,38 @@ IDEMPOTENCY: tuple[Migration, ...] = (
             PRIMARY KEY (scope, key)
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency_keys(expires)",
+    )),
+)
+
+TLS: tuple[Migration, ...] = (
+    Migration(1, "mta-sts policies, tls report counts", (
+        """CREATE TABLE IF NOT EXISTS sts_policies (
+            domain TEXT PRIMARY KEY,
+            policy_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            fetched_at REAL NOT NULL,
+            expires REAL NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS tlsrpt_counts (
+            day TEXT NOT NULL,
+            policy_domain TEXT NOT NULL,
+            policy_type TEXT NOT NULL,
+            policy_strings TEXT NOT NULL,
+            result TEXT NOT NULL,
+            mx_host TEXT NOT NULL,
+            receiving_ip TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            PRIMARY KEY (day, policy_domain, policy_type, policy_strings, result, mx_host,
+                         receiving_ip)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS tlsrpt_sent (
+            day TEXT NOT NULL,
+            policy_domain TEXT NOT NULL,
+            node TEXT NOT NULL,
+            time REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            PRIMARY KEY (day, policy_domain)
+        ) WITHOUT ROWID""",
     )),
 )

@@ -52,13 +52,14 @@ class ScriptedDelivery:
         self.clock = clock
         self.script = script
         self.calls: list[tuple[float, int, tuple[str, ...]]] = []
+        self.tls = ""  # Attempt.tls of every attempt
 
     async def deliver(self, job: DeliveryJob, content: bytes) -> Attempt:
         self.calls.append((self.clock.now(), job.attempt, job.recipients))
         results = tuple(RecipientResult(r, self.script[r].pop(0) if len(self.script[r]) > 1
                                         else self.script[r][0]) for r in job.recipients)
         return Attempt(job.route.name, "mx.example.net", results, self.clock.now(),
-                       self.clock.now())
+                       self.clock.now(), self.tls)
 
 
 class Harness:
@@ -168,3 +169,16 @@ async def test_clock_steps_do_not_lose_or_stall_mail(tmp_path: Path, jump: float
         h.clock.advance(max(0.0, -jump) + 61)
         await h.settle(2)
         assert h.spool.files.find(qm.id) is None
+
+
+async def test_delivered_events_say_which_tls_policy_and_cipher_carried_them(
+        tmp_path: Path) -> None:
+    script = {"ok@example.net": [OK], "slow@example.net": [LATER]}
+    async with Harness(tmp_path, RetrySchedule(), script) as h:
+        h.delivery.tls = "policy=dane tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384"
+        qm = await h.send("ok@example.net", "slow@example.net")
+        await h.settle(1)
+        events = {e.recipient: e for e in await h.events.by_queue_id(qm.id)}
+    assert events["ok@example.net"].detail == h.delivery.tls
+    assert events["slow@example.net"].detail is not None
+    assert events["slow@example.net"].detail.startswith("attempt 1; next at")

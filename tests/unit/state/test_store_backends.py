@@ -177,7 +177,8 @@ async def test_an_event_with_a_nul_is_stored_and_does_not_block_the_next(
 
 async def test_every_migration_list_is_numbered_in_order() -> None:
     for migrations in (sqlite_migrations.EVENTS, sqlite_migrations.POLICY,
-                       sqlite_migrations.BOUNCES, sqlite_migrations.IDEMPOTENCY, POSTGRESQL):
+                       sqlite_migrations.BOUNCES, sqlite_migrations.IDEMPOTENCY,
+                       sqlite_migrations.TLS, POSTGRESQL):
         check_numbering(migrations)
 
 
