@@ -16,10 +16,12 @@ import yaml
 
 from gateway.errors import ConfigError, ConfigProblem
 
-__all__ = ["Problems", "Section", "compose_file", "compose_text", "parse_duration",
-           "parse_size"]
+__all__ = ["Problems", "Section", "compose_file", "compose_text", "decode_text",
+           "parse_duration", "parse_size"]
 
 T = TypeVar("T")
+
+MAX_FILE = 16 * 1024 * 1024  # a configuration or policy file larger than this is a mistake
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -74,12 +76,30 @@ class Problems:
 def compose_file(path: str, problems: Problems) -> yaml.Node | None:
     """Parse a YAML file into nodes; syntax errors become problems with their position."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE + 1)
     except OSError as exc:
         problems.items.append(ConfigProblem(path, 0, 0, f"cannot read: {exc.strerror}"))
         return None
-    return compose_text(path, text, problems)
+    if len(data) > MAX_FILE:
+        problems.items.append(ConfigProblem(path, 0, 0, f"larger than {MAX_FILE} bytes: not "
+                                            "a configuration file"))
+        return None
+    text = decode_text(path, data, problems)
+    return None if text is None else compose_text(path, text, problems)
+
+
+def decode_text(path: str, data: bytes, problems: Problems) -> str | None:
+    """UTF-8 text, or a problem at the first byte that is not (line:column of it)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        problems.items.append(ConfigProblem(path, line, column, "not UTF-8 text (byte "
+                                            f"0x{data[exc.start]:02x}): is this the right file?"))
+        return None
 
 
 def compose_text(path: str, text: str, problems: Problems) -> yaml.Node | None:
@@ -91,14 +111,32 @@ def compose_text(path: str, text: str, problems: Problems) -> yaml.Node | None:
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         what = exc.problem or "invalid YAML"
         problems.items.append(ConfigProblem(path, line, col, f"YAML syntax: {what}"))
-        return None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, …)
+        line, col = _position(text, exc.position)
+        problems.items.append(ConfigProblem(path, line, col, f"YAML syntax: character "
+                                            f"{exc.character!r} is not allowed"))
+    except yaml.YAMLError as exc:
+        problems.items.append(ConfigProblem(path, 0, 0, f"YAML syntax: {exc}"))
+    except RecursionError:
+        problems.items.append(ConfigProblem(path, 0, 0, "YAML syntax: nested too deeply"))
+    return None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
 
 
 def _scalar(node: yaml.Node) -> object:
-    """The Python value of a scalar node, with YAML 1.1 typing (ints, bools, null)."""
+    """The Python value of a scalar node, with YAML 1.1 typing (ints, bools, null).
+
+    A value its tag cannot make (`!!int x`, the timestamp 2024-13-45, `!!python/…`)
+    is taken as its text, which the typed getters then refuse with the key's place."""
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
+        return node.value if isinstance(node.value, str) else f"<{node.tag}>"
     finally:
         loader.dispose()
 
