@@ -49,14 +49,14 @@ def read_secret_bytes(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise SecretFileError(f"'{path}': cannot read: {exc.strerror}") from None
+        raise SecretFileError(f"cannot read '{path}': {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise SecretFileError(f"'{path}': not a regular file")
         if st.st_mode & 0o077:
-            raise SecretFileError(f"'{path}' is readable by other users "
-                                  f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 it")
+            raise SecretFileError(f"'{path}' is readable by other users: chmod 600 it "
+                                  f"(mode {stat.S_IMODE(st.st_mode):04o})")
         if st.st_size > MAX_SECRET_FILE:
             raise SecretFileError(f"'{path}': {st.st_size} bytes is too large for a key "
                                   f"or secret file (at most {MAX_SECRET_FILE})")
@@ -65,7 +65,7 @@ def read_secret_bytes(path: Path) -> bytes:
             chunks.append(chunk)
         return b"".join(chunks)[:MAX_SECRET_FILE]
     except OSError as exc:
-        raise SecretFileError(f"'{path}': cannot read: {exc.strerror}") from None
+        raise SecretFileError(f"cannot read '{path}': {exc.strerror}") from None
     finally:
         os.close(fd)
 
