@@ -6,7 +6,8 @@ load and match, every key and secret file is read and validated: see
 gateway.core.files and gateway.core.secret_files), so `load_config()` already
 makes them. What needs the whole configuration, or files beside it, is here:
 
-- `data_dir` is a directory the gateway can write (or can be made);
+- `data_dir` is a directory the gateway can write (or can be made), and what the
+  gateway keeps there has the right kind (state.db a file, spool/ a directory);
 - no two listeners (SMTP, admin, API, tracking) share an address and port;
 - the state store DSN and the rate-limit URL parse;
 - the erasure key, when it exists, is a valid key file;
@@ -50,6 +51,7 @@ def preflight(path: str | os.PathLike[str]) -> Preflight:
         problems.append(ConfigProblem(file, 0, 0, message))
 
     _data_dir(config.data_dir, add)
+    _data_files(config.data_dir, add)
     _addresses(config, add)
     _url(config.state.dsn, "state", add)
     _url(config.state.rate_limits_url, "rate_limits", add)
@@ -81,6 +83,25 @@ def _data_dir(path: Path, add: Callable[[str], None]) -> None:
         add(f"data_dir '{path}': '{probe}' is not a directory")
     elif not os.access(probe, os.W_OK | os.X_OK):
         add(f"data_dir '{path}': '{probe}' is not writable by this user")
+
+
+# What the gateway keeps in data_dir, by kind; anything else there is left alone.
+_DATA_FILES = ("state.db", "policy.db", "bounces.db", "idempotency.db", "erasure.key",
+               "log-redaction.key", "ratelimits.table")
+_DATA_DIRS = ("spool",)
+
+
+def _data_files(data_dir: Path, add: Callable[[str], None]) -> None:
+    """A file of the gateway's that is a directory (or the reverse) never gets better:
+    refused here, where check-config sees it too."""
+    for name in _DATA_FILES:
+        path = data_dir / name
+        if path.exists() and not path.is_file():
+            add(f"'{path}' is not a regular file")
+    for name in _DATA_DIRS:
+        path = data_dir / name
+        if path.exists() and not path.is_dir():
+            add(f"'{path}' is not a directory")
 
 
 def _addresses(config: Config, add: Callable[[str], None]) -> None:

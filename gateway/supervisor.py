@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 from gateway import metrics
@@ -368,7 +369,7 @@ async def serve(config: Config) -> int:
         await _abort(gateway)
         if isinstance(exc, ConfigError):
             raise
-        if isinstance(exc, OSError | GatewayError | ValueError):
+        if isinstance(exc, OSError | GatewayError | ValueError | sqlite3.Error):
             log.error("cannot start: %s", _one_line(exc))  # a port in use, a disk, …
         else:
             log.exception("cannot start: %s", _one_line(exc))  # a bug: keep its traceback

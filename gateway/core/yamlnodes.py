@@ -105,7 +105,10 @@ def decode_text(path: str, data: bytes, problems: Problems) -> str | None:
 def compose_text(path: str, text: str, problems: Problems) -> yaml.Node | None:
     """compose_file() for text already read (`path` names it in problems)."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and not _values_readable(path, root, problems):
+            return None
+        return root
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -120,6 +123,48 @@ def compose_text(path: str, text: str, problems: Problems) -> yaml.Node | None:
     except RecursionError:
         problems.items.append(ConfigProblem(path, 0, 0, "YAML syntax: nested too deeply"))
     return None
+
+
+_TAGS = {f"tag:yaml.org,2002:{t}" for t in
+         ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
+
+
+def _values_readable(path: str, root: yaml.Node, problems: Problems) -> bool:
+    """Every node has a plain YAML tag and every scalar a value (a `!!python/…` tag,
+    `!!int x` or the date 2024-13-45 is reported at its place, once)."""
+    ok = True
+    seen: set[int] = set()
+    stack = [root]
+    loader = yaml.SafeLoader("")
+    try:
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue  # an alias: checked once
+            seen.add(id(node))
+            why = None
+            if node.tag not in _TAGS:
+                why = f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed"
+            elif isinstance(node, yaml.ScalarNode):
+                try:
+                    loader.construct_object(node, deep=True)
+                except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+                    why = f"'{node.value[:40]}' cannot be read: {_first_line(exc)}"
+            elif isinstance(node, yaml.MappingNode):
+                stack.extend(n for pair in node.value for n in pair)
+            else:
+                stack.extend(node.value)
+            if why is not None:
+                problems.add(path, node, why)
+                ok = False
+    finally:
+        loader.dispose()
+    return ok
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "problem", None) or str(exc)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
 
 
 def _position(text: str, index: int) -> tuple[int, int]:
