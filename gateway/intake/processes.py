@@ -61,14 +61,15 @@ class IntakeWorkers:
         before it listens, TimeoutError after `timeout` (both OSErrors: serve exits)."""
         for slot in range(self.count):
             self._tasks.append(asyncio.get_running_loop().create_task(self._keep(slot)))
-        ready = asyncio.ensure_future(self._all_ready())
+        ready: asyncio.Future[object] = asyncio.ensure_future(self._all_ready())
+        failed: asyncio.Future[object] = self._start_failed  # type: ignore[assignment]
         try:
-            done, _ = await asyncio.wait({ready, self._start_failed}, timeout=timeout,
+            done, _ = await asyncio.wait({ready, failed}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             ready.cancel()
             self._starting = False
-        if self._start_failed in done:
+        if failed in done:
             raise ChildProcessError(self._start_failed.result())
         if ready not in done:
             raise TimeoutError(f"intake workers did not listen within {timeout:.0f}s")
