@@ -79,7 +79,7 @@ def _key(sec: Section, base: Path) -> bytes:
     name = sec.opt_str("key_file")
     if name is None:
         sec.error(None, "'tracking.key_file' is required (make one with: "
-                  "head -c 32 /dev/urandom > tracking.key && chmod 600 tracking.key)")
+                  "smtp-gateway keygen tracking.key)")
         return b""
     path = base / name
     try:  # the file's bytes are the key material (hex text too: 64 bytes of it)
