@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StateUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A file a verb reads or writes (an export, an import, the spool): one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"smtp-gateway: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -48,8 +48,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _intake_worker(args: argparse.Namespace) -> int:
     from gateway.intake.worker import parse_ports, run_worker
 
+    try:
+        ports = parse_ports(args.ports)
+    except ValueError as exc:
+        print(f"smtp-gateway intake-worker: {exc}", file=sys.stderr)
+        return 2
     _setup_logging(load_config(args.config))
-    return _run(run_worker(Path(args.config), parse_ports(args.ports)))
+    return _run(run_worker(Path(args.config), ports))
 
 
 def _setup_logging(config: Config) -> None:
