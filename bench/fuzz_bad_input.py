@@ -89,7 +89,7 @@ def run(group: str, examples: int, out: Path | None) -> Tally:
         os.chdir(root)
         broken = root / "broken.yaml"
         broken.write_bytes(b"listeners: {a: 1}\n\xff")
-        good = str(ws.configs["tls.cert"])
+        good = str(ws.configs["consent.yaml"])  # small, SQLite: no network for verbs
         paths = [good, str(broken), str(ws.configs["config.yaml"].parent), "/nonexistent/x",
                  "/dev/null", str(root / "new-file")]
 

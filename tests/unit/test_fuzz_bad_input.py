@@ -90,7 +90,7 @@ def test_every_verb_answers_random_arguments_without_a_traceback(
         workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No config.yaml in the working directory: a verb without -c finds none.
     monkeypatch.chdir(tmp_path)
-    good = str(workspace.configs["tls.cert"])  # a small config whose data_dir is its own
+    good = str(workspace.configs["consent.yaml"])  # small, SQLite: no network for verbs
     broken = tmp_path / "broken.yaml"
     broken.write_bytes(b"listeners: {a: 1}\n\xff")
     binary = tmp_path / "binary"
