@@ -8,6 +8,7 @@ Configuration and policy files both read through this module.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import TypeVar
@@ -27,6 +28,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FILE = 16 * 1024 * 1024  # a configuration or policy file larger than this is a mistake
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_MAX_DURATION = 100 * 365 * 86400.0  # longer is a typo, and would overflow time arithmetic
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB|k|K|M|G)?\s*$")
 _SIZE_UNITS = {
@@ -40,11 +42,15 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return float(text)
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"'{text}' is not a duration (use e.g. 30s, 5m, 1h, 5d)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        seconds = float(text) if abs(text) <= _MAX_DURATION else math.inf
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ValueError(f"'{str(text)[:60]}' is not a duration (use e.g. 30s, 5m, 1h, 5d)")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if not seconds <= _MAX_DURATION:  # also NaN
+        raise ValueError("a duration must be at most 100 years")
+    return seconds
 
 
 def parse_size(text: str | int) -> int:
@@ -243,7 +249,7 @@ class Section:
             return default
         try:
             return convert(raw)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             self.problems.add(self.file, node, f"'{self._name(key)}': {exc}")
             return default
 
