@@ -194,6 +194,10 @@ def policy_file_type_confused(config: Path) -> None:
     _secret(config.parent / "policies" / "consent.yaml", b"categories: [a, b]\n")
 
 
+def duration_too_large(config: Path) -> None:
+    _add(config, "retention:\n  events: " + "9" * 400 + "\n")
+
+
 def state_dsn_bad_port(config: Path) -> None:
     _add(config, "state: postgresql://gw:pw@db.example:notaport/gateway\n")
 
@@ -242,6 +246,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "python-tag": (config_with_a_python_tag, "the tag !!python/object:os.system is not allowed"),
     "policy-not-text": (policy_file_not_text, "ratelimits.yaml"),
     "policy-type-confused": (policy_file_type_confused, "consent.yaml:1:"),
+    "duration-too-large": (duration_too_large, "a duration must be at most 100 years"),
     "state-dsn-bad-port": (state_dsn_bad_port, "its port is not a number"),
     "tracking-key-short": (tracking_key_short, "at least 32 bytes are needed"),
     "api-keys-garbage": (api_keys_file_garbage, "api_keys.yaml:1:"),
