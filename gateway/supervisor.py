@@ -12,8 +12,8 @@ import asyncio
 import logging
 import signal
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from gateway import metrics
 from gateway.admin.server import AdminServer
@@ -25,7 +25,7 @@ from gateway.delivery.deliver import Delivery
 from gateway.delivery.mta_sts import MtaSts, make_resolver
 from gateway.delivery.router import Router
 from gateway.delivery.tlsrpt import TlsReporter
-from gateway.errors import ConfigError, StateUnavailable
+from gateway.errors import ConfigError, GatewayError, StateUnavailable
 from gateway.intake.accept import Acceptor, configure_intake
 from gateway.intake.idempotency import settle_claims
 from gateway.intake.processes import IntakeWorkers
@@ -50,6 +50,8 @@ from gateway.webhooks.outbox_postgres import PostgresOutbox
 __all__ = ["Gateway", "serve"]
 
 log = logging.getLogger(__name__)
+
+_ABORT_TIMEOUT = 10.0  # seconds a failed start may spend closing what it opened
 
 
 class Gateway:
@@ -231,6 +233,35 @@ class Gateway:
         await self.policy.stop()
         await self.state.close()
 
+    async def stop_all_quietly(self) -> None:
+        """stop() for a start that failed part-way: every part in stop()'s order, each
+        on its own, errors logged (a part that never started may fail to stop)."""
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if self.workers is not None:
+            steps.append(("intake workers", self.workers.stop))
+        steps += [(f"listener {lst.listener.name}", lst.stop) for lst in self.listeners]
+        if self.api is not None:
+            steps.append(("api", self.api.stop))
+        steps.append(("scheduler", lambda: self.scheduler.stop(0.0)))
+        if self.admin is not None:
+            steps.append(("admin", self.admin.stop))
+        if self.tracking is not None:
+            steps.append(("tracking", self.tracking.stop))
+        steps += [("queue metrics", self.queue_metrics.stop), ("bounces", self.bounces.stop),
+                  ("delivery", self.delivery.close), ("webhooks", self.webhooks.stop),
+                  ("retention", self.retention.stop), ("events db", self.events_db.close),
+                  ("spool", self.spool.close), ("policy", self.policy.stop),
+                  ("state", self.state.close)]
+        steps.append(("metrics", self._detach_collectors))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception as exc:  # each part on its own (see the docstring)
+                log.debug("stopping %s after a failed start: %s", name, exc)
+
+    async def _detach_collectors(self) -> None:
+        metrics.RUNNING.detach(self._collectors)
+
     def reload(self) -> bool:
         """Re-read the config file; a bad file changes nothing and is logged."""
         # Policy files first, on their own: each keeps its old version when bad.
@@ -374,23 +405,32 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     return out
 
 
-async def serve(config_path: Path) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
-    config = load_config(config_path)
-    gateway = Gateway(config)
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code.
+
+    `config` has passed preflight(). A start that fails after that (a port in use, a
+    database away, a worker that dies) closes whatever had started — threads and
+    worker processes included — and returns 1 within seconds, so a supervisor such
+    as systemd sees the failure and restarts; a ConfigError is raised again for
+    main() to print, the same lines check-config prints."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # Before start(): a SIGTERM that comes while workers start is a stop, not a kill.
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_all(gateway))
+    gateway: Gateway | None = None
     try:
+        gateway = Gateway(config)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_all(gateway))
         await gateway.start(spawn_workers=True)
-    except OSError as exc:
-        # A port in use, most often: say so in one line, and close what did start
-        # (its threads would keep the process alive).
-        log.error("cannot start: %s", exc)
-        await gateway.stop()
+    except Exception as exc:
+        await _abort(gateway)
+        if isinstance(exc, ConfigError):
+            raise
+        if isinstance(exc, OSError | GatewayError | ValueError | sqlite3.Error):
+            log.error("cannot start: %s", _one_line(exc))  # a port in use, a disk, …
+        else:
+            log.exception("cannot start: %s", _one_line(exc))  # a bug: keep its traceback
         return 1
     log.info("smtp-gateway ready: %r", gateway)
     await stop.wait()
@@ -399,6 +439,24 @@ async def serve(config_path: Path) -> int:
     await gateway.stop()
     log.info("stopped")
     return 0
+
+
+async def _abort(gateway: Gateway | None) -> None:
+    """Close what a failed start opened. Each part is stopped on its own, so a part that
+    never started (and fails to stop) does not keep the others running; bounded, so a
+    part that hangs cannot hold the exit."""
+    if gateway is None:
+        return
+    try:
+        await asyncio.wait_for(gateway.stop_all_quietly(), _ABORT_TIMEOUT)
+    except TimeoutError:
+        log.error("cannot start: parts still stopping after %.0fs; exiting anyway",
+                  _ABORT_TIMEOUT)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]
 
 
 def _reload_all(gateway: Gateway) -> None:

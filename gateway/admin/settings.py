@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.secret_files import SecretFileError, read_text_secret
 from gateway.core.yamlnodes import Section
 from gateway.model import Secret
 from gateway.policy.rules_file import parse_rate
@@ -138,13 +138,10 @@ def _secret(sec: Section, base: Path) -> Secret | None:
     if file_name:
         path = base / file_name
         try:
-            mode = path.stat().st_mode
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            sec.error("token_file", f"cannot read '{file_name}': {exc.strerror}")
+            value = read_text_secret(path, what="admin token")
+        except SecretFileError as exc:
+            sec.error("token_file", str(exc))
             return None
-        if mode & (stat.S_IROTH | stat.S_IWOTH):
-            sec.error("token_file", f"'{path}' is readable by other users: chmod 600 it")
         where = "token_file"
     elif env_name:
         value = os.environ.get(env_name)

@@ -27,7 +27,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.core.files import check_private_file, existing_path
+from gateway.core.files import check_private_file, check_tls_pair, existing_path
 from gateway.core.yamlnodes import Section
 
 __all__ = ["DEFAULT_PORT", "ApiConfig", "parse_api"]
@@ -87,6 +87,7 @@ def parse_api(root: Section, base: Path) -> ApiConfig | None:
                   "in clear text)")
     if out.key_file is not None:
         check_private_file(sec, "key_file", out.key_file)
+    check_tls_pair(sec, "cert_file", out.cert_file, out.key_file)
     sec.done()
     return out if enabled else None
 

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.secret_files import SecretFileError, read_text_secret
 from gateway.core.yamlnodes import Section
 from gateway.model import Secret
 
@@ -149,9 +150,9 @@ def _secret(sec: Section, base: Path, name: str) -> Secret | None:
     env_name = sec.opt_str(f"{name}_env")
     if file_name:
         try:
-            return Secret((base / file_name).read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            sec.error(f"{name}_file", f"cannot read '{file_name}': {exc.strerror}")
+            return Secret(read_text_secret(base / file_name, what=name))
+        except SecretFileError as exc:
+            sec.error(f"{name}_file", str(exc))
             return None
     if env_name:
         value = os.environ.get(env_name)

@@ -107,7 +107,11 @@ def _dkim_check(args: argparse.Namespace) -> int:
         dns = replace(dns, nameservers=tuple(args.nameserver))
     if args.port:
         dns = replace(dns, port=args.port)
-    domain = normalize_domain(args.domain)
+    try:
+        domain = normalize_domain(args.domain)
+    except ValueError as exc:
+        print(f"smtp-gateway dkim check: {exc}", file=sys.stderr)
+        return 2
     results = check_domain(config.dkim, dns, domain, args.selector)
     if not results:
         which = f" with selector {args.selector}" if args.selector else ""

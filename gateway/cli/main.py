@@ -7,6 +7,7 @@ gateway.cli beside it.
     check-config -c CONFIG     validate; print file:line:col: problem; exit 1 on errors
     queue list|show|retry|hold|release|delete   (--json for scripts)
     passwd [USER]              make a password hash for SMTP AUTH
+    keygen FILE                make a key or secret file (random, hex, mode 0600)
     apikey create|list|revoke  keys of the HTTP submission API (hashed in api.keys_file)
     dkim keygen|list|check     DKIM keys: make one, list them, compare DNS with them
     suppress add|remove|list|import|export   the suppression list (gateway.cli.policy)
@@ -26,14 +27,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import apikey, bounce, db, dkim, erase, passwd, policy, queue, serve
+from gateway.cli import apikey, bounce, db, dkim, erase, keygen, passwd, policy, queue, serve
 from gateway.cli.common import with_config
 from gateway.errors import ConfigError, StateUnavailable
 
 __all__ = ["main"]
 
 # In the order `smtp-gateway --help` lists them.
-_VERB_GROUPS = (serve, queue, passwd, apikey, dkim, policy, db, bounce, erase)
+_VERB_GROUPS = (serve, queue, passwd, keygen, apikey, dkim, policy, db, bounce, erase)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, StateUnavailable) as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # A file a verb reads or writes (an export, an import, the spool): one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"smtp-gateway: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -42,11 +42,18 @@ def add_parsers(
 
 
 def _queue_list(args: argparse.Namespace) -> int:
-    from gateway.scheduler.queue_admin import QueueAdmin
+    from gateway.scheduler.queue_admin import QueueAdmin, QueueAdminError
 
     config = load_config(args.config)
-    rows = asyncio.run(QueueAdmin.run(config, lambda qa: qa.listing(
-        state=args.state, route=args.route, limit=args.limit, after=args.after)))
+    try:
+        rows = asyncio.run(QueueAdmin.run(config, lambda qa: qa.listing(
+            state=args.state, route=args.route, limit=args.limit, after=args.after)))
+    except QueueAdminError as exc:
+        if args.json:
+            print(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
+        else:
+            print(f"smtp-gateway queue list: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0

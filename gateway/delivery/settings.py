@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.core.files import existing_path
+from gateway.core.secret_files import SecretFileError, read_text_secret
 from gateway.core.yamlnodes import Section, parse_duration
 from gateway.model import (
     BreakerSettings,
@@ -302,9 +303,9 @@ def _secret(sec: Section, base: Path) -> Secret | None:
     if file_name:
         path = base / file_name
         try:
-            return Secret(path.read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            sec.error("password_file", f"cannot read '{file_name}': {exc.strerror}")
+            return Secret(read_text_secret(path, what="password"))
+        except SecretFileError as exc:
+            sec.error("password_file", str(exc))
             return None
     if env_name:
         value = os.environ.get(env_name)

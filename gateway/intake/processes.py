@@ -42,6 +42,10 @@ class IntakeWorkers:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._ready = asyncio.Semaphore(0)
+        self._starting = True
+        # Set by a worker that exits before it listens while start() waits: the start
+        # fails at once (a broken worker is not restarted for start()'s whole timeout).
+        self._start_failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def __repr__(self) -> str:
         pids = ",".join(str(p.pid) for p in self._procs.values())
@@ -53,23 +57,42 @@ class IntakeWorkers:
         return sum(1 for proc in self._procs.values() if proc.returncode is None)
 
     async def start(self, timeout: float = 30.0) -> None:
-        """Start every worker; return once each listens (or `timeout` passed)."""
+        """Start every worker; return once each listens. ChildProcessError if one exits
+        before it listens, TimeoutError after `timeout` (both OSErrors: serve exits)."""
         for slot in range(self.count):
             self._tasks.append(asyncio.get_running_loop().create_task(self._keep(slot)))
-        async with asyncio.timeout(timeout):
-            for _ in range(self.count):
-                await self._ready.acquire()
+        ready: asyncio.Future[object] = asyncio.ensure_future(self._all_ready())
+        failed: asyncio.Future[object] = self._start_failed  # type: ignore[assignment]
+        try:
+            done, _ = await asyncio.wait({ready, failed}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            self._starting = False
+        if failed in done:
+            raise ChildProcessError(self._start_failed.result())
+        if ready not in done:
+            raise TimeoutError(f"intake workers did not listen within {timeout:.0f}s")
+
+    async def _all_ready(self) -> None:
+        for _ in range(self.count):
+            await self._ready.acquire()
 
     async def _keep(self, slot: int) -> None:
         """Run one worker slot: start it, relay its queue ids, restart it if it dies."""
         while not self._stopping:
             proc = await self._spawn()
             self._procs[slot] = proc
-            await self._relay(proc)
+            listened = await self._relay(proc)
             code = await proc.wait()
             self.metrics.retire(proc.pid)  # what it counted stays in the sums
             self._procs.pop(slot, None)
             if self._stopping:
+                return
+            if self._starting and not listened:
+                if not self._start_failed.done():
+                    self._start_failed.set_result(
+                        f"intake worker {proc.pid} exited with {code} before it listened")
                 return
             log.error("intake worker %d exited with %s; restarting in %.0fs",
                       proc.pid, code, RESTART_PAUSE)
@@ -88,11 +111,14 @@ class IntakeWorkers:
         log.info("intake worker %d started", proc.pid)
         return proc
 
-    async def _relay(self, proc: asyncio.subprocess.Process) -> None:
+    async def _relay(self, proc: asyncio.subprocess.Process) -> bool:
+        """Relay the worker's lines until it ends; whether it said it listens."""
         assert proc.stdout is not None
+        listened = False
         while line := await proc.stdout.readline():
             word = line.strip()
             if word == READY:
+                listened = True
                 self._ready.release()
                 continue
             if word.startswith(METRICS_PREFIX):
@@ -101,6 +127,7 @@ class IntakeWorkers:
             queue_id = word.decode("ascii", "replace")
             if is_queue_id(queue_id):
                 self.on_queued(queue_id)
+        return listened
 
     def signal(self, sig: int) -> None:
         for proc in self._procs.values():

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.core.files import check_private_file, existing_path
+from gateway.core.files import check_private_file, check_tls_pair, existing_path
 from gateway.core.yamlnodes import Problems, Section
 from gateway.errors import ConfigProblem
 from gateway.intake.passwords import is_valid_hash
@@ -115,6 +115,7 @@ def _listener(sec: Section, base: Path) -> ListenerConfig:
         sec.error("networks", "a relay listener needs 'networks' (who may relay without AUTH)")
     if key is not None:
         check_private_file(sec, "key", key)
+    check_tls_pair(sec, "cert", cert, key)
     return ListenerConfig(
         name=name,
         kind=kind,

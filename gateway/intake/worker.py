@@ -53,10 +53,13 @@ log = logging.getLogger(__name__)
 
 
 def parse_ports(text: str) -> dict[str, int]:
-    """'relay=2525,submission=587' → {'relay': 2525, 'submission': 587}."""
+    """'relay=2525,submission=587' → {'relay': 2525, 'submission': 587}; ValueError
+    naming the item that is not `name=port`."""
     out: dict[str, int] = {}
     for item in filter(None, text.split(",")):
         name, _, port = item.partition("=")
+        if not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"--ports: '{item}' is not listener=port")
         out[name] = int(port)
     return out
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from gateway.core import secret_files
+
 __all__ = ["MIN_KEY_BYTES", "TokenSigner", "UnsubscribeRequest", "read_key"]
 
 MIN_KEY_BYTES = 32
@@ -53,15 +55,9 @@ def _unb64(text: str) -> bytes:
 
 
 def read_key(path: Path) -> bytes:
-    """The HMAC key: the file's bytes (at least 32). Raises ValueError with the reason."""
-    try:
-        key = path.read_bytes().strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read '{path}': {exc.strerror}") from exc
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"'{path}' holds {len(key)} bytes; at least {MIN_KEY_BYTES} are needed "
-                         "(make one with: head -c 48 /dev/urandom | base64 > FILE)")
-    return key
+    """The HMAC key: the file's bytes, whitespace around them dropped (at least 32; see
+    gateway.core.secret_files). Raises ValueError with the reason."""
+    return secret_files.read_key(path, min_bytes=MIN_KEY_BYTES, hex_ok=False, strip=True)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ the recipient too and finds the entry, yet nothing stored names the person.
 Keyed, because a plain hash of an address is reversed by hashing a list of
 addresses; the key never leaves the data directory.
 
-The key file (32 random bytes, hex, mode 0600) is made on first use — the
+The key file (32 random bytes written as hex, mode 0600; 32+ raw bytes are
+accepted too, gateway.core.secret_files) is made on first use — the
 gateway's first start or the first `erase`, whichever comes first — and never
 changes: a new key would orphan every hashed entry. Back it up with the data.
 Nodes sharing a PostgreSQL state database must all have the same key (copy the
@@ -22,10 +23,10 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 import time
 from pathlib import Path
 
+from gateway.core.secret_files import SecretFileError, read_key
 from gateway.errors import ConfigError, ConfigProblem
 
 __all__ = ["TOKEN_PREFIX", "AddressHasher"]
@@ -73,21 +74,14 @@ class AddressHasher:
         return key
 
     def _load(self) -> bytes | None:
-        try:
-            mode = self.path.stat().st_mode
-            text = self.path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
+        """The key (gateway.core.secret_files: hex as written here, or 32+ raw bytes)."""
+        if not os.path.lexists(self.path):
             return None
-        except OSError as exc:
-            raise _error(self.path, f"cannot read: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise _error(self.path, "readable by other users: chmod 600 it")
         try:
-            key = bytes.fromhex(text)
-        except ValueError as exc:
-            raise _error(self.path, "not a hex key") from exc
-        if len(key) < 32:
-            raise _error(self.path, "the key is shorter than 32 bytes")
+            key = read_key(self.path, min_bytes=32, hex_ok=True)
+        except SecretFileError as exc:
+            raise ConfigError([ConfigProblem(str(self.path), 0, 0,
+                                             f"erasure key: {exc}")]) from None
         self._key = key
         return key
 
@@ -119,7 +113,3 @@ class AddressHasher:
 def _token(key: bytes, normalized_address: str) -> str:
     mac = hmac.new(key, normalized_address.encode("utf-8"), hashlib.sha256)
     return TOKEN_PREFIX + mac.hexdigest()[:32]
-
-
-def _error(path: Path, message: str) -> ConfigError:
-    return ConfigError([ConfigProblem(str(path), 0, 0, message)])

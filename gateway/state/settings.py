@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.secret_files import SecretFileError, read_text_secret
 from gateway.core.yamlnodes import Section
 from gateway.model import Secret
 
@@ -86,9 +87,9 @@ def _read(root: Section, key: str, base: Path) -> str | None:
     file_name = root.opt_str(f"{key}_file")
     if file_name:
         try:
-            return (base / file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            root.error(f"{key}_file", f"cannot read '{file_name}': {exc.strerror}")
+            return read_text_secret(base / file_name, what=f"'{key}' value")
+        except SecretFileError as exc:
+            root.error(f"{key}_file", str(exc))
             return None
     env_name = root.opt_str(f"{key}_env")
     if env_name:

@@ -172,14 +172,16 @@ class StateStore:
             raise
 
     async def _open_events(self) -> None:
-        """state.db locked by another process or unreadable: say so and try again
-        (bounded) rather than exit into a service manager's restart loop."""
+        """state.db locked by another process: say so and try again (bounded) rather
+        than exit into a service manager's restart loop."""
         for attempt in range(1, OPEN_ATTEMPTS + 1):
             try:
                 await self.events.open()
                 return
             except (sqlite3.Error, OSError) as exc:
-                if attempt == OPEN_ATTEMPTS:
+                # Only a lock held elsewhere passes; a file that is not a database (or
+                # a directory) stays so: the start fails now, and the process exits.
+                if attempt == OPEN_ATTEMPTS or not _locked(exc):
                     raise
                 log.error("state store %s unavailable (%s); trying again in %.0fs"
                           " (%d/%d)", self.path, exc, OPEN_RETRY, attempt, OPEN_ATTEMPTS)
@@ -215,6 +217,11 @@ class StateStore:
         await self.events.close()
         if self.postgres is not None:
             await self.postgres.close()
+
+
+def _locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def open_state(config: Config) -> StateStore:

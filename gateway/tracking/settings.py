@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.core.files import check_private_file, existing_path
+from gateway.core.files import check_tls_pair, existing_path
+from gateway.core.secret_files import SecretFileError, read_key
 from gateway.core.yamlnodes import Section
 
 __all__ = ["MIN_KEY_BYTES", "TrackingConfig", "parse_tracking"]
@@ -66,6 +67,7 @@ def parse_tracking(root: Section, base: Path) -> TrackingConfig | None:
         scanner_window=sec.duration("scanner_window", 2.0))
     if (cert is None) != (key is None):
         sec.error("cert", "'tracking.cert' and 'tracking.key' go together")
+    check_tls_pair(sec, "cert", cert, key)
     if cert is None and not out.is_loopback:
         sec.error("address", f"the tracking listener on {address} (not loopback) needs TLS: "
                   "set 'tracking.cert' and 'tracking.key'")
@@ -77,16 +79,11 @@ def _key(sec: Section, base: Path) -> bytes:
     name = sec.opt_str("key_file")
     if name is None:
         sec.error(None, "'tracking.key_file' is required (make one with: "
-                  "head -c 32 /dev/urandom > tracking.key && chmod 600 tracking.key)")
+                  "smtp-gateway keygen tracking.key)")
         return b""
     path = base / name
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        sec.error("key_file", f"cannot read '{name}': {exc.strerror}")
+    try:  # the file's bytes are the key material (hex text too: 64 bytes of it)
+        return read_key(path, min_bytes=MIN_KEY_BYTES, hex_ok=False)
+    except SecretFileError as exc:
+        sec.error("key_file", str(exc))
         return b""
-    check_private_file(sec, "key_file", path)
-    if len(data) < MIN_KEY_BYTES:
-        sec.error("key_file", f"'{name}' must hold at least {MIN_KEY_BYTES} bytes "
-                  "(head -c 32 /dev/urandom)")
-    return data

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.core.secret_files import SecretFileError, read_text_secret
 from gateway.core.yamlnodes import Section
 from gateway.model import EventType, Secret
 
@@ -119,9 +120,9 @@ def _secret(sec: Section, base: Path) -> Secret:
     env_name = sec.opt_str("secret_env")
     if file_name:
         try:
-            value = (base / file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            sec.error("secret_file", f"cannot read '{file_name}': {exc.strerror}")
+            value = read_text_secret(base / file_name, what="webhook secret")
+        except SecretFileError as exc:
+            sec.error("secret_file", str(exc))
             return Secret("")
     elif env_name:
         env_value = os.environ.get(env_name)

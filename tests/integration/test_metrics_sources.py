@@ -128,6 +128,7 @@ async def test_webhook_posts_are_counted_by_result(tmp_path: Path) -> None:
     receiver.statuses = [410]
     sink = Sink().start()
     (tmp_path / "hook.secret").write_text("s" * 32)
+    (tmp_path / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     config = write_config(tmp_path, sink.port, extra=textwrap.dedent(f"""\
         webhooks:
           - name: app

@@ -31,6 +31,7 @@ CONSENT = """\
 def setup(tmp_path: Path, consent: str = CONSENT) -> None:
     write_policy(tmp_path, "consent.yaml", consent)
     (tmp_path / "policies" / "unsubscribe.key").write_bytes(KEY)
+    (tmp_path / "policies" / "unsubscribe.key").chmod(0o600)  # others may not read a secret
 
 
 async def grant(gw: object, address: str, granted: bool = True, time: float = 1.0) -> None:

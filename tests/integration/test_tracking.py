@@ -88,6 +88,7 @@ def tracking_config(tmp_path: Path, sink: Sink, keys: KeySet, hooks: Receiver, p
     key.write_bytes(b"k" * 16 + bytes(range(32)))
     key.chmod(0o600)
     (tmp_path / "hook.secret").write_text(SECRET)
+    (tmp_path / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     write_policy(tmp_path, "consent.yaml", CONSENT)
     return write_config(tmp_path, sink.port, extra=dkim_section(keys, ["rsa1"]) + textwrap.dedent(
         f"""\

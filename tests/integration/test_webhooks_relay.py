@@ -54,6 +54,7 @@ async def test_relay_outcomes_reach_the_webhooks_signed_and_filtered(tmp_path: P
     sink.replies["later@example.net"] = "451 4.2.0 mailbox busy, try later"
     sink.replies["gone@example.net"] = "550 5.1.1 no such user"
     (tmp_path / "hook.secret").write_text(SECRET)
+    (tmp_path / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     write_policy(tmp_path, "consent.yaml", CONSENT)
     config = write_config(tmp_path, sink.port, extra=hooks(everything, marketing))
     try:
@@ -97,6 +98,7 @@ async def test_gone_pauses_a_webhook_and_sighup_resumes_it(tmp_path: Path) -> No
     receiver.statuses = [410]
     sink = Sink().start()
     (tmp_path / "hook.secret").write_text(SECRET)
+    (tmp_path / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     config = write_config(tmp_path, sink.port, extra=textwrap.dedent(f"""\
         webhooks:
           - name: app
@@ -154,6 +156,7 @@ async def test_bounce_handling_events_reach_the_webhook(tmp_path: Path) -> None:
     sink = Sink().start()
     sink.replies["gone@example.net"] = "550 5.1.1 <gone@example.net>: no such user"
     (tmp_path / "hook.secret").write_text(SECRET)
+    (tmp_path / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     config = bounce_config(tmp_path, sink.port)
     config.write_text(config.read_text() + textwrap.dedent(f"""\
         webhooks:

@@ -54,6 +54,7 @@ def test_no_event_is_lost_when_the_gateway_is_killed_mid_backlog(tmp_path: Path)
     receiver.delay = 0.15  # a slow receiver: the backlog outlives the kill
     sink = Sink().start()
     (tmp_path / "hook.secret").write_text(SECRET)
+    (tmp_path / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     config = write_config(tmp_path, sink.port, extra=textwrap.dedent(f"""\
         intake_workers: 2
         webhooks:

@@ -33,6 +33,7 @@ TYPES = ("accepted", "delivered")
 def node_config(directory: Path, sink_port: int, dsn: str, receiver: Receiver) -> Path:
     directory.mkdir()
     (directory / "hook.secret").write_text(SECRET)
+    (directory / "hook.secret").chmod(0o600)  # secrets are refused when others may read them
     return write_config(directory, sink_port, extra=f"state: {dsn}\n" + textwrap.dedent(f"""\
         webhooks:
           - name: app

@@ -17,7 +17,9 @@ import gateway
 ROOT = Path(gateway.__file__).parent
 
 # Only what every stage shares stays at the top; everything else is a stage's package.
-TOP_MODULES = {"__init__", "__main__", "clock", "config", "errors", "model", "supervisor"}
+# preflight: the checks serve and check-config share (one path, so they cannot drift apart).
+TOP_MODULES = {"__init__", "__main__", "clock", "config", "errors", "model", "preflight",
+               "supervisor"}
 STAGE_PACKAGES = {"admin", "api", "bounces", "cleanup", "cli", "console", "core", "delivery",
                   "intake", "logs", "metrics", "policy", "scheduler", "signing", "spool", "state",
                   "tracking", "webhooks"}

@@ -72,6 +72,7 @@ def _config(tmp_path: Path, bounces: str) -> Path:
 def test_bounces_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GW_TEST_VERP_KEY", "k" * 32)
     (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "pw").chmod(0o600)
     config = load_config(_config(tmp_path, """\
         bounces:
           verp: {domain: Bounces.Example.COM., key_env: GW_TEST_VERP_KEY}
@@ -91,6 +92,7 @@ def test_bounces_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_bounces_section_errors(tmp_path: Path) -> None:
     (tmp_path / "short.key").write_text("short")
+    (tmp_path / "short.key").chmod(0o600)
     os.chmod(tmp_path / "short.key", 0o600)
     path = _config(tmp_path, """\
         bounces:

@@ -108,6 +108,7 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
 
 def test_unsubscribe_needs_a_long_enough_key(tmp_path: Path) -> None:
     write(tmp_path, "unsubscribe.key", "short\n")
+    (tmp_path / "unsubscribe.key").chmod(0o600)
     write(tmp_path, "consent.yaml", """\
         unsubscribe:
           base_url: https://gw.example/unsubscribe
@@ -116,6 +117,7 @@ def test_unsubscribe_needs_a_long_enough_key(tmp_path: Path) -> None:
     (only,) = problems(tmp_path)
     assert ":3:" in only and "at least 32" in only
     (tmp_path / "unsubscribe.key").write_text("k" * 40)
+    (tmp_path / "unsubscribe.key").chmod(0o600)
     policies = load_policies(tmp_path)
     assert policies is not None and policies.consent.unsubscribe is not None
 

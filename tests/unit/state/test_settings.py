@@ -41,6 +41,7 @@ def test_dsn_inline_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert state.dsn.value == DSN and state.rate_limits_url.value.endswith("/2")
     assert state.rate_limits_fail_open and "s3cret" not in repr(state)
     (tmp_path / "state.dsn").write_text(DSN + "\n")
+    (tmp_path / "state.dsn").chmod(0o600)  # it may hold a password
     assert load(tmp_path, "state_file: state.dsn\n").state.dsn == cfg.state.dsn
     monkeypatch.setenv("GW_TEST_STATE", DSN)
     assert load(tmp_path, "state_env: GW_TEST_STATE\n").state.dsn == cfg.state.dsn

@@ -27,6 +27,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def test_a_webhook_with_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     (tmp_path / "hook.secret").write_text(SECRET + "\n")
+    (tmp_path / "hook.secret").chmod(0o600)
     path = tmp_path / "config.yaml"
     path.write_text(
         "webhooks:\n"
@@ -74,6 +75,7 @@ def test_errors_point_at_the_line_and_column(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
     (tmp_path / "short.secret").write_text("short")
+    (tmp_path / "short.secret").chmod(0o600)
     assert problems(tmp_path, (
         "webhooks:\n"
         "  - name: a\n"
