@@ -22,7 +22,8 @@ from gateway.bounces.service import BounceService
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, load_config
 from gateway.delivery.deliver import Delivery
-from gateway.delivery.mta_sts import MtaSts, make_resolver
+from gateway.delivery.mta_sts import MtaSts
+from gateway.delivery.mx import make_resolver
 from gateway.delivery.router import Router
 from gateway.delivery.tlsrpt import TlsReporter
 from gateway.errors import ConfigError, GatewayError, StateUnavailable

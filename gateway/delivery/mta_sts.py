@@ -45,13 +45,14 @@ import dns.rdatatype
 import dns.resolver
 
 from gateway.clock import Clock
+from gateway.delivery.mx import make_resolver
 from gateway.delivery.settings import DnsConfig, MtaStsConfig
 from gateway.delivery.sts_fetch import FetchError, fetch_policy
 from gateway.delivery.sts_text import PolicyError, parse_policy, sts_record_id
 from gateway.delivery.tls_policy import StsLookup, StsMode, StsPolicy
 from gateway.state.tls import StoredPolicy, TlsStore
 
-__all__ = ["MtaSts", "make_resolver", "refresh_after", "txt_records"]
+__all__ = ["MtaSts", "refresh_after", "txt_records"]
 
 log = logging.getLogger(__name__)
 
@@ -311,17 +312,6 @@ def _policy_of(stored: StoredPolicy) -> StsPolicy | None:
                      text=stored.text)
 
 
-def make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
-    """dnspython's async resolver on `delivery.dns` (as gateway.delivery.mx uses it)."""
-    if config.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = list(config.nameservers)
-        resolver.port = config.port
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.timeout = config.timeout
-    resolver.lifetime = config.timeout
-    return resolver
 
 
 async def txt_records(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:

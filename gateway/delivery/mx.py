@@ -45,7 +45,7 @@ from gateway.clock import Clock
 from gateway.delivery.settings import DnsConfig
 from gateway.errors import PermFail, TempFail
 
-__all__ = ["MxHost", "MxResolver", "order_hosts"]
+__all__ = ["MxHost", "MxResolver", "make_resolver", "order_hosts"]
 
 NEGATIVE_TTL_CAP = 300.0  # how long "no such records" is believed at most
 _Key = tuple[str, dns.rdatatype.RdataType]  # (name, record type) of a cached answer
@@ -184,7 +184,7 @@ class MxResolver:
         # Built on first use, so a host without /etc/resolv.conf fails lookups
         # (a deferral), not the start of the gateway.
         if self._resolver is None:
-            self._resolver = _make_resolver(self.config)
+            self._resolver = make_resolver(self.config)
         return self._resolver
 
     def _remember(self, key: _Key, entry: _Cached) -> None:
@@ -200,7 +200,9 @@ class MxResolver:
         return f"<MxResolver {servers}:{self.config.port} cached={len(self._cache)}>"
 
 
-def _make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
+def make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
+    """dnspython's async resolver on `delivery.dns`, for MX, TLSA, MTA-STS and TLS-RPT
+    lookups alike."""
     if config.nameservers:
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = list(config.nameservers)
