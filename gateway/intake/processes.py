@@ -89,7 +89,9 @@ class IntakeWorkers:
             self._procs.pop(slot, None)
             if self._stopping:
                 return
-            if self._starting and not listened:
+            # Exited by itself before it listened, while start() waits: it cannot start
+            # (killed by a signal instead: someone else's doing, so restarted below).
+            if self._starting and not listened and code is not None and code >= 0:
                 if not self._start_failed.done():
                     self._start_failed.set_result(
                         f"intake worker {proc.pid} exited with {code} before it listened")
