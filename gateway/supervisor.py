@@ -319,6 +319,10 @@ class Gateway:
         except Exception:
             log.exception("reload: webhooks could not be restarted")
 
+    def loops(self) -> tuple[asyncio.Task[None], ...]:
+        """The background tasks that run as long as the gateway does."""
+        return (*self.scheduler.loops, *self.retention.loops, *self._tls_jobs)
+
     def _start_tls_jobs(self) -> None:
         """The MTA-STS refresh and the TLS report counters' flush and daily send."""
         loop = asyncio.get_running_loop()
@@ -434,12 +438,37 @@ async def serve(config: Config) -> int:
             log.exception("cannot start: %s", _one_line(exc))  # a bug: keep its traceback
         return 1
     log.info("smtp-gateway ready: %r", gateway)
-    await stop.wait()
+    if await _until_stopped(stop, gateway.loops()):
+        await _abort(gateway)
+        return 1
     log.info("stopping: no new sessions; waiting up to %.0fs for deliveries",
              gateway.config.shutdown_timeout)
     await gateway.stop()
     log.info("stopped")
     return 0
+
+
+async def _until_stopped(stop: asyncio.Event, loops: tuple[asyncio.Task[None], ...]) -> bool:
+    """Wait for SIGTERM/SIGINT — or for one of the gateway's loops to end first, which
+    nothing recovers from (each loop retries what can fail; one that ends met a bug
+    or a broken spool): logged, and True, so the process exits 1 and systemd's
+    Restart=on-failure starts it again, which repairs the spool or refuses with a
+    clear line, instead of a process that looks alive and no longer works."""
+    stopped: asyncio.Task[None] = asyncio.ensure_future(_wait(stop))
+    done, _ = await asyncio.wait({stopped, *loops}, return_when=asyncio.FIRST_COMPLETED)
+    if stopped in done:
+        return False
+    stopped.cancel()
+    for task in done:
+        exc = None if task.cancelled() else task.exception()
+        reason = _one_line(exc) if exc is not None else "it ended"
+        name = getattr(task.get_coro(), "__qualname__", "a background task")
+        log.error("fatal: %s stopped (%s); exiting", name, reason)
+    return True
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 async def _abort(gateway: Gateway | None) -> None:

@@ -189,6 +189,12 @@ class Scheduler:
         self.journal.close()
 
     # -- the delivery journal --------------------------------------------------------------
+    @property
+    def loops(self) -> tuple[asyncio.Task[None], ...]:
+        """Its tasks that run until stop(): one that ends before is a fatal error
+        (gateway.supervisor.serve stops the process)."""
+        return tuple(t for t in (self._loop_task, self._keeper) if t is not None)
+
     async def _keep_journal(self) -> None:
         while True:
             await self.clock.sleep(ROTATE_EVERY)

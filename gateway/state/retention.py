@@ -130,6 +130,10 @@ class RetentionJob:
         await cancel(self._task)
         self._task = None
 
+    @property
+    def loops(self) -> tuple[asyncio.Task[None], ...]:
+        return () if self._task is None else (self._task,)
+
     async def _loop(self) -> None:
         while True:
             try:
