@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import signal
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -190,7 +191,10 @@ async def test_kill9_mid_load_every_key_is_delivered_exactly_once(tmp_path: Path
     delivered exactly once, under the queue id its 202s named."""
     key = add_key(tmp_path, "booking-app")
     sink = Sink().start()
-    sink.data_reply = HOLD  # nothing is delivered before the restart
+    # Nothing is delivered before the restart: deliveries wait at DATA (a refusal
+    # instead would defer them and, repeated, open the sink's circuit breaker,
+    # which the restarted gateway remembers).
+    sink.data_gate = threading.Event()
     config, port = node(tmp_path, sink.port, "")
     gw = GatewayProcess(config).start()
     answered: dict[str, set[str]] = {}
@@ -226,7 +230,7 @@ async def test_kill9_mid_load_every_key_is_delivered_exactly_once(tmp_path: Path
         attempted = {f"c{n}-{i}" for n in range(CLIENTS) for i in range(PER_CLIENT)}
         gw = GatewayProcess(config).start()
         wait_listening(port)
-        sink.data_reply = ""
+        sink.data_gate.set()
         for seq in sorted(attempted):  # every message: the unanswered ones must land now
             for _ in range(20):
                 if await one(seq):
