@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.listen import is_loopback, listen_address
 from gateway.core.secret_files import SecretFileError, read_text_secret
 from gateway.core.yamlnodes import Section
 from gateway.model import Secret
@@ -61,16 +62,7 @@ class AdminConfig:
 
     @property
     def is_loopback(self) -> bool:
-        return _is_loopback(self.address)
-
-
-def _is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+        return is_loopback(self.address)
 
 
 def parse_admin(root: Section, base: Path) -> AdminConfig | None:
@@ -79,12 +71,7 @@ def parse_admin(root: Section, base: Path) -> AdminConfig | None:
         return None
     sec = root.section("admin")
     enabled = sec.get_bool("enabled", True)
-    address = sec.get_str("address", "127.0.0.1")
-    if address != "localhost":
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            sec.error("address", f"'admin.address': '{address}' is not an IP address")
+    address = listen_address(sec)
     tokens = _tokens(sec, base)
     interval, burst = _unsubscribe_limit(sec.section("unsubscribe_limit"))
     out = AdminConfig(

@@ -23,11 +23,11 @@ certificate) and per request when changed (the keys file, gateway.api.keys).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.core.files import check_private_file, check_tls_pair, existing_path
+from gateway.core.listen import is_loopback, listen_address
 from gateway.core.yamlnodes import Section
 
 __all__ = ["DEFAULT_PORT", "ApiConfig", "parse_api"]
@@ -47,12 +47,7 @@ class ApiConfig:
 
     @property
     def is_loopback(self) -> bool:
-        if self.address == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.address).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.address)
 
     @property
     def tls(self) -> bool:
@@ -65,12 +60,7 @@ def parse_api(root: Section, base: Path) -> ApiConfig | None:
         return None
     sec = root.section("api")
     enabled = sec.get_bool("enabled", True)
-    address = sec.get_str("address", "127.0.0.1")
-    if address != "localhost":
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            sec.error("address", f"'api.address': '{address}' is not an IP address")
+    address = listen_address(sec)
     out = ApiConfig(
         keys_file=base / sec.get_str("keys_file", "api_keys.yaml"),
         address=address,

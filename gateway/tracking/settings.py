@@ -18,12 +18,12 @@ Security: reads the token key file (refused when other users may read it).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway.core.files import check_tls_pair, existing_path
+from gateway.core.listen import is_loopback, listen_address
 from gateway.core.secret_files import SecretFileError, read_key
 from gateway.core.yamlnodes import Section
 
@@ -44,10 +44,7 @@ class TrackingConfig:
 
     @property
     def is_loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.address).is_loopback
-        except ValueError:
-            return self.address == "localhost"
+        return is_loopback(self.address)
 
 
 def parse_tracking(root: Section, base: Path) -> TrackingConfig | None:
@@ -59,7 +56,7 @@ def parse_tracking(root: Section, base: Path) -> TrackingConfig | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         sec.error("url", f"'tracking.url': '{url}' must be an http(s) URL without a query")
-    address = sec.get_str("address", "127.0.0.1")
+    address = listen_address(sec)
     cert, key = existing_path(sec, "cert", base), existing_path(sec, "key", base)
     out = TrackingConfig(
         url=url, key=_key(sec, base), address=address,

@@ -40,3 +40,13 @@ def test_mistakes_are_reported_with_their_place(tmp_path: Path) -> None:
                                                      "example.com\n  key_file: short.key\n"))
     missing = "\n".join(problems(tmp_path, "tracking:\n  url: https://t.example.com\n"))
     assert "'tracking.key_file' is required" in missing
+
+
+def test_an_address_that_is_not_an_ip_address_is_refused_at_its_place(tmp_path: Path) -> None:
+    key = tmp_path / "t.key"
+    key.write_bytes(bytes(range(40)))
+    key.chmod(0o600)
+    found = "\n".join(problems(tmp_path, "tracking:\n  url: https://t.example.com\n"
+                                         "  address: tracker.example\n  key_file: t.key\n"))
+    assert ":3:" in found and "'tracking.address': 'tracker.example' is not an IP address" \
+        in found
