@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -96,6 +100,12 @@ def _holds(check: Callable[[], bool]) -> bool:
         return check()
     except (NoSuchElementException, StaleElementReferenceException):
         return False  # the page was being replaced under us: look again
+    except WebDriverException as exc:
+        # The same race as Chromium 156 sometimes words it ("Node with given id does
+        # not belong to the document"); anything else is a real failure.
+        if "does not belong to the document" in str(exc):
+            return False
+        raise
 
 
 def shot(driver: WebDriver, name: str) -> None:
