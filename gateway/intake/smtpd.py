@@ -40,6 +40,7 @@ content is then normalized by accept.py so that no bare CR or LF is relayed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import ssl
@@ -714,6 +715,9 @@ def _peer(peername: object) -> tuple[str, int]:
     return "", 0
 
 
+# Per connection, and most connections come from a few app servers: parsing the address
+# and scanning the networks once per address is enough (bounded).
+@functools.lru_cache(maxsize=1024)
 def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])

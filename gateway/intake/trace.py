@@ -7,7 +7,9 @@ it goes into the field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import math
 import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -52,6 +54,7 @@ def _with_protocol(esmtp: bool, smtputf8: bool, tls: bool, authenticated: bool) 
     )
 
 
+@functools.lru_cache(maxsize=1024)  # once per client address, not per message
 def _address_literal(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -63,4 +66,10 @@ def _address_literal(address: str) -> str:
 
 
 def _rfc5322_date(timestamp: float) -> str:
-    return format_datetime(datetime.fromtimestamp(timestamp, UTC))
+    return _date_of_second(math.floor(timestamp))
+
+
+# The field shows whole seconds, and a busy intake formats the same second many times.
+@functools.lru_cache(maxsize=4)
+def _date_of_second(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC))

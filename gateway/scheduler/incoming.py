@@ -50,15 +50,18 @@ class IncomingQueue:
             self._parked[priority] = True
             self._parkings[priority] += 1
 
-    def add_id(self, queue_id: QueueId) -> bool:
-        """A message an intake worker stored: its priority is in the file's header.
+    def add_id(self, queue_id: QueueId, *, fresh: bool = False) -> bool:
+        """A message in incoming/ known by its id: its priority is in the file's header.
+        `fresh`: an intake worker just stored it, so the index knows nothing of it and the
+        header is kept as for `add` (its delivery then asks the index nothing; one found
+        by `scan` may be a crash's leftover with recipients already done).
         False if it could not be placed (unreadable now and no room): scan later."""
         try:
             qm = self._spool.files.read_header(queue_id, QueueState.INCOMING)
         except (CorruptQueueFile, OSError):
             # Moved or bad: activation finds out which and deals with it.
             return self._lanes.add(queue_id, Priority.NORMAL, None)
-        self.add(qm, keep=False)
+        self.add(qm, keep=fresh)
         return True
 
     async def scan(self, active: Container[QueueId]) -> None:

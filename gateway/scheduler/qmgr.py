@@ -130,7 +130,7 @@ class Scheduler:
 
     def notify_id(self, queue_id: QueueId) -> None:
         """An intake worker process stored this message in incoming/ (not indexed yet)."""
-        if not self._incoming.add_id(queue_id):
+        if not self._incoming.add_id(queue_id, fresh=True):
             self._scan_incoming_at = 0.0
         self._wake.set()
 

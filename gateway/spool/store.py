@@ -29,6 +29,7 @@ defensively and a bad file goes to corrupt/ rather than stopping the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -116,6 +117,10 @@ class QueueFiles:
         self._pool = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="spool-sync")
         self._dirs = {state: root / state.value for state in QueueState}
         self._tmp = root / "tmp"
+        # Plain strings for the per-message paths: pathlib's joins were ~10% of the queue
+        # manager's CPU (issue 15).
+        self._dir_names = {state: f"{path}{os.sep}" for state, path in self._dirs.items()}
+        self._tmp_name = f"{self._tmp}{os.sep}"
         self.commits = 0  # group commits done (one directory fsync each); for metrics
 
     def prepare(self, *, clean_tmp: bool = True) -> None:
@@ -129,6 +134,9 @@ class QueueFiles:
 
     def path(self, queue_id: QueueId, state: QueueState) -> Path:
         return self._dirs[state] / queue_id
+
+    def _name(self, queue_id: QueueId, state: QueueState) -> str:
+        return self._dir_names[state] + queue_id
 
     def ids(self, state: QueueState) -> list[QueueId]:
         return [entry.name for entry in os.scandir(self._dirs[state]) if entry.is_file()]
@@ -164,7 +172,7 @@ class QueueFiles:
         for (queue_id, _, _), error in zip(batch, written, strict=True):
             if error is None:
                 try:
-                    os.replace(self._tmp / queue_id, self.path(queue_id, QueueState.INCOMING))
+                    os.replace(self._tmp_name + queue_id, self._name(queue_id, QueueState.INCOMING))
                 except OSError as exc:
                     error = _spool_error(exc)
             results.append(error)
@@ -178,7 +186,7 @@ class QueueFiles:
         return results
 
     def _write_tmp(self, queue_id: QueueId, data: bytes) -> SpoolError | None:
-        path = self._tmp / queue_id
+        path = self._tmp_name + queue_id
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -190,7 +198,8 @@ class QueueFiles:
             finally:
                 os.close(fd)
         except OSError as exc:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             return _spool_error(exc)
         return None
 
@@ -208,14 +217,14 @@ class QueueFiles:
         """Move a queue file between states; False if it is no longer in `src`
         (an operator held or deleted it meanwhile)."""
         try:
-            os.replace(self.path(queue_id, src), self.path(queue_id, dst))
+            os.replace(self._name(queue_id, src), self._name(queue_id, dst))
             return True
         except FileNotFoundError:
             return False
 
     def remove(self, queue_id: QueueId, state: QueueState) -> bool:
         try:
-            os.unlink(self.path(queue_id, state))
+            os.unlink(self._name(queue_id, state))
             return True
         except FileNotFoundError:
             return False
@@ -228,12 +237,13 @@ class QueueFiles:
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, queue_id: QueueId, state: QueueState) -> tuple[QueuedMessage, bytes]:
-        raw = self.path(queue_id, state).read_bytes()
+        with open(self._name(queue_id, state), "rb") as fh:
+            raw = fh.read()
         qm, offset = decode_header(raw)
         return qm, raw[offset:]
 
     def read_header(self, queue_id: QueueId, state: QueueState) -> QueuedMessage:
-        with open(self.path(queue_id, state), "rb") as fh:
+        with open(self._name(queue_id, state), "rb") as fh:
             head = fh.read(65536)
             while b"\n" not in head[len(MAGIC):]:
                 more = fh.read(65536)
