@@ -59,11 +59,12 @@ _names_by_class: dict[type, list[str]] = {}
 
 
 def _class_dir(obj: object) -> list[str]:
-    # aiosmtpd calls dir() on the protocol and the handler only to find their smtp_*/handle_*
-    # methods, which are the class's: sorting every attribute name once per class is enough.
+    # aiosmtpd calls dir() on the protocol and the handler only to keep the names starting
+    # with smtp_ or handle_, which are the class's methods: once per class, and only those.
     names = _names_by_class.get(type(obj))
     if names is None:
-        names = _names_by_class[type(obj)] = dir(type(obj))
+        names = [n for n in dir(type(obj)) if n.startswith(("smtp_", "handle_"))]
+        _names_by_class[type(obj)] = names
     return names
 
 

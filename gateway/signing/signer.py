@@ -47,6 +47,7 @@ refusal texts carry only normalized domain names.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import re
 import threading
@@ -358,7 +359,13 @@ def from_domain(values: list[bytes]) -> tuple[str | None, str]:
         return None, "no From: header"
     if len(values) > 1:
         return None, f"{len(values)} From: headers"
-    text = _FOLD.sub(b"", values[0]).decode("utf-8", errors="replace")
+    return _domain_of_from(values[0])
+
+
+# An app sends with the same From: again and again: parse each distinct field once (bounded).
+@functools.lru_cache(maxsize=1024)
+def _domain_of_from(value: bytes) -> tuple[str | None, str]:
+    text = _FOLD.sub(b"", value).decode("utf-8", errors="replace")
     addresses = [addr for _, addr in email.utils.getaddresses([text]) if "@" in addr]
     if not addresses:
         return None, "no address in From:"

@@ -35,7 +35,7 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
 from gateway.errors import SpoolError
@@ -51,6 +51,11 @@ class CorruptQueueFile(Exception):
     pass
 
 
+# Client's fields are flat: naming them once is dataclasses.asdict's answer without its
+# per-call recursion and deep copies.
+_CLIENT_FIELDS = tuple(field.name for field in fields(Client))
+
+
 def encode_header(qm: QueuedMessage) -> bytes:
     env = qm.envelope
     record = {
@@ -62,7 +67,7 @@ def encode_header(qm: QueuedMessage) -> bytes:
         "smtputf8": env.smtputf8,
         "body_type": env.body_type,
         "message_id": env.message_id,
-        "client": asdict(env.client),
+        "client": {name: getattr(env.client, name) for name in _CLIENT_FIELDS},
     }
     if env.not_before is not None:  # only shaped messages carry it (older files lack it)
         record["not_before"] = env.not_before

@@ -74,4 +74,4 @@ def test_cached_dir_lists_a_class_methods_once_per_class() -> None:
     first, second = Handler(), Handler()
     assert [n for n in cached_dir(first) if n.startswith("handle_")] == ["handle_DATA"]
     assert cached_dir(first) is cached_dir(second)  # computed once for the class
-    assert cached_dir(first) == dir(Handler)
+    assert cached_dir(first) == [n for n in dir(Handler) if n.startswith(("smtp_", "handle_"))]
