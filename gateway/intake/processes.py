@@ -1,7 +1,7 @@
 """The master's side of intake worker processes (Postfix master(8) and its smtpd children).
 
 Starts `intake_workers` processes running gateway.intake.worker, reads the
-queue ids they print and hands them to the scheduler (and their metrics lines
+queue ids (with priorities) they print and hands them to the scheduler (and their metrics lines
 to gateway.metrics.workers), forwards SIGHUP, stops
 them first on SIGTERM, and restarts one that dies (after a pause, so a worker
 that crashes at start cannot spin).
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gateway.intake.worker import READY
 from gateway.metrics.workers import METRICS_PREFIX, WorkerMetrics
+from gateway.model import Priority, QueueId
 from gateway.spool.queue_id import is_queue_id
 
 __all__ = ["IntakeWorkers"]
@@ -32,7 +33,8 @@ _LINE_LIMIT = 1 << 20  # a metrics line (gateway.metrics.workers) may pass 64 Ki
 
 class IntakeWorkers:
     def __init__(self, count: int, config_path: Path, ports: dict[str, int],
-                 on_queued: Callable[[str], None], metrics: WorkerMetrics | None = None) -> None:
+                 on_queued: Callable[[QueueId, Priority | None], None],
+                 metrics: WorkerMetrics | None = None) -> None:
         self.count = count
         self.metrics = metrics or WorkerMetrics()
         self.config_path = config_path
@@ -126,9 +128,9 @@ class IntakeWorkers:
             if word.startswith(METRICS_PREFIX):
                 self.metrics.update(proc.pid, word[len(METRICS_PREFIX):])
                 continue
-            queue_id = word.decode("ascii", "replace")
+            queue_id, _, label = word.decode("ascii", "replace").partition(" ")
             if is_queue_id(queue_id):
-                self.on_queued(queue_id)
+                self.on_queued(queue_id, _priority(label))
         return listened
 
     def signal(self, sig: int) -> None:
@@ -147,3 +149,11 @@ class IntakeWorkers:
                     proc.kill()
             if late:
                 await asyncio.wait(late)
+
+
+def _priority(label: str) -> Priority | None:
+    """The priority a worker wrote after the queue id (None: the master reads the file)."""
+    try:
+        return Priority.parse(label) if label else None
+    except ValueError:
+        return None

@@ -93,7 +93,8 @@ class _Worker:
     def _on_queued(self, qm: QueuedMessage) -> None:
         self.state.events.record_accepted(qm, self.clock.now())
         try:
-            self._out.write(qm.id.encode("ascii") + b"\n")
+            # With its priority, so the master places it without reading the file.
+            self._out.write(f"{qm.id} {qm.envelope.priority.label}\n".encode("ascii"))
             self._out.flush()
         except OSError:
             # The master is gone; the message is safe in incoming/ for its next start.

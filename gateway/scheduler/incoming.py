@@ -42,26 +42,37 @@ class IncomingQueue:
     def __contains__(self, queue_id: object) -> bool:
         return queue_id in self._lanes
 
-    def add(self, qm: QueuedMessage, *, keep: bool = True) -> None:
-        """A message in incoming/; `keep` holds the message itself (no re-read needed)."""
+    def add(self, qm: QueuedMessage, *, fresh: bool = True) -> None:
+        """A message in incoming/. `fresh`: intake just stored it, so the index knows
+        nothing of it and its delivery need not ask (one found by `scan` may be a
+        crash's leftover with recipients already done)."""
         priority = qm.envelope.priority
-        if self._parked[priority] or not self._lanes.add(qm.id, priority, qm if keep else None):
-            self._spool.index.add(qm, QueueState.INCOMING)
-            self._parked[priority] = True
-            self._parkings[priority] += 1
+        if self._parked[priority] or not self._lanes.add(qm.id, priority, fresh):
+            self._park(qm)
+
+    def add_fresh(self, queue_id: QueueId, priority: Priority) -> bool:
+        """What an intake worker just stored, by id and priority (it said both): no read
+        of the file unless its lane is full and it must be parked."""
+        if not self._parked[priority] and self._lanes.add(queue_id, priority, True):
+            return True
+        return self.add_id(queue_id, fresh=True)
+
+    def _park(self, qm: QueuedMessage) -> None:
+        priority = qm.envelope.priority
+        self._spool.index.add(qm, QueueState.INCOMING)
+        self._parked[priority] = True
+        self._parkings[priority] += 1
 
     def add_id(self, queue_id: QueueId, *, fresh: bool = False) -> bool:
-        """A message in incoming/ known by its id: its priority is in the file's header.
-        `fresh`: an intake worker just stored it, so the index knows nothing of it and the
-        header is kept as for `add` (its delivery then asks the index nothing; one found
-        by `scan` may be a crash's leftover with recipients already done).
+        """A message in incoming/ known by its id: its priority is in the file's header
+        (`fresh` as for `add`).
         False if it could not be placed (unreadable now and no room): scan later."""
         try:
             qm = self._spool.files.read_header(queue_id, QueueState.INCOMING)
         except (CorruptQueueFile, OSError):
             # Moved or bad: activation finds out which and deals with it.
-            return self._lanes.add(queue_id, Priority.NORMAL, None)
-        self.add(qm, keep=fresh)
+            return self._lanes.add(queue_id, Priority.NORMAL, False)
+        self.add(qm, fresh=fresh)
         return True
 
     async def scan(self, active: Container[QueueId]) -> None:
@@ -72,9 +83,10 @@ class IncomingQueue:
             self.add_id(queue_id)
 
     async def take(self, priority: Priority, count: int, active: Container[QueueId]
-                   ) -> list[tuple[QueueId, QueuedMessage | None]]:
-        """Up to `count` messages of `priority`: the lane first, then parked ones."""
-        out: list[tuple[QueueId, QueuedMessage | None]] = []
+                   ) -> list[tuple[QueueId, bool]]:
+        """Up to `count` messages of `priority` and whether each is fresh: the lane
+        first, then parked ones."""
+        out: list[tuple[QueueId, bool]] = []
         while len(out) < count and self._lanes.waiting(priority):
             out.append(self._lanes.pop(priority))
         wanted = count - len(out)
@@ -85,5 +97,5 @@ class IncomingQueue:
             if len(rows) < wanted and parkings == self._parkings[priority]:
                 # Drained, and nothing was parked while we asked: new mail goes to the lane.
                 self._parked[priority] = False
-            out.extend((queue_id, None) for queue_id, _ in rows if queue_id not in active)
+            out.extend((queue_id, False) for queue_id, _ in rows if queue_id not in active)
         return out

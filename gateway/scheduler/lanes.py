@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 
 from gateway.clock import Clock
-from gateway.model import Priority, QueuedMessage, QueueId
+from gateway.model import Priority, QueueId
 from gateway.scheduler.settings import Lane
 
 __all__ = ["IncomingLanes", "PriorityGate", "RateBucket"]
@@ -134,7 +134,8 @@ class IncomingLanes:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit  # per priority: memory stays bounded whatever the backlog
-        self._lanes: dict[Priority, deque[tuple[QueueId, QueuedMessage | None]]] = {
+        # (queue id, fresh): fresh mail is in no index yet (see IncomingQueue.add).
+        self._lanes: dict[Priority, deque[tuple[QueueId, bool]]] = {
             p: deque() for p in Priority}
         self._ids: set[QueueId] = set()
 
@@ -144,14 +145,14 @@ class IncomingLanes:
     def __contains__(self, queue_id: object) -> bool:
         return queue_id in self._ids
 
-    def add(self, queue_id: QueueId, priority: Priority, hint: QueuedMessage | None) -> bool:
+    def add(self, queue_id: QueueId, priority: Priority, fresh: bool) -> bool:
         """False when that priority's deque is full (the file waits on disk for a scan)."""
         lane = self._lanes[priority]
         if queue_id in self._ids:
             return True
         if len(lane) >= self.limit:
             return False
-        lane.append((queue_id, hint))
+        lane.append((queue_id, fresh))
         self._ids.add(queue_id)
         return True
 
@@ -161,10 +162,10 @@ class IncomingLanes:
     def waiting(self, priority: Priority) -> bool:
         return bool(self._lanes[priority])
 
-    def pop(self, priority: Priority) -> tuple[QueueId, QueuedMessage | None]:
-        queue_id, hint = self._lanes[priority].popleft()
+    def pop(self, priority: Priority) -> tuple[QueueId, bool]:
+        queue_id, fresh = self._lanes[priority].popleft()
         self._ids.discard(queue_id)
-        return queue_id, hint
+        return queue_id, fresh
 
     def priorities(self) -> Iterator[Priority]:
         """Priorities with mail waiting, highest first."""

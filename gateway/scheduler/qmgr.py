@@ -128,9 +128,12 @@ class Scheduler:
         self._incoming.add(qm)
         self._wake.set()
 
-    def notify_id(self, queue_id: QueueId) -> None:
-        """An intake worker process stored this message in incoming/ (not indexed yet)."""
-        if not self._incoming.add_id(queue_id, fresh=True):
+    def notify_id(self, queue_id: QueueId, priority: Priority | None = None) -> None:
+        """An intake worker process stored this message in incoming/ (not indexed yet);
+        `priority`: as it said (else read from the file)."""
+        placed = (self._incoming.add_id(queue_id, fresh=True) if priority is None
+                  else self._incoming.add_fresh(queue_id, priority))
+        if not placed:
             self._scan_incoming_at = 0.0
         self._wake.set()
 
@@ -269,8 +272,8 @@ class Scheduler:
         for priority in Priority:  # highest first
             room = self._room_for(priority)
             if room > 0:
-                for queue_id, hint in await self._incoming.take(priority, room, self._active):
-                    self._activate(queue_id, QueueState.INCOMING, hint, priority)
+                for queue_id, fresh in await self._incoming.take(priority, room, self._active):
+                    self._activate(queue_id, QueueState.INCOMING, fresh, priority)
         if self._room() and (now >= self._due_at or now < self._due_checked_at):
             await self._take_due(now)
 
@@ -279,7 +282,7 @@ class Scheduler:
         limits = {p: self._room_for(p) for p in Priority}
         for queue_id, priority in await self.spool.index.due_by_priority(now, limits):
             if queue_id not in self._active:
-                self._activate(queue_id, QueueState.DEFERRED, None, priority)
+                self._activate(queue_id, QueueState.DEFERRED, False, priority)
         self._due_checked_at = now
         next_due = await self.spool.index.next_due_time()
         self._due_at = min(now + TICK, next_due if next_due is not None else now + TICK)
@@ -296,14 +299,14 @@ class Scheduler:
         cap = lane.cap(limit) if lane is not None else limit
         return max(0, min(limit - len(self._active), cap - self._active_by[priority]))
 
-    def _activate(self, queue_id: QueueId, src: QueueState, hint: QueuedMessage | None,
+    def _activate(self, queue_id: QueueId, src: QueueState, fresh: bool,
                   priority: Priority) -> None:
         if not self.spool.files.move(queue_id, src, QueueState.ACTIVE):
             self._resync_index(queue_id)
             return
-        if hint is None:
+        if not fresh:
             self.spool.index.set_state(queue_id, QueueState.ACTIVE)  # no-op if not indexed
-        task = asyncio.get_running_loop().create_task(self._process(queue_id, hint))
+        task = asyncio.get_running_loop().create_task(self._process(queue_id, fresh))
         self._active[queue_id] = task
         self._active_by[priority] += 1
         task.add_done_callback(lambda _: self._finished(queue_id, priority))
@@ -322,7 +325,7 @@ class Scheduler:
             self.spool.index.set_state(queue_id, state)
 
     # -- one message -----------------------------------------------------------------------
-    async def _process(self, queue_id: QueueId, hint: QueuedMessage | None) -> None:
+    async def _process(self, queue_id: QueueId, fresh: bool) -> None:
         try:
             qm, content = self.spool.files.read(queue_id, QueueState.ACTIVE)
         except (CorruptQueueFile, OSError) as exc:
@@ -330,7 +333,7 @@ class Scheduler:
             self.spool.files.quarantine(queue_id, QueueState.ACTIVE)
             self.spool.index.remove(queue_id)
             return
-        pending = await self._pending(qm, fresh=hint is not None)
+        pending = await self._pending(qm, fresh=fresh)
         not_before = qm.envelope.not_before
         if not_before is not None and pending.attempts == 0 and not_before > self.clock.now():
             self._hold_until(pending, not_before)
