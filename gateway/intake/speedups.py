@@ -1,4 +1,5 @@
-"""Two per-connection costs of aiosmtpd 1.4.6 that we avoid (measured; see BENCHMARKS.md).
+"""Per-connection and per-command costs of aiosmtpd 1.4.6 that we avoid (measured; see
+BENCHMARKS.md).
 
 1. `SMTP.__init__` reflects on every new session: `inspect.getmembers()` on the
    protocol and on the handler (only to find `auth_*` methods),
@@ -8,16 +9,19 @@
    whose getmembers/signature, and a `dir`, that remember them per class.
 2. `SMTP._getaddr()` defines a `typing.Protocol` class on every MAIL and RCPT
    (class creation is most of its cost); `parse_path()` is the same parse with
-   the stdlib's RFC 5322 address parser, minus that.
+   the stdlib's RFC 5322 address parser, minus that, and for the usual
+   `<local@domain>` a regex held to the parser's answers.
 
 Together they were ~20% of a session's CPU in the relay benchmark; the `dir()`
 calls and the stdlib address parse were another ~15% of an intake worker's
-(issue 15).
+(issue 15), and 1.5% went to sanitizing each command line for debug and info
+log calls that were then dropped (`cache_reflection()` also skips those).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
@@ -68,10 +72,26 @@ def _class_dir(obj: object) -> list[str]:
     return names
 
 
+def _sanitized_log_if_enabled(func: Callable[..., None], msg: str, *args: Any,
+                              **kwargs: Any) -> None:
+    # aiosmtpd sanitizes every command line for log.debug and log.info before the logger
+    # can say it drops them (it does, below WARNING: smtpd._quiet_aiosmtpd).
+    logger = getattr(func, "__self__", None)
+    level = logging.getLevelName(getattr(func, "__name__", "").upper())
+    if isinstance(logger, logging.Logger) and isinstance(level, int) \
+            and not logger.isEnabledFor(level):
+        return
+    _sanitized_log(func, msg, *args, **kwargs)
+
+
+_sanitized_log = aiosmtpd.smtp.sanitized_log
+
+
 def cache_reflection() -> None:
     if not isinstance(getattr(aiosmtpd.smtp, "inspect", None), _ClassReflection):
         setattr(aiosmtpd.smtp, "inspect", _ClassReflection())  # noqa: B010 (a module global)
         setattr(aiosmtpd.smtp, "dir", _class_dir)  # noqa: B010 (shadows the builtin there only)
+        setattr(aiosmtpd.smtp, "sanitized_log", _sanitized_log_if_enabled)  # noqa: B010
 
 
 # `<dot-atom@dot-atom>` in ASCII, the form nearly every client sends: for it the stdlib

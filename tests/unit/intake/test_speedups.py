@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import aiosmtpd.smtp
@@ -75,3 +76,28 @@ def test_cached_dir_lists_a_class_methods_once_per_class() -> None:
     assert [n for n in cached_dir(first) if n.startswith("handle_")] == ["handle_DATA"]
     assert cached_dir(first) is cached_dir(second)  # computed once for the class
     assert cached_dir(first) == [n for n in dir(Handler) if n.startswith(("smtp_", "handle_"))]
+
+
+def test_command_lines_are_sanitized_only_for_a_logger_that_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache_reflection()
+    calls: list[object] = []
+    logger = logging.getLogger("test.speedups")
+
+    def sanitize(data: object) -> object:
+        calls.append(data)
+        return data
+
+    original = aiosmtpd.smtp.sanitize
+    aiosmtpd.smtp.sanitize = sanitize
+    try:
+        logger.setLevel(logging.WARNING)
+        aiosmtpd.smtp.sanitized_log(logger.debug, "line %r", b"MAIL FROM:<a@b>")
+        assert calls == []  # dropped: never sanitized
+        with caplog.at_level(logging.DEBUG, logger="test.speedups"):
+            aiosmtpd.smtp.sanitized_log(logger.debug, "line %r", b"MAIL FROM:<a@b>")
+        assert calls == [b"MAIL FROM:<a@b>"]
+        assert "MAIL FROM:<a@b>" in caplog.text
+    finally:
+        aiosmtpd.smtp.sanitize = original
