@@ -20,7 +20,6 @@ as forged, and the caller must ignore the bounce (and count it).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -97,7 +96,7 @@ class VerpCodec:
         return VerpRef(qid.upper(), int(index, 32))
 
     def _mac(self, qid: str, index: str) -> str:
-        digest = hmac.new(self._key, f"{qid}:{index}".encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self._key, f"{qid}:{index}".encode(), "sha256")
         return base64.b32encode(digest[:_MAC_BYTES]).decode().lower()
 
 

@@ -173,8 +173,8 @@ class SqliteIdempotencyStore:
                           len(rows), self.where, exc, SAVE_RETRY)
                 await asyncio.sleep(SAVE_RETRY)
                 continue
-            for scope, key, queue_id, _, _ in rows:
-                self._table.mark(key_digest(scope, key), queue_id, SlotState.PERSISTED)
+            self._table.mark_many(((key_digest(scope, key), queue_id)
+                                   for scope, key, queue_id, _, _ in rows), SlotState.PERSISTED)
 
     async def release(self, scope: str, key: str, queue_id: QueueId) -> None:
         # Only a claim in progress: a stored key is never let go.

@@ -34,7 +34,7 @@ import hashlib
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
@@ -126,13 +126,13 @@ class ClaimTable:
         in state `only_from` (when given). Returns the holder as it was, or None when
         `queue_id` does not hold the key (or not in `only_from`): nothing changed."""
         with self._locked() as table:
-            slot, found = table.find(digest, 0.0)
-            if found is None or found[1].rstrip(b"\0").decode() != queue_id:
-                return None
-            if only_from is not None and found[2] != only_from:
-                return None
-            table.store(slot, digest, queue_id, state, found[3], found[4])
-        return _held(found)
+            return _mark(table, digest, queue_id, state, only_from)
+
+    def mark_many(self, keys: Iterable[tuple[bytes, str]], state: SlotState) -> None:
+        """`mark` for each (digest, queue id), under one lock (a written-behind batch)."""
+        with self._locked() as table:
+            for digest, queue_id in keys:
+                _mark(table, digest, queue_id, state, None)
 
     def may_have_forgotten(self, now: float) -> bool:
         """Whether a key this table does not hold may still be live in idempotency.db:
@@ -195,6 +195,17 @@ class ClaimTable:
 
 
 _Slot = tuple[bytes, bytes, int, float, float]
+
+
+def _mark(table: _Locked, digest: bytes, queue_id: str, state: SlotState,
+          only_from: SlotState | None) -> Held | None:
+    slot, found = table.find(digest, 0.0)
+    if found is None or found[1].rstrip(b"\0").decode() != queue_id:
+        return None
+    if only_from is not None and found[2] != only_from:
+        return None
+    table.store(slot, digest, queue_id, state, found[3], found[4])
+    return _held(found)
 
 
 def _held(slot: _Slot) -> Held:

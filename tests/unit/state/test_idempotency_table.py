@@ -52,6 +52,21 @@ def test_a_claim_survives_the_process_that_made_it(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_written_behind_batch_is_marked_persisted_in_one_go(tmp_path: Path) -> None:
+    table = ClaimTable(tmp_path / "t")
+    digests = [key_digest("ip:1", f"k{i}") for i in range(3)]
+    for i, digest in enumerate(digests):
+        assert table.claim(digest, f"Q{i}", 1.0, DAY, 600) is None
+        table.mark(digest, f"Q{i}", SlotState.STORED)
+    # The last one is named with a queue id that does not hold it: left alone.
+    table.mark_many([(digests[0], "Q0"), (digests[1], "Q1"), (digests[2], "QX")],
+                    SlotState.PERSISTED)
+    assert table.mark(digests[0], "Q0", SlotState.STORED, only_from=SlotState.PERSISTED)
+    assert table.mark(digests[1], "Q1", SlotState.STORED, only_from=SlotState.PERSISTED)
+    assert table.mark(digests[2], "Q2", SlotState.STORED, only_from=SlotState.PERSISTED) is None
+    table.close()
+
+
 def test_only_persisted_slots_are_reused_while_there_are_any(tmp_path: Path) -> None:
     table = ClaimTable(tmp_path / "t", slots=32)  # one neighbourhood: every key competes
     digests = [key_digest("u", f"k{i}") for i in range(40)]
