@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The production path against the bare relay and Postfix, in one run (issue 15):
-# gateway bare, + idempotency, + policies, + DKIM RSA-2048, + all three, all three with
-# Ed25519 instead of RSA, Postfix bare and Postfix + OpenDKIM (RSA-2048), at 2 KiB and
-# 50 KiB, interleaved round by round, through ../shared/bench/relay_bench.sh
+# gateway bare, + idempotency, + policies, + DKIM RSA-2048, + DKIM Ed25519, + all three,
+# all three with Ed25519 instead of RSA, Postfix bare and Postfix + OpenDKIM (RSA-2048), at
+# 2 KiB and 50 KiB, interleaved round by round, through ../shared/bench/relay_bench.sh
 # (smtp-source -> relay -> smtp-sink).
 #
 #   bench/production_path.sh [ROUNDS=2] [N2=3000] [N50=1000] [S=20] [WARMUP=300] [BASELINE=dir]
@@ -32,7 +32,7 @@ ROUNDS=${ROUNDS:-2} N2=${N2:-3000} N50=${N50:-1000} S=${S:-20} WARMUP=${WARMUP:-
 GW_PORT=${GW_PORT:-2575} SINK_PORT=${SINK_PORT:-2576} PF_PORT=${PF_PORT:-2577}
 OD_PORT=${OD_PORT:-8897}
 PYTHON=${PYTHON:-python3}
-MODES=${MODES:-"gw-bare gw-idempotency gw-policies gw-dkim-rsa gw-all-rsa gw-all-ed25519 postfix postfix-opendkim"}
+MODES=${MODES:-"gw-bare gw-idempotency gw-policies gw-dkim-rsa gw-dkim-ed25519 gw-all-rsa gw-all-ed25519 postfix postfix-opendkim"}
 SIZES=${SIZES:-"2 50"}
 OUT=${OUT:-$HERE/results}
 mkdir -p "$OUT"
@@ -63,6 +63,7 @@ gateway_config() {  # gateway_config MODE -> $WORK/config.yaml (base-gw-X config
     gw-idempotency) idem="idempotency: {enabled: true}" ;;
     gw-policies) policies=$WORK/policies-on ;;
     gw-dkim-rsa) dkim=$rsa ;;
+    gw-dkim-ed25519) dkim=$ed ;;
     gw-all-rsa) idem="idempotency: {enabled: true}"; policies=$WORK/policies-on; dkim=$rsa ;;
     gw-all-ed25519) idem="idempotency: {enabled: true}"; policies=$WORK/policies-on; dkim=$ed ;;
     esac

@@ -15,8 +15,8 @@ import csv
 import statistics
 from collections import defaultdict
 
-_GATEWAY = ["gw-bare", "gw-idempotency", "gw-policies", "gw-dkim-rsa", "gw-all-rsa",
-            "gw-all-ed25519"]
+_GATEWAY = ["gw-bare", "gw-idempotency", "gw-policies", "gw-dkim-rsa", "gw-dkim-ed25519",
+            "gw-all-rsa", "gw-all-ed25519"]
 ORDER = [*_GATEWAY, *(f"base-{m}" for m in _GATEWAY), "postfix", "postfix-opendkim"]
 
 

@@ -138,7 +138,8 @@ async def main() -> None:
     for extra in ("queue.db-wal", "queue.db-shm"):
         (root / extra).unlink(missing_ok=True)
     elapsed, recovery = await timed_open(root)
-    print(f"start-up with {a.files} queued (index lost, rebuilt from files): {elapsed:.2f}s", flush=True)
+    print(f"start-up with {a.files} queued (index lost, rebuilt from files): {elapsed:.2f}s",
+          flush=True)
     add_rows(root / "queue.db", a.rows)
     total = a.rows + a.files
     print(f"index rows: {total}; query plan: {plan(root / 'queue.db')}", flush=True)
