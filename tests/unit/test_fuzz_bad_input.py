@@ -1,7 +1,7 @@
 """No traceback and no hang for any bad input (issue 20), property-based.
 
 For each file kind — config.yaml, each policy file, each key and secret file — and
-for the command line, hypothesis makes FUZZ_EXAMPLES inputs (600 by default; the
+for the command line, hypothesis makes FUZZ_EXAMPLES inputs (400 by default; the
 environment variable sets it) and runs what check-config runs on them in this
 process (tests/fixtures/bad_input.py says how, and what counts as a traceback or a
 hang). bench/fuzz_bad_input.py is the long run (100,000 per kind).
@@ -29,7 +29,7 @@ from tests.fixtures.bad_input import (
     validate,
 )
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "600"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                 suppress_health_check=list(HealthCheck))
 
